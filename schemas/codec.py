@@ -1,0 +1,167 @@
+"""Avro single-object encoding of every terra-xfer event.
+
+Wire format (Avro specification, "Single object encoding"): the two marker bytes ``C3 01``, the 8-byte
+little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary
+body. A reader finds the writer's schema by fingerprint among every *published* version (``published/``)
+and resolves it against the current schema of the same name, so events written by an older or newer
+release stay readable as long as the change is a compatible one (e.g. a field added with a default).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import to_parsing_canonical_form
+
+from terra_xfer.errors import PermanentError
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+NAMESPACE = "terra.xfer"
+
+_EMPTY = 0xC15D213AA4D7A795
+_TABLE: list[int] = []
+for _i in range(256):
+    _fp = _i
+    for _ in range(8):
+        _fp = (_fp >> 1) ^ (_EMPTY & -(_fp & 1))
+    _TABLE.append(_fp)
+
+
+class CodecError(PermanentError):
+    """An event could not be encoded or decoded; the message says why in one sentence."""
+
+
+class UnknownSchemaError(CodecError):
+    """The event names a writer schema (by fingerprint) that no published version matches."""
+
+
+class CorruptEventError(CodecError):
+    """The bytes are not a well-formed single-object-encoded event."""
+
+
+def crc64_avro(data: bytes) -> int:
+    """The CRC-64-AVRO fingerprint (Rabin) of ``data``, as the Avro specification defines it."""
+    fp = _EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One published version of a record schema."""
+
+    name: str
+    fingerprint: int
+    schema: dict[str, Any]
+    parsed: Any
+
+    @property
+    def header(self) -> bytes:
+        return MAGIC + struct.pack("<Q", self.fingerprint)
+
+
+def _version(schema: dict[str, Any]) -> SchemaVersion:
+    parsed = fastavro.parse_schema(schema, _write_hint=False)
+    canonical = to_parsing_canonical_form(parsed)
+    name = f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"
+    return SchemaVersion(name, crc64_avro(canonical.encode()), schema, parsed)
+
+
+def _load_dir(package: str) -> list[SchemaVersion]:
+    root = resources.files(package)
+    return [
+        _version(json.loads(entry.read_text(encoding="utf-8")))
+        for entry in sorted(root.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".avsc")
+    ]
+
+
+@cache
+def current_schemas() -> dict[str, SchemaVersion]:
+    """The schema every writer uses now, by short record name (``FileArrived``)."""
+    return {v.name.rsplit(".", 1)[1]: v for v in _load_dir("schemas")}
+
+
+@cache
+def published_schemas() -> dict[int, SchemaVersion]:
+    """Every schema version ever published, by fingerprint: what readers accept."""
+    return {v.fingerprint: v for v in _load_dir("schemas.published")}
+
+
+class Codec:
+    """Encodes and decodes events; holds the registry of published schema versions.
+
+    ``readers`` and ``writers`` override the schema per record name (tests use them to read and write
+    as an older or newer release would); their schemas count as published.
+    """
+
+    def __init__(self, readers: Mapping[str, dict[str, Any]] | None = None,
+                 writers: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self._writers = dict(current_schemas())
+        self._writers.update({name: _version(s) for name, s in (writers or {}).items()})
+        self._readers = dict(current_schemas())
+        self._readers.update({name: _version(s) for name, s in (readers or {}).items()})
+        self._known = dict(published_schemas())
+        for version in [*self._writers.values(), *self._readers.values()]:
+            self._known.setdefault(version.fingerprint, version)
+
+    def encode(self, record_name: str, value: Mapping[str, Any]) -> bytes:
+        """Encode ``value`` as the current version of ``record_name`` (e.g. ``"FileArrived"``)."""
+        writer = self._writer(record_name)
+        buf = io.BytesIO()
+        buf.write(writer.header)
+        try:
+            fastavro.schemaless_writer(buf, writer.parsed, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CodecError(f"cannot encode {record_name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode one event into (record name, value), resolving the writer's schema by fingerprint."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise CorruptEventError("not an Avro single-object-encoded event (bad marker or too short)")
+        (fingerprint,) = struct.unpack_from("<Q", data, 2)
+        writer = self._known.get(fingerprint)
+        if writer is None:
+            raise UnknownSchemaError(f"no published schema has fingerprint {fingerprint:016x}")
+        short = writer.name.rsplit(".", 1)[1]
+        reader = self._readers.get(short)
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            if reader is None or reader.fingerprint == fingerprint:
+                value = fastavro.schemaless_reader(buf, writer.parsed, None)
+            else:
+                value = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        except Exception as exc:  # fastavro raises many types on corrupt bodies; all mean the same
+            raise CorruptEventError(f"corrupt {short} body: {type(exc).__name__}: {exc}") from exc
+        if buf.tell() != len(data):
+            raise CorruptEventError(f"corrupt {short} body: {len(data) - buf.tell()} trailing bytes")
+        return short, value  # type: ignore[return-value]
+
+    def _writer(self, record_name: str) -> SchemaVersion:
+        try:
+            return self._writers[record_name]
+        except KeyError:
+            raise CodecError(f"unknown record type {record_name!r}") from None
+
+
+def record_name_of(data: bytes) -> str | None:
+    """The short record name of an encoded event, from its fingerprint alone; None when unknown."""
+    if len(data) < HEADER_LEN or data[:2] != MAGIC:
+        return None
+    (fingerprint,) = struct.unpack_from("<Q", data, 2)
+    version = published_schemas().get(fingerprint) or next(
+        (v for v in current_schemas().values() if v.fingerprint == fingerprint), None
+    )
+    return version.name.rsplit(".", 1)[1] if version else None

@@ -1,0 +1,286 @@
+"""Typed, frozen configuration: one TOML file, then environment overrides, read once by the CLI.
+
+Every key can be overridden by ``TERRA_XFER_<SECTION>_<KEY>`` (``[transfer.globus] client_id`` →
+``TERRA_XFER_TRANSFER_GLOBUS_CLIENT_ID``). Secrets are never read from the file, only from the
+environment, and are held as :class:`Secret` so they cannot leak through a repr or a log line.
+A bad file or value raises :class:`ConfigError` with one sentence naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from terra_xfer.errors import ConfigError
+
+ENV_PREFIX = "TERRA_XFER_"
+DEFAULT_WHITELIST = (
+    "LemnaTec/MovingSensor/",
+    "LemnaTec/EnvironmentLogger/",
+    "LemnaTec/3DScannerRawDataTmp/",
+    "MAC/",
+)
+
+
+class Secret:
+    """A value that must not be logged: ``repr``/``str`` show ``***``; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def data_home() -> Path:
+    """Per-user directory for terra-xfer's state when the config does not name one."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "terra-xfer"
+
+
+def cache_home() -> Path:
+    """Per-user cache (the broker's resolved jars live here, reused across runs)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "terra-xfer"
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "terra."
+    partitions: int = 6
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = field(default=None, metadata={"secret": "KAFKA_SASL_PASSWORD"})
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    port: int = 9092
+    data_dir: Path = field(default_factory=lambda: data_home() / "broker")
+    kafka_version: str = "4.4.0"
+    heap: str = "768m"
+    start_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class GantryConfig:
+    xferlog: Path = Path("/var/log/xferlog")
+    nas_log: Path | None = None
+    cache_root: Path = Path("/gantry_data")
+    log_root: str | None = None
+    whitelist: tuple[str, ...] = DEFAULT_WHITELIST
+    timezone: str = "America/Phoenix"
+    site: str = "ua-mac"
+    max_line_bytes: int = 65536
+    chunk_lines: int = 2000
+    poll_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_files: int = 500
+    max_wait_s: float = 30.0
+    max_pending_tasks: int = 20
+
+
+@dataclass(frozen=True)
+class GlobusConfig:
+    source_endpoint: str = ""
+    destination_endpoint: str = ""
+    destination_base: str = "/"
+    client_id: str = ""
+    client_secret: Secret | None = field(default=None, metadata={"secret": "GLOBUS_CLIENT_SECRET"})
+    deadline_s: int = 86400
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    backend: Literal["local", "globus"] = "local"
+    destination_root: Path = field(default_factory=lambda: data_home() / "destination")
+    state_dir: Path = field(default_factory=lambda: data_home() / "transfer")
+    globus: GlobusConfig = field(default_factory=GlobusConfig)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    max_attempts: int = 5
+    poll_initial_s: float = 0.5
+    poll_max_s: float = 60.0
+    retry_backoff_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ClowderConfig:
+    url: str = ""
+    space_id: str | None = None
+    mounted_prefix: str | None = None
+    key: Secret | None = field(default=None, metadata={"secret": "CLOWDER_KEY"})
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    backend: Literal["local", "clowder"] = "local"
+    path: Path = field(default_factory=lambda: data_home() / "catalog.sqlite")
+    clowder: ClowderConfig = field(default_factory=ClowderConfig)
+
+
+@dataclass(frozen=True)
+class DeleterConfig:
+    enabled: bool = True
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class SweeperConfig:
+    min_age_s: float = 172800.0
+    interval_s: float = 86400.0
+    stuck_after_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    index_path: Path = field(default_factory=lambda: data_home() / "status.sqlite")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; each service takes the sections it needs."""
+
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    gantry: GantryConfig = field(default_factory=GantryConfig)
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    deleter: DeleterConfig = field(default_factory=DeleterConfig)
+    sweeper: SweeperConfig = field(default_factory=SweeperConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a catalogue name (``files.arrived`` → ``terra.files.arrived``)."""
+        return self.kafka.topic_prefix + name
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (optional) and apply environment overrides and secrets."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        base = Path(path).resolve().parent
+    return _build(Config, raw, "", env, base)
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], raw: Mapping[str, Any], section: str, env: Mapping[str, str], base: Path) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    where = f"[{section}]" if section else "the top level"
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {key!r} in {where}")
+        if "secret" in fields[key].metadata:
+            env_name = ENV_PREFIX + fields[key].metadata["secret"]
+            raise ConfigError(f"{section}.{key} is a secret: set it with {env_name}, not in the file")
+        if dataclasses.is_dataclass(hints[key]) and not isinstance(value, dict):
+            raise ConfigError(f"{section + '.' if section else ''}{key} must be a table [{key}]")
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        hint = hints[name]
+        dotted = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw.get(name, {}), dotted, env, base)  # type: ignore[arg-type]
+            continue
+        if "secret" in fld.metadata:
+            secret = env.get(ENV_PREFIX + fld.metadata["secret"])
+            values[name] = Secret(secret) if secret else None
+            continue
+        env_name = ENV_PREFIX + dotted.replace(".", "_").upper()
+        if env_name in env:
+            values[name] = _coerce(hint, env[env_name], f"{env_name}", base, from_env=True)
+        elif name in raw:
+            values[name] = _coerce(hint, raw[name], f"{dotted} in the config file", base)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str, base: Path, from_env: bool = False) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        if value in ("", None) or (from_env and str(value).lower() == "none"):
+            return None
+        return _coerce(inner[0], value, where, base, from_env)
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{where} must be one of {allowed}, not {value!r}")
+        return value
+    if origin is tuple:
+        items = [s.strip() for s in value.split(",") if s.strip()] if from_env else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where} must be a list of strings")
+        return tuple(items)
+    if hint is bool:
+        if from_env:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if hint in (int, float):
+        try:
+            number = hint(value) if from_env else value
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        if hint is int and not isinstance(number, int):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        if number < 0:
+            raise ConfigError(f"{where} must not be negative, not {value!r}")
+        return hint(number)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a path (a non-empty string)")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return value
+    raise ConfigError(f"{where} has an unsupported type")  # pragma: no cover - schema bug

@@ -1,0 +1,93 @@
+"""Logging set-up, done only by the CLI: plain lines on a terminal, JSON lines in production.
+
+A filter scrubs every configured secret value from every record before any handler sees it, so a
+secret that reaches a message by accident (an exception text, a URL) is still never written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+from terra_xfer.config import Config, Secret
+
+REDACTED = "***"
+
+
+class RedactSecrets(logging.Filter):
+    """Replace any secret value found in a record's final message with ``***``."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        text = message + (_exc_text(record) or "")
+        if any(s in text for s in self._secrets):
+            for secret in self._secrets:
+                message = message.replace(secret, REDACTED)
+            record.msg, record.args = message, None
+            if record.exc_info:
+                record.exc_text = _exc_text(record)
+                for secret in self._secrets:
+                    record.exc_text = (record.exc_text or "").replace(secret, REDACTED)
+                record.exc_info = None
+        return True
+
+
+def _exc_text(record: logging.LogRecord) -> str | None:
+    if record.exc_info:
+        return logging.Formatter().formatException(record.exc_info)
+    return record.exc_text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+
+    _SKIP = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update({k: v for k, v in vars(record).items() if k not in self._SKIP})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        return json.dumps(doc, default=str)
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret value present in ``config``."""
+    found = [config.kafka.sasl_password, config.transfer.globus.client_secret, config.catalog.clowder.key]
+    return [s.reveal() for s in found if isinstance(s, Secret)]
+
+
+def configure(level: str = "INFO", json_lines: bool | None = None,
+              secrets: Iterable[str] = ()) -> None:
+    """Install the root handler; JSON lines unless stderr is a terminal (or as told)."""
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("terra_xfer.librdkafka").setLevel(logging.WARNING)
