@@ -105,8 +105,11 @@ class Codec:
     as an older or newer release would); their schemas count as published.
     """
 
-    def __init__(self, readers: Mapping[str, dict[str, Any]] | None = None,
-                 writers: Mapping[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        readers: Mapping[str, dict[str, Any]] | None = None,
+        writers: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
         self._writers = dict(current_schemas())
         self._writers.update({name: _version(s) for name, s in (writers or {}).items()})
         self._readers = dict(current_schemas())
@@ -129,7 +132,9 @@ class Codec:
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Decode one event into (record name, value), resolving the writer's schema by fingerprint."""
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
-            raise CorruptEventError("not an Avro single-object-encoded event (bad marker or too short)")
+            raise CorruptEventError(
+                "not an Avro single-object-encoded event (bad marker or too short)"
+            )
         (fingerprint,) = struct.unpack_from("<Q", data, 2)
         writer = self._known.get(fingerprint)
         if writer is None:
@@ -146,7 +151,9 @@ class Codec:
         except Exception as exc:  # fastavro raises many types on corrupt bodies; all mean the same
             raise CorruptEventError(f"corrupt {short} body: {type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(data):
-            raise CorruptEventError(f"corrupt {short} body: {len(data) - buf.tell()} trailing bytes")
+            raise CorruptEventError(
+                f"corrupt {short} body: {len(data) - buf.tell()} trailing bytes"
+            )
         return short, value  # type: ignore[return-value]
 
     def _writer(self, record_name: str) -> SchemaVersion:

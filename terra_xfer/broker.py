@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from terra_xfer.config import cache_home
 from terra_xfer.errors import BrokerError
@@ -73,16 +74,27 @@ def resolve_jars(version: str, cache: Path | None = None) -> Path:
             pom = Path(work) / "pom.xml"
             template = resources.files("terra_xfer").joinpath("broker_pom.xml").read_text()
             pom.write_text(
-                template.replace("@KAFKA_VERSION@", version).replace("@LOG4J_VERSION@", LOG4J_VERSION)
+                template.replace("@KAFKA_VERSION@", version).replace(
+                    "@LOG4J_VERSION@", LOG4J_VERSION
+                )
             )
             staged = Path(work) / "libs"
-            cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                   "-DincludeScope=runtime", f"-DoutputDirectory={staged}"]
+            cmd = [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staged}",
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0 or not any(staged.glob("kafka_2.13-*.jar")):
                 tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
                 raise BrokerError(
-                    f"Maven could not resolve Kafka {version} from Maven Central:\n" + "\n".join(tail)
+                    f"Maven could not resolve Kafka {version} from Maven Central:\n"
+                    + "\n".join(tail)
                 )
             if libs.exists():
                 shutil.rmtree(libs)
@@ -112,7 +124,8 @@ def answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
 
     quiet = logging.getLogger("terra_xfer.broker.probe")
     quiet.propagate = False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+    admin = AdminClient(conf)
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)
     except Exception:  # KafkaException and transport errors all mean "not answering yet"
@@ -131,14 +144,24 @@ class BrokerStatus:
 class EmbeddedBroker:
     """Start, stop and inspect one KRaft node whose files all live in ``data_dir``."""
 
-    def __init__(self, port: int, data_dir: Path, version: str, heap: str = "768m",
-                 controller_port: int | None = None, extra_properties: dict[str, str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        version: str,
+        heap: str = "768m",
+        controller_port: int | None = None,
+        extra_properties: dict[str, str] | None = None,
+        tag: str = "terra-xfer-broker",
+    ):
         self.port = port
         self.controller_port = controller_port or port + 1
         self.data_dir = Path(data_dir)
         self.version = version
         self.heap = heap
         self.extra = dict(extra_properties or {})
+        self.tag = tag  # on the java command line, so leftover nodes can be found with pgrep -f
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -194,7 +217,9 @@ class EmbeddedBroker:
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
-        answering = pid is not None and port_open(self.port) and answers_metadata(self.bootstrap, 3.0)
+        answering = (
+            pid is not None and port_open(self.port) and answers_metadata(self.bootstrap, 3.0)
+        )
         return BrokerStatus(pid is not None, pid, self.bootstrap, answering, self.data_dir)
 
     def start(self, timeout_s: float = 60.0) -> BrokerStatus:
@@ -215,14 +240,26 @@ class EmbeddedBroker:
             self._format(java, classpath, config)
         with self.logfile.open("ab") as out:
             proc = subprocess.Popen(
-                [java, f"-Xmx{self.heap}", f"-Xms{min_heap(self.heap)}", "-XX:+UseG1GC",
-                 "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-                 f"-Dkafka.logs.dir={self.data_dir}",
-                 "-cp", classpath, SERVER_MAIN, str(config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    java,
+                    f"-Xmx{self.heap}",
+                    f"-Xms{min_heap(self.heap)}",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dterra.xfer.tag={self.tag}",
+                    f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+                    f"-Dkafka.logs.dir={self.data_dir}",
+                    "-cp",
+                    classpath,
+                    SERVER_MAIN,
+                    str(config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._proc = proc  # kept so this process can reap its child
         self.pidfile.write_text(f"{proc.pid}\n")
         return self._wait_ready(timeout_s, proc.pid, proc)
 
@@ -232,21 +269,28 @@ class EmbeddedBroker:
         if pid is None:
             return False
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
+        if not _wait_exit(pid, timeout_s, self._proc):
             log.warning("broker pid %d did not stop in %.0f s; killing it", pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.05)
+            _wait_exit(pid, timeout_s, self._proc)
+        self._proc = None
         self.pidfile.unlink(missing_ok=True)
         return True
 
     def _format(self, java: str, classpath: str, config: Path) -> None:
         cluster_id = _cluster_id()
-        cmd = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-               STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)]
+        cmd = [
+            java,
+            "-cp",
+            classpath,
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            STORAGE_TOOL,
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BrokerError(f"formatting the broker storage failed:\n{done.stdout}{done.stderr}")
@@ -259,13 +303,16 @@ class EmbeddedBroker:
         )
         return config
 
-    def _wait_ready(self, timeout_s: float, pid: int | None,
-                    proc: subprocess.Popen[bytes] | None = None) -> BrokerStatus:
+    def _wait_ready(
+        self, timeout_s: float, pid: int | None, proc: subprocess.Popen[bytes] | None = None
+    ) -> BrokerStatus:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 self.pidfile.unlink(missing_ok=True)
-                raise BrokerError(f"the broker exited with code {proc.returncode}:\n{self.log_tail()}")
+                raise BrokerError(
+                    f"the broker exited with code {proc.returncode}:\n{self.log_tail()}"
+                )
             if port_open(self.port) and answers_metadata(self.bootstrap, 2.0):
                 return BrokerStatus(True, pid, self.bootstrap, True, self.data_dir)
             time.sleep(0.2)
@@ -289,18 +336,22 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
+def _wait_exit(pid: int, timeout_s: float, proc: subprocess.Popen[bytes] | None) -> bool:
+    """Wait until ``pid`` has exited (reaping it when it is our child); False on timeout."""
+    if proc is not None:
+        try:
+            proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
             return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def min_heap(heap: str) -> str:

@@ -203,7 +203,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
 T = TypeVar("T")
 
 
-def _build(cls: type[T], raw: Mapping[str, Any], section: str, env: Mapping[str, str], base: Path) -> T:
+def _build(
+    cls: type[T], raw: Mapping[str, Any], section: str, env: Mapping[str, str], base: Path
+) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     where = f"[{section}]" if section else "the top level"
@@ -212,7 +214,9 @@ def _build(cls: type[T], raw: Mapping[str, Any], section: str, env: Mapping[str,
             raise ConfigError(f"unknown key {key!r} in {where}")
         if "secret" in fields[key].metadata:
             env_name = ENV_PREFIX + fields[key].metadata["secret"]
-            raise ConfigError(f"{section}.{key} is a secret: set it with {env_name}, not in the file")
+            raise ConfigError(
+                f"{section}.{key} is a secret: set it with {env_name}, not in the file"
+            )
         if dataclasses.is_dataclass(hints[key]) and not isinstance(value, dict):
             raise ConfigError(f"{section + '.' if section else ''}{key} must be a table [{key}]")
     values: dict[str, Any] = {}
@@ -278,7 +282,7 @@ def _coerce(hint: Any, value: Any, where: str, base: Path, from_env: bool = Fals
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a path (a non-empty string)")
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (base / path)
+        return path if path.is_absolute() else Path(os.path.normpath(base / path))
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")

@@ -72,8 +72,9 @@ class TxProducer:
     restarts, ``init_transactions`` fences its previous incarnation and aborts whatever it left open.
     """
 
-    def __init__(self, kafka: KafkaConfig, transactional_id: str,
-                 overrides: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, kafka: KafkaConfig, transactional_id: str, overrides: Mapping[str, Any] | None = None
+    ) -> None:
         conf = client_config(
             kafka,
             **{
@@ -93,10 +94,22 @@ class TxProducer:
         self._producer = Producer(conf)
         self._initialised = False
         self._error: KafkaError | None = None
+        # Delivery reports of an aborted transaction arrive late (purged messages); a report only
+        # counts for the transaction that was open when its message was produced.
+        self._generation = 0
+        self._callbacks: dict[int, Any] = {}
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None and self._error is None:
-            self._error = err
+    def _reporter(self) -> Any:
+        generation = self._generation
+        callback = self._callbacks.get(generation)
+        if callback is None:
+
+            def callback(err: KafkaError | None, _msg: Message) -> None:
+                if err is not None and self._error is None and generation == self._generation:
+                    self._error = err
+
+            self._callbacks = {generation: callback}
+        return callback
 
     def _raise_latched(self) -> None:
         if self._error is not None:
@@ -112,10 +125,11 @@ class TxProducer:
                 raise _wrap(exc, "init_transactions") from exc
             self._initialised = True
 
-    def produce(self, topic: str, value: bytes, key: str | bytes | None = None,
-                partition: int | None = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: str | bytes | None = None, partition: int | None = None
+    ) -> None:
         self._raise_latched()
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._reporter()}
         if partition is not None:
             kwargs["partition"] = partition
         while True:
@@ -129,6 +143,8 @@ class TxProducer:
     def transaction(self) -> Iterator[None]:
         """Begin; commit when the block succeeds, abort (and re-raise) when it does not."""
         self.init()
+        self._generation += 1
+        self._error = None
         self._producer.begin_transaction()
         try:
             yield
@@ -147,6 +163,7 @@ class TxProducer:
             )
 
     def _abort(self) -> None:
+        self._generation += 1
         self._error = None
         try:
             self._producer.abort_transaction()
@@ -155,6 +172,12 @@ class TxProducer:
 
     def poll(self, timeout_s: float = 0) -> None:
         self._producer.poll(timeout_s)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Send everything queued now (inside a transaction: written, not yet committed)."""
+        if self._producer.flush(timeout_s):
+            raise KafkaDeliveryError(f"flush timed out after {timeout_s:.0f} s")
+        self._raise_latched()
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
@@ -167,8 +190,11 @@ def _wrap(exc: KafkaException, what: str) -> Exception:
     return TransientError(f"{what}: {exc}")
 
 
-def make_consumer(kafka: KafkaConfig, group_id: str, overrides: Mapping[str, Any] | None = None,
-                  ) -> Consumer:
+def make_consumer(
+    kafka: KafkaConfig,
+    group_id: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> Consumer:
     """A read_committed consumer whose offsets are only ever committed explicitly."""
     conf = client_config(
         kafka,

@@ -70,12 +70,17 @@ class JsonFormatter(logging.Formatter):
 
 def secrets_of(config: Config) -> list[str]:
     """Every secret value present in ``config``."""
-    found = [config.kafka.sasl_password, config.transfer.globus.client_secret, config.catalog.clowder.key]
+    found = [
+        config.kafka.sasl_password,
+        config.transfer.globus.client_secret,
+        config.catalog.clowder.key,
+    ]
     return [s.reveal() for s in found if isinstance(s, Secret)]
 
 
-def configure(level: str = "INFO", json_lines: bool | None = None,
-              secrets: Iterable[str] = ()) -> None:
+def configure(
+    level: str = "INFO", json_lines: bool | None = None, secrets: Iterable[str] = ()
+) -> None:
     """Install the root handler; JSON lines unless stderr is a terminal (or as told)."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()

@@ -29,9 +29,15 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run(step: Callable[[], int], stop: threading.Event, *, once: bool = False,
-        max_items: int | None = None, idle_wait_s: float = 0.2,
-        idle_exit_s: float | None = None) -> int:
+def run(
+    step: Callable[[], int],
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    max_items: int | None = None,
+    idle_wait_s: float = 0.2,
+    idle_exit_s: float | None = None,
+) -> int:
     """Call ``step`` until stopped; return the number of items handled.
 
     ``once``: a single step. ``max_items``: stop after that many items. ``idle_exit_s``: stop after

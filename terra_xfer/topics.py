@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -79,16 +80,28 @@ _CHECKPOINT = {
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(FILES_ARRIVED, "file key", "FileArrived", True, _EVENTS),
-    TopicSpec(BATCHES_SUBMITTED, "batch id", "BatchSubmitted", False,
-              {**_EVENTS, "max.message.bytes": str(8 * 1024 * 1024)}),
+    TopicSpec(
+        BATCHES_SUBMITTED,
+        "batch id",
+        "BatchSubmitted",
+        False,
+        {**_EVENTS, "max.message.bytes": str(8 * 1024 * 1024)},
+    ),
     TopicSpec(FILES_TRANSFERRED, "file key", "FileTransferred | FileTransferFailed", True, _EVENTS),
     TopicSpec(FILES_INGESTED, "file key", "FileIngested | FileIngestFailed", True, _EVENTS),
     TopicSpec(FILES_DELETED, "file key", "FileDeleted", True, _EVENTS),
     TopicSpec(FILES_STATE, "file key", "FileState", True, _STATE, compacted=True),
-    TopicSpec(CHECKPOINTS, "source", "Checkpoint", False, _CHECKPOINT, fixed_partitions=1,
-              compacted=True),
-    TopicSpec(DEADLETTER, "source", "DeadLetter", False,
-              {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}, fixed_partitions=1),
+    TopicSpec(
+        CHECKPOINTS, "source", "Checkpoint", False, _CHECKPOINT, fixed_partitions=1, compacted=True
+    ),
+    TopicSpec(
+        DEADLETTER,
+        "source",
+        "DeadLetter",
+        False,
+        {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+        fixed_partitions=1,
+    ),
 )
 
 
@@ -104,14 +117,18 @@ class TopicResult:
     updated_configs: tuple[str, ...]
 
 
-def create_topics(config: Config, admin: AdminClient | None = None,
-                  timeout_s: float = 30.0) -> list[TopicResult]:
+def create_topics(
+    config: Config, admin: AdminClient | None = None, timeout_s: float = 30.0
+) -> list[TopicResult]:
     """Create missing topics and bring existing ones' configs in line; safe to run any number of times."""
     admin = admin or AdminClient(admin_config(config))
     existing = _existing_partitions(admin, timeout_s)
     wanted = [(config.topic(s.name), s) for s in CATALOGUE]
-    missing = [NewTopic(name, s.partitions(config.kafka.partitions), 1, config=dict(s.configs))
-               for name, s in wanted if name not in existing]
+    missing = [
+        NewTopic(name, s.partitions(config.kafka.partitions), 1, config=dict(s.configs))
+        for name, s in wanted
+        if name not in existing
+    ]
     created = set()
     if missing:
         for name, future in admin.create_topics(missing, request_timeout=timeout_s).items():
@@ -145,21 +162,24 @@ def _existing_partitions(admin: AdminClient, timeout_s: float) -> dict[str, int]
     return {name: len(t.partitions) for name, t in metadata.topics.items()}
 
 
-def _align_configs(admin: AdminClient, topic: str, wanted: Mapping[str, str],
-                   timeout_s: float) -> tuple[str, ...]:
+def _align_configs(
+    admin: AdminClient, topic: str, wanted: Mapping[str, str], timeout_s: float
+) -> tuple[str, ...]:
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     current = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result()
     differ = {k: v for k, v in wanted.items() if k not in current or current[k].value != v}
     if not differ:
         return ()
-    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in differ.items()]
+    entries = [
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in differ.items()
+    ]
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
     admin.incremental_alter_configs([resource], request_timeout=timeout_s)[resource].result()
     log.info("topic %s: configs updated: %s", topic, ", ".join(sorted(differ)))
     return tuple(sorted(differ))
 
 
-def admin_config(config: Config) -> dict[str, object]:
+def admin_config(config: Config) -> dict[str, Any]:
     from terra_xfer.kafka import client_config
 
     return client_config(config.kafka)

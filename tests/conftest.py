@@ -26,8 +26,14 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    node = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker"),
-                          BrokerConfig().kafka_version, heap="512m", controller_port=free_port())
+    node = EmbeddedBroker(
+        free_port(),
+        tmp_path_factory.mktemp("broker"),
+        BrokerConfig().kafka_version,
+        heap="512m",
+        controller_port=free_port(),
+        tag="terra-xfer-test-broker",
+    )
     node.start(timeout_s=120)
     try:
         yield node.bootstrap
@@ -68,12 +74,15 @@ def pipeline_config(bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
     base = Config()
     return dataclasses.replace(
         base,
-        kafka=dataclasses.replace(base.kafka, bootstrap_servers=bootstrap,
-                                  topic_prefix=unique("t") + ".", partitions=3),
-        gantry=dataclasses.replace(base.gantry, cache_root=tmp_path / "cache",
-                                   xferlog=tmp_path / "log" / "xferlog"),
-        transfer=dataclasses.replace(base.transfer, destination_root=tmp_path / "dest",
-                                     state_dir=tmp_path / "transfer"),
+        kafka=dataclasses.replace(
+            base.kafka, bootstrap_servers=bootstrap, topic_prefix=unique("t") + ".", partitions=3
+        ),
+        gantry=dataclasses.replace(
+            base.gantry, cache_root=tmp_path / "cache", xferlog=tmp_path / "log" / "xferlog"
+        ),
+        transfer=dataclasses.replace(
+            base.transfer, destination_root=tmp_path / "dest", state_dir=tmp_path / "transfer"
+        ),
         catalog=dataclasses.replace(base.catalog, path=tmp_path / "catalog.sqlite"),
         status=dataclasses.replace(base.status, index_path=tmp_path / "status.sqlite"),
     )

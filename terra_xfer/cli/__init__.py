@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 from typing import Any
@@ -59,15 +60,29 @@ class State:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="TERRA_XFER_CONFIG", help="TOML config file (env TERRA_XFER_CONFIG).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-@click.option("--log-json/--log-plain", default=None,
-              help="Log format; default: plain on a terminal, JSON lines otherwise.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TERRA_XFER_CONFIG",
+    help="TOML config file (env TERRA_XFER_CONFIG).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--log-json/--log-plain",
+    default=None,
+    help="Log format; default: plain on a terminal, JSON lines otherwise.",
+)
 @click.version_option(__version__, prog_name="terra-xfer")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_json: bool | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, log_level: str, log_json: bool | None
+) -> None:
     """terra-xfer moves instrument files from an acquisition cache to an HPC site through Kafka,
     and never loses one.
 
@@ -80,10 +95,8 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_json: 
     state = State(config_path)
     ctx.obj = state
     secrets: list[str] = []
-    try:
+    with contextlib.suppress(click.UsageError):  # reported by the subcommand that needs the config
         secrets = secrets_of(state.config)
-    except click.UsageError:
-        pass  # reported by the subcommand that needs the config
     configure(log_level, log_json, secrets)
 
 

@@ -36,8 +36,10 @@ def start(state: State) -> None:
     node = embedded(state.config)
     began = time.monotonic()
     status = node.start(timeout_s=state.config.broker.start_timeout_s)
-    click.echo(f"broker running: pid {status.pid}, bootstrap {status.bootstrap} "
-               f"({time.monotonic() - began:.1f} s), data {status.data_dir}")
+    click.echo(
+        f"broker running: pid {status.pid}, bootstrap {status.bootstrap} "
+        f"({time.monotonic() - began:.1f} s), data {status.data_dir}"
+    )
 
 
 @broker.command()

@@ -37,7 +37,9 @@ def render(msg: Message, codec: Codec) -> dict[str, Any]:
     key = msg.key()
     ts_type, ts = msg.timestamp()
     doc: dict[str, Any] = {
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
         "timestamp_ms": ts if ts_type else None,
         "key": key.decode("utf-8", "backslashreplace") if key is not None else None,
     }
@@ -65,11 +67,22 @@ def full_topic_name(state: State, topic: str) -> str:
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest retained event.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines only (for jq and scripts).")
 @click.option("--max-messages", type=int, default=None, help="Exit after this many events.")
-@click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
-              help="Exit after this long without a new event (default: follow for ever).")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long without a new event (default: follow for ever).",
+)
 @click.pass_obj
-def tail(state: State, topic: str, from_beginning: bool, as_json: bool,
-         max_messages: int | None, idle_exit: float | None) -> None:
+def tail(
+    state: State,
+    topic: str,
+    from_beginning: bool,
+    as_json: bool,
+    max_messages: int | None,
+    idle_exit: float | None,
+) -> None:
     """Follow TOPIC and print each event decoded, like `tail -f` (read_committed: only committed
     transactions are shown, as every stage sees them). Joins no consumer group and commits nothing.
 
@@ -85,7 +98,9 @@ def tail(state: State, topic: str, from_beginning: bool, as_json: bool,
         metadata = consumer.list_topics(name, timeout=10)
         partitions = metadata.topics[name].partitions if name in metadata.topics else {}
         if not partitions or metadata.topics[name].error is not None:
-            raise click.UsageError(f"topic {name} does not exist (terra-xfer topics list shows them)")
+            raise click.UsageError(
+                f"topic {name} does not exist (terra-xfer topics list shows them)"
+            )
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(name, p, start) for p in sorted(partitions)])
         _print_loop(consumer, codec, as_json, max_messages, idle_exit)
@@ -93,8 +108,9 @@ def tail(state: State, topic: str, from_beginning: bool, as_json: bool,
         consumer.close()
 
 
-def _print_loop(consumer: Any, codec: Codec, as_json: bool, max_messages: int | None,
-                idle_exit: float | None) -> None:
+def _print_loop(
+    consumer: Any, codec: Codec, as_json: bool, max_messages: int | None, idle_exit: float | None
+) -> None:
     printed = 0
     idle_since = time.monotonic()
     while max_messages is None or printed < max_messages:
@@ -109,6 +125,8 @@ def _print_loop(consumer: Any, codec: Codec, as_json: bool, max_messages: int | 
             click.echo(json.dumps(doc, ensure_ascii=False))
         else:
             body = doc.get("value") if "error" not in doc else {"error": doc["error"]}
-            click.echo(f"{doc['topic']}[{doc['partition']}]@{doc['offset']} {doc['type']} "
-                       f"key={doc['key']} {json.dumps(body, ensure_ascii=False)}")
+            click.echo(
+                f"{doc['topic']}[{doc['partition']}]@{doc['offset']} {doc['type']} "
+                f"key={doc['key']} {json.dumps(body, ensure_ascii=False)}"
+            )
         printed += 1

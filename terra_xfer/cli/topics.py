@@ -35,5 +35,7 @@ def list_(state: State) -> None:
     cfg = state.config
     for s in CATALOGUE:
         policy = s.configs.get("cleanup.policy", "delete")
-        click.echo(f"{cfg.topic(s.name):<32} {s.partitions(cfg.kafka.partitions):>3}  {policy:<8} "
-                   f"key={s.key}  value={s.value}")
+        click.echo(
+            f"{cfg.topic(s.name):<32} {s.partitions(cfg.kafka.partitions):>3}  {policy:<8} "
+            f"key={s.key}  value={s.value}"
+        )

@@ -34,8 +34,16 @@ def test_crc64_matches_the_avro_specification() -> None:
 
 def test_every_record_the_stages_need_exists() -> None:
     assert set(RECORDS) >= {
-        "FileArrived", "BatchSubmitted", "FileTransferred", "FileTransferFailed", "FileIngested",
-        "FileIngestFailed", "FileDeleted", "FileState", "Checkpoint", "DeadLetter",
+        "FileArrived",
+        "BatchSubmitted",
+        "FileTransferred",
+        "FileTransferFailed",
+        "FileIngested",
+        "FileIngestFailed",
+        "FileDeleted",
+        "FileState",
+        "Checkpoint",
+        "DeadLetter",
     }
 
 
@@ -105,6 +113,7 @@ def test_old_reader_reads_new_events_ignoring_the_added_field() -> None:
     new["fields"].append({"name": "camera", "type": "string", "default": "none"})  # type: ignore[union-attr]
     value = sample("FileArrived") | {"camera": "left"}
     data = Codec(writers={"FileArrived": new}).encode("FileArrived", value)
-    name, decoded = Codec(readers={"FileArrived": _schema("FileArrived")},
-                          writers={"FileArrived": new}).decode(data)
+    _name, decoded = Codec(
+        readers={"FileArrived": _schema("FileArrived")}, writers={"FileArrived": new}
+    ).decode(data)
     assert decoded == sample("FileArrived")

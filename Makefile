@@ -1,0 +1,53 @@
+# terra-xfer: two commands do everything on a fresh machine.
+#   make demo   run the pipeline on the embedded broker
+#   make test   lint, type-check and run every test (starts and stops its own servers)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_CONFIG := examples/demo.toml
+
+.PHONY: demo test lint unit deps system-deps clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python >= 3.11 is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+deps: system-deps $(STAMP)
+
+# Debian packages the tests use (installed only when missing, and only as root). vsftpd's packaged
+# daemon is stopped again: the tests run their own instance on a loopback port.
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v vsftpd >/dev/null || [ -x /usr/sbin/vsftpd ] || missing="$$missing vsftpd"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    && (service vsftpd stop >/dev/null 2>&1 || pkill -x vsftpd || true); \
+	  else echo "missing Debian packages:$$missing (install them as root)"; fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy terra_xfer producers consumers schemas
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not broker"
+
+test: deps lint
+	@set -o pipefail; status=0; $(BIN)/pytest || status=$$?; \
+	pkill -f 'terra[.]xfer[.]tag=terra-xfer-test-broker' 2>/dev/null || true; \
+	exit $$status
+
+demo: deps
+	$(BIN)/python -m terra_xfer.demo --config $(DEMO_CONFIG) $(if $(KEEP),--keep-broker)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
