@@ -1,0 +1,76 @@
+"""Batching windows: size cap, time cap, offsets covered, determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.batching import BatchItem, Windows
+
+
+def item(n: int, version: str = "1:1") -> BatchItem:
+    return BatchItem(f"site/f{n}", version, f"f{n}", f"d/f{n}", 1, 1)
+
+
+def test_a_window_closes_at_max_files() -> None:
+    w = Windows("t", max_files=3, max_wait_s=30)
+    assert w.add(0, 10, item(1), now=0) is None
+    assert w.add(0, 11, item(2), now=1) is None
+    closed = w.add(0, 12, item(3), now=2)
+    assert closed is not None and [f.key for f in closed.files] == ["site/f1", "site/f2", "site/f3"]
+    assert (closed.first_offset, closed.last_offset) == (10, 12)
+    assert closed.batch_id == "t:0:10-12"
+    assert w.open_files == 0
+
+
+def test_a_partial_window_flushes_after_max_wait() -> None:
+    w = Windows("t", max_files=500, max_wait_s=30)
+    w.add(1, 0, item(1), now=100)
+    w.add(2, 0, item(2), now=110)
+    assert w.due(now=129.9) == []
+    assert w.seconds_until_due(now=129.9) == pytest.approx(0.1)
+    closed = w.due(now=130)
+    assert [c.partition for c in closed] == [1]
+    assert [c.partition for c in w.due(now=140)] == [2]
+    assert w.seconds_until_due(now=140) is None
+
+
+def test_partitions_have_their_own_windows() -> None:
+    w = Windows("t", max_files=2, max_wait_s=30)
+    assert w.add(0, 0, item(1), 0) is None
+    assert w.add(1, 0, item(2), 0) is None
+    assert w.add(0, 1, item(3), 0) is not None
+    assert w.open_files == 1
+
+
+def test_skipped_messages_extend_the_range_and_idle_offsets_are_committed() -> None:
+    w = Windows("t", max_files=2, max_wait_s=30)
+    w.add(0, 5, None, 0)
+    w.add(0, 6, None, 0)
+    assert w.idle_commits() == {0: 7}
+    assert w.idle_commits() == {}
+    w.add(0, 7, None, 0)
+    w.add(0, 8, item(1), 0)
+    w.add(0, 9, None, 0)
+    closed = w.add(0, 10, item(2), 0)
+    assert closed is not None and (closed.first_offset, closed.last_offset) == (7, 10)
+
+
+def test_the_same_version_twice_in_a_window_is_sent_once() -> None:
+    w = Windows("t", max_files=2, max_wait_s=30)
+    w.add(0, 0, item(1), 0)
+    assert w.add(0, 1, item(1), 0) is None
+    closed = w.add(0, 2, item(1, version="2:2"), 0)
+    assert closed is not None and [f.version for f in closed.files] == ["1:1", "2:2"]
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    w = Windows("t", max_files=5, max_wait_s=30)
+    w.add(0, 0, item(1), 0)
+    w.add(3, 0, None, 0)
+    w.drop({0, 3})
+    assert w.open_files == 0 and w.idle_commits() == {}
+
+
+def test_max_files_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_files"):
+        Windows("t", max_files=0, max_wait_s=1)
