@@ -126,7 +126,11 @@ class TxProducer:
             self._initialised = True
 
     def produce(
-        self, topic: str, value: bytes, key: str | bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        partition: int | None = None,
     ) -> None:
         self._raise_latched()
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._reporter()}

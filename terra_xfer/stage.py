@@ -158,7 +158,7 @@ class TransactionalLoop:
                 )
                 outputs = [*bad, *(self.handler(good) if good else [])]
                 for out in outputs:
-                    self.producer.produce(out.topic, out.value or b"", out.key, out.partition)
+                    self.producer.produce(out.topic, out.value, out.key, out.partition)
                 self.producer.send_offsets(self.consumer, next_offsets(messages))
         except TransientError as exc:
             log.warning(
