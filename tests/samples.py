@@ -30,6 +30,7 @@ def sample(name: str) -> dict[str, Any]:
             "remote_host": "::ffff:1.2.3.4",
             "username": "lemnatec",
             "emitted_ms": MS,
+            "attempt": 1,
         },
         "BatchSubmitted": {
             "batch_id": "b-0-0-499",

@@ -108,6 +108,17 @@ def test_new_reader_reads_old_events_with_the_default() -> None:
     assert decoded["path"] == value["path"]
 
 
+def test_events_of_the_first_published_version_stay_readable() -> None:
+    first = min(
+        (v for v in published_schemas().values() if v.name.endswith(".FileArrived")),
+        key=lambda v: "attempt" in json.dumps(v.schema),
+    )
+    assert "attempt" not in json.dumps(first.schema)
+    value = {k: v for k, v in sample("FileArrived").items() if k != "attempt"}
+    data = Codec(writers={"FileArrived": first.schema}).encode("FileArrived", value)
+    assert Codec().decode(data) == ("FileArrived", value | {"attempt": 1})
+
+
 def test_old_reader_reads_new_events_ignoring_the_added_field() -> None:
     new = _schema("FileArrived")
     new["fields"].append({"name": "camera", "type": "string", "default": "none"})  # type: ignore[union-attr]
