@@ -110,6 +110,7 @@ class GlobusConfig:
     source_endpoint: str = ""
     destination_endpoint: str = ""
     destination_base: str = "/"
+    source_base: str = ""
     client_id: str = ""
     client_secret: Secret | None = field(default=None, metadata={"secret": "GLOBUS_CLIENT_SECRET"})
     deadline_s: int = 86400

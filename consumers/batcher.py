@@ -1,0 +1,240 @@
+"""The batcher: windows files.arrived into transfer batches and submits each one, idempotently.
+
+Per batch, in this order:
+1. one Kafka transaction records the batch as PREPARED (with the submission id the backend issued)
+   together with the consumed offsets of its window, so a batch is formed exactly once;
+2. the batch is submitted under that submission id (a repeated submit runs it once);
+3. a second transaction records it as SUBMITTED with the task id.
+A crash between 1 and 3 leaves a PREPARED batch: the monitor submits it again under the same id, which
+the backend accepts once, so no batch is lost and none runs twice.
+
+Back-pressure: while ``max_pending_tasks`` submitted tasks are not final, the batcher pauses its
+partitions (it keeps polling, so it stays in the group) and forms no new batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from consumers.batches import batch_record, transfer_items
+from consumers.batching import BatchItem, Window, Windows
+from consumers.transfer.base import TransferBackend
+from schemas.codec import Codec
+from terra_xfer.config import Config
+from terra_xfer.errors import TransientError
+from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
+from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
+from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
+
+log = logging.getLogger(__name__)
+GROUP = "terra-xfer-batcher"
+PENDING_RECHECK_S = 2.0
+
+
+class TransferredView(Protocol):
+    """What the batcher knows of files.state: whether a version already reached the destination."""
+
+    def refresh(self) -> None: ...
+
+    def transferred(self, key: str, version: str) -> bool: ...
+
+
+class NoView:
+    """Before files.state exists (or when told not to look): nothing counts as transferred."""
+
+    def refresh(self) -> None:
+        return None
+
+    def transferred(self, key: str, version: str) -> bool:
+        return False
+
+
+class Batcher:
+    """One batcher instance (its own consumer group on files.arrived)."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: TransferBackend,
+        view: TransferredView | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.view = view or NoView()
+        self.clock = clock
+        self.codec = Codec()
+        self.topic = config.topic(FILES_ARRIVED)
+        self.windows = Windows(self.topic, config.batcher.max_files, config.batcher.max_wait_s)
+        self.consumer = make_consumer(config.kafka, GROUP)
+        self.producer = TxProducer(config.kafka, f"{GROUP}-{instance_id()}")
+        self.pending: set[str] = set()
+        self._pending_checked = 0.0
+        self._paused = False
+        self._started = False
+        self.batches_submitted = 0
+
+    def _start(self) -> None:
+        if not self._started:
+            self.producer.init()
+            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+            self._started = True
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.windows.drop({tp.partition for tp in partitions})
+
+    def step(self) -> int:
+        """Consume what is there, close full or due windows, record and submit them."""
+        self._start()
+        if self._backpressure():
+            self.consumer.poll(0.2)  # serves rebalances while paused; returns nothing
+            return 0
+        wait = self.windows.seconds_until_due(self.clock())
+        timeout = 0.5 if wait is None else min(0.5, wait)
+        messages = [m for m in self.consumer.consume(500, timeout) if check(m) is not None]
+        closed, dead = self._window(messages)
+        closed += self.windows.due(self.clock())
+        idle = self.windows.idle_commits()
+        if closed or dead or idle:
+            try:
+                self._record(closed, dead, idle)
+            except TransientError as exc:
+                log.warning(
+                    "batcher: transaction aborted, re-reading from committed offsets: %s", exc
+                )
+                self._reset()
+                return 0
+        return len(messages)
+
+    def _window(self, messages: list[Message]) -> tuple[list[Window], list[Output]]:
+        if messages:
+            self.view.refresh()
+        good, dead = decode_or_dead_letter(
+            self.config, self.codec, GROUP, messages, frozenset({"FileArrived"})
+        )
+        decoded = {(d.msg.partition(), d.msg.offset()): d.value for d in good}
+        closed = []
+        now = self.clock()
+        for msg in messages:
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            value = decoded.get((partition, offset))
+            item = self._item(value) if value is not None else None
+            window = self.windows.add(partition, offset, item, now)
+            if window is not None:
+                closed.append(window)
+        return closed, dead
+
+    def _item(self, event: dict[str, Any]) -> BatchItem | None:
+        if self.view.transferred(event["key"], event["version"]):
+            log.debug("batcher: %s version %s already transferred", event["key"], event["version"])
+            return None
+        return BatchItem(
+            event["key"],
+            event["version"],
+            event["path"],
+            event["dest_path"],
+            event["size"],
+            event["mtime_ns"],
+            event.get("attempt", 1),
+        )
+
+    def _record(self, closed: list[Window], dead: list[Output], idle: dict[int, int]) -> None:
+        prepared = []
+        offsets = dict(idle)
+        with self.producer.transaction():
+            for out in dead:
+                self.producer.produce(out.topic, out.value, out.key)
+            for window in closed:
+                if not window.files:
+                    offsets[window.partition] = max(
+                        offsets.get(window.partition, 0), window.last_offset + 1
+                    )
+                    continue
+                submission_id = self.backend.new_submission_id(window.batch_id)
+                record = batch_record(
+                    window, "PREPARED", submission_id, self.backend.name, None, now_ms()
+                )
+                self._produce_batch(record)
+                prepared.append(record)
+                offsets[window.partition] = max(
+                    offsets.get(window.partition, 0), window.last_offset + 1
+                )
+            self.producer.send_offsets(
+                self.consumer,
+                [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+            )
+        for record in prepared:
+            self._submit(record)
+
+    def _submit(self, record: dict[str, Any]) -> None:
+        items = transfer_items(self.config, record["files"])
+        try:
+            task_id = self.backend.submit(
+                record["batch_id"], record["submission_id"], items, record["label"]
+            )
+        except TransientError as exc:
+            log.warning(
+                "batch %s: submit failed, the monitor will submit it again: %s",
+                record["batch_id"],
+                exc,
+            )
+            return
+        submitted = dict(record, phase="SUBMITTED", task_id=task_id, emitted_ms=now_ms())
+        with self.producer.transaction():
+            self._produce_batch(submitted)
+        self.pending.add(task_id)
+        self.batches_submitted += 1
+        log.info(
+            "batch %s: %d files submitted as task %s",
+            record["batch_id"],
+            len(record["files"]),
+            task_id,
+        )
+
+    def _produce_batch(self, record: dict[str, Any]) -> None:
+        self.producer.produce(
+            self.config.topic(BATCHES_SUBMITTED),
+            self.codec.encode("BatchSubmitted", record),
+            record["batch_id"],
+        )
+
+    def _backpressure(self) -> bool:
+        limit = self.config.batcher.max_pending_tasks
+        if len(self.pending) >= limit and self.clock() - self._pending_checked >= PENDING_RECHECK_S:
+            self._pending_checked = self.clock()
+            self.pending = {t for t in self.pending if not self._final(t)}
+        blocked = len(self.pending) >= limit
+        if blocked != self._paused:
+            assigned = self.consumer.assignment()
+            (self.consumer.pause if blocked else self.consumer.resume)(assigned)
+            self._paused = blocked
+            log.info(
+                "batcher: %s (%d tasks pending, limit %d)",
+                "paused" if blocked else "resumed",
+                len(self.pending),
+                limit,
+            )
+        return blocked
+
+    def _final(self, task_id: str) -> bool:
+        try:
+            return self.backend.task(task_id).is_final
+        except TransientError:
+            return False
+
+    def _reset(self) -> None:
+        self.windows.drop({tp.partition for tp in self.consumer.assignment()})
+        rewind_to_committed(self.consumer)
+
+    def close(self) -> None:
+        """Leave the group; open windows are not recorded and will be consumed again."""
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.close()

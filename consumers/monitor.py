@@ -1,0 +1,297 @@
+"""The monitor: follows every transfer task to its end and publishes one outcome per file.
+
+It consumes batches.submitted. A PREPARED batch is submitted again under its recorded submission id
+(idempotent: the backend returns the task it already has), so a batcher that died between recording
+and submitting loses nothing. Tasks are polled with exponential backoff (no service pushes), then each
+file gets FileTransferred or FileTransferFailed; a file missing from the success list is confirmed at
+the destination before it is called failed. Failed files are offered again as FileArrived (source
+RETRY, attempt + 1) after a backoff, until ``max_attempts``, after which the failure is final.
+
+Offsets advance only past batches whose every file has a final event out, so after a restart the
+monitor follows again exactly the tasks still in flight (re-emitting outcomes of batches that finished
+after the last commit: downstream stages are idempotent on them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from consumers.batches import transfer_items
+from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
+from schemas.codec import Codec
+from terra_xfer.config import Config
+from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
+from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
+from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
+
+log = logging.getLogger(__name__)
+GROUP = "terra-xfer-monitor"
+
+
+@dataclass
+class Tracked:
+    """A batch being followed."""
+
+    record: dict[str, Any]
+    partition: int
+    offset: int
+    task_id: str | None
+    next_poll: float = 0.0
+    backoff: float = 0.0
+    retries: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def batch_id(self) -> str:
+        return str(self.record["batch_id"])
+
+
+class Monitor:
+    """One monitor instance (its own consumer group on batches.submitted)."""
+
+    def __init__(
+        self, config: Config, backend: TransferBackend, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.clock = clock
+        self.codec = Codec()
+        self.topic = config.topic(BATCHES_SUBMITTED)
+        self.consumer = make_consumer(config.kafka, GROUP)
+        self.producer = TxProducer(config.kafka, f"{GROUP}-{instance_id()}")
+        self.tracked: dict[str, Tracked] = {}
+        self.consumed: dict[int, int] = {}
+        self._started = False
+        self.files_transferred = 0
+        self.files_failed = 0
+
+    def _start(self) -> None:
+        if not self._started:
+            self.producer.init()
+            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+            self._started = True
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        lost = {tp.partition for tp in partitions}
+        self.tracked = {b: t for b, t in self.tracked.items() if t.partition not in lost}
+        for p in lost:
+            self.consumed.pop(p, None)
+
+    def step(self) -> int:
+        """Take new batches, poll the tasks that are due, publish what finished."""
+        self._start()
+        timeout = 0.05 if self._due() else 0.5
+        messages = [m for m in self.consumer.consume(100, timeout) if check(m) is not None]
+        good, outputs = decode_or_dead_letter(
+            self.config, self.codec, GROUP, messages, frozenset({"BatchSubmitted"})
+        )
+        for msg in messages:
+            p, o = msg.partition(), msg.offset()
+            assert p is not None and o is not None
+            self.consumed[p] = max(self.consumed.get(p, -1), o)
+        for d in good:
+            self._take(d.value, d.msg.partition() or 0, d.msg.offset() or 0)
+        for tracked in self._due():
+            outputs += self._follow(tracked)
+        finished = [t for t in self.tracked.values() if t.done]
+        if outputs or finished or messages:
+            try:
+                self._commit(outputs)
+            except TransientError as exc:
+                log.warning("monitor: transaction aborted, following again from committed: %s", exc)
+                self.tracked.clear()
+                self.consumed.clear()
+                rewind_to_committed(self.consumer)
+                return 0
+            for t in finished:
+                self.tracked.pop(t.batch_id, None)
+        return len(messages) + len(outputs)
+
+    def _take(self, record: dict[str, Any], partition: int, offset: int) -> None:
+        batch_id = record["batch_id"]
+        known = self.tracked.get(batch_id)
+        if known is not None:
+            known.task_id = known.task_id or record.get("task_id")
+        elif record["phase"] == "PREPARED":
+            self.tracked[batch_id] = Tracked(record, partition, offset, record.get("task_id"))
+        # A SUBMITTED record of an untracked batch: its PREPARED record was already followed to the
+        # end and committed; nothing to do.
+
+    def _due(self) -> list[Tracked]:
+        now = self.clock()
+        return [
+            t
+            for t in self.tracked.values()
+            if not t.done and (t.next_poll <= now or any(at <= now for at, _ in t.retries))
+        ]
+
+    def _follow(self, t: Tracked) -> list[Output]:
+        now = self.clock()
+        if t.retries:
+            return self._release_retries(t, now)
+        try:
+            if t.task_id is None:
+                t.task_id = self.backend.submit(
+                    t.batch_id, t.record["submission_id"], self._items(t), t.record["label"]
+                )
+            state = self.backend.task(t.task_id)
+        except TransientError as exc:
+            self._later(t, getattr(exc, "retry_after", None))
+            log.warning("batch %s task %s: %s", t.batch_id, t.task_id, exc)
+            return []
+        if not state.is_final:
+            if state.status == "INACTIVE" or state.deadline_expired:
+                log.warning(
+                    "batch %s task %s is %s%s",
+                    t.batch_id,
+                    t.task_id,
+                    state.status,
+                    " past its deadline" if state.deadline_expired else "",
+                )
+            self._later(t)
+            return []
+        return self._finish(t, now)
+
+    def _later(self, t: Tracked, retry_after: float | None = None) -> None:
+        m = self.config.monitor
+        t.backoff = min(m.poll_max_s, max(m.poll_initial_s, t.backoff * 2))
+        t.next_poll = self.clock() + max(t.backoff, retry_after or 0.0)
+
+    def _items(self, t: Tracked) -> list[TransferItem]:
+        return transfer_items(self.config, t.record["files"])
+
+    def _finish(self, t: Tracked, now: float) -> list[Output]:
+        assert t.task_id is not None
+        items = self._items(t)
+        try:
+            outcomes = self.backend.outcomes(t.task_id, items)
+        except TransientError as exc:
+            self._later(t, getattr(exc, "retry_after", None))
+            log.warning("batch %s: outcomes not available yet: %s", t.batch_id, exc)
+            return []
+        outputs = []
+        for file, item, outcome in zip(t.record["files"], items, outcomes, strict=True):
+            if not outcome.ok:
+                outcome = self._confirm(item, outcome)
+            outputs.append(self._outcome_event(t, file, outcome, now))
+        t.done = not t.retries
+        log.info(
+            "batch %s task %s finished: %d ok, %d failed",
+            t.batch_id,
+            t.task_id,
+            sum(o.ok for o in outcomes),
+            sum(not o.ok for o in outcomes),
+        )
+        return outputs
+
+    def _confirm(self, item: TransferItem, outcome: FileOutcome) -> FileOutcome:
+        """A file not listed as transferred may be identical at the destination already."""
+        try:
+            confirmed = self.backend.confirm(item)
+        except (TransientError, PermanentError) as exc:
+            log.info("%s: destination check failed: %s", item.key, exc)
+            return outcome
+        return confirmed if confirmed.ok else outcome
+
+    def _outcome_event(
+        self, t: Tracked, file: dict[str, Any], outcome: FileOutcome, now: float
+    ) -> Output:
+        base = {
+            "key": file["key"],
+            "version": file["version"],
+            "path": file["path"],
+            "dest_path": file["dest_path"],
+            "size": file["size"],
+            "mtime_ns": file["mtime_ns"],
+            "batch_id": t.batch_id,
+            "task_id": t.task_id,
+            "backend": self.backend.name,
+            "attempt": file.get("attempt", 1),
+            "emitted_ms": now_ms(),
+        }
+        topic = self.config.topic(FILES_TRANSFERRED)
+        if outcome.ok:
+            self.files_transferred += 1
+            value = base | {
+                "checksum": outcome.checksum,
+                "checksum_algorithm": outcome.checksum_algorithm,
+                "skipped_identical": outcome.skipped_identical,
+            }
+            return Output(topic, file["key"], self.codec.encode("FileTransferred", value))
+        self.files_failed += 1
+        m = self.config.monitor
+        final = base["attempt"] >= m.max_attempts
+        delay = m.retry_backoff_s * (2 ** (base["attempt"] - 1))
+        value = base | {
+            "reason": outcome.reason or "not transferred",
+            "final": final,
+            "retry_at_ms": None if final else now_ms() + int(delay * 1000),
+        }
+        if not final:
+            t.retries.append((now + delay, file))
+        return Output(topic, file["key"], self.codec.encode("FileTransferFailed", value))
+
+    def _release_retries(self, t: Tracked, now: float) -> list[Output]:
+        due = [f for at, f in t.retries if at <= now]
+        t.retries = [(at, f) for at, f in t.retries if at > now]
+        t.done = not t.retries
+        return [self._retry_event(t, f) for f in due]
+
+    def _retry_event(self, t: Tracked, file: dict[str, Any]) -> Output:
+        attempt = file.get("attempt", 1) + 1
+        value = {
+            "event_id": f"retry:{t.batch_id}:{file['key']}:{attempt}",
+            "key": file["key"],
+            "version": file["version"],
+            "site": file["key"].split("/", 1)[0],
+            "path": file["path"],
+            "raw_path": None,
+            "sensor": None,
+            "date": None,
+            "timestamp": None,
+            "dest_path": file["dest_path"],
+            "size": file["size"],
+            "mtime_ns": file["mtime_ns"],
+            "source": "RETRY",
+            "source_ref": f"retry of {t.batch_id}",
+            "logged_ms": None,
+            "remote_host": None,
+            "username": None,
+            "emitted_ms": now_ms(),
+            "attempt": attempt,
+        }
+        log.info("%s: retrying (attempt %d)", file["key"], attempt)
+        return Output(
+            self.config.topic(FILES_ARRIVED), file["key"], self.codec.encode("FileArrived", value)
+        )
+
+    def _commit(self, outputs: list[Output]) -> None:
+        """Outputs and offsets in one transaction; offsets stop at the oldest unfinished batch."""
+        offsets = {p: o + 1 for p, o in self.consumed.items()}
+        for t in self.tracked.values():
+            if not t.done:
+                offsets[t.partition] = min(offsets.get(t.partition, t.offset), t.offset)
+        with self.producer.transaction():
+            for out in outputs:
+                self.producer.produce(out.topic, out.value, out.key)
+            self.producer.send_offsets(
+                self.consumer,
+                [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+            )
+
+    @property
+    def in_flight(self) -> int:
+        return sum(not t.done for t in self.tracked.values())
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.close()
