@@ -1,0 +1,106 @@
+"""The interface every catalog backend offers, and the values it speaks in.
+
+The ingest stage hands a backend one :class:`IngestItem` per transferred file. The backend files it
+under the TERRA-REF hierarchy (sensor → year → month → day collections, then one dataset per
+capture) and answers with the catalog ids. Ingest is idempotent: a replayed item finds what the
+first run made and adds nothing, and says so with ``created=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from terra_xfer.errors import PermanentError, TerraXferError, TransientError
+
+
+class CatalogError(TerraXferError):
+    """Root of the errors a catalog backend raises."""
+
+
+class CatalogTransientError(CatalogError, TransientError):
+    """The catalog is busy or unreachable (500/502/503/504, reset, timeout, locked); retry later."""
+
+
+class CatalogPermanentError(CatalogError, PermanentError):
+    """The catalog refused the request; retrying will not help.
+
+    ``reason`` says what was refused and what the catalog answered (with the HTTP status, when
+    there was one), so the dead-letter record explains itself; ``status`` is that HTTP status.
+    """
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class CatalogNameError(CatalogPermanentError):
+    """The item cannot be named in the hierarchy (bad date, empty sensor, path separator)."""
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One transferred file to register.
+
+    ``collections`` runs outermost first. ``as_dataset_metadata`` marks a ``*_metadata.json``:
+    its JSON content is attached to the dataset as JSON-LD and it is not added as a file; the
+    content comes from ``dataset_metadata`` when the caller read it already, else from
+    ``file_path``. ``dataset_metadata`` on an ordinary file is attached to the dataset before the
+    file; ``file_metadata`` is attached to the file itself.
+    """
+
+    key: str
+    dataset_name: str
+    collections: tuple[str, ...]
+    file_path: str
+    file_name: str
+    size: int
+    checksum: str | None
+    as_dataset_metadata: bool
+    file_metadata: Mapping[str, Any] | None = None
+    dataset_metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Where the item landed; ``created`` is False when nothing new was added (a replay)."""
+
+    dataset_id: str
+    file_id: str | None
+    collection_ids: tuple[str, ...]
+    created: bool
+
+
+class Catalog(Protocol):
+    """What the ingest stage needs from a catalog."""
+
+    name: str
+
+    def ingest(self, item: IngestItem) -> IngestResult:
+        """Register the item under its hierarchy; a replay returns the same ids, created=False."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def dataset_metadata_content(item: IngestItem) -> Mapping[str, Any]:
+    """The JSON object a metadata item attaches to its dataset: given, or read from its file.
+
+    A file that is missing, unreadable or not a JSON object is a permanent error: the same file
+    read again gives the same answer.
+    """
+    if item.dataset_metadata is not None:
+        return item.dataset_metadata
+    try:
+        with open(item.file_path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogPermanentError(f"cannot read metadata {item.file_path}: {exc}") from exc
+    if not isinstance(content, dict):
+        raise CatalogPermanentError(f"metadata {item.file_path} is not a JSON object")
+    return content

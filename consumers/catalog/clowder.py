@@ -1,0 +1,276 @@
+"""The Clowder catalog: files registered in Clowder's v1 API under the TERRA-REF hierarchy.
+
+Every step is check-then-act, so an ingest can be repeated whole and converge: collections and
+datasets are found by exact title before they are created; a file already in its dataset (by name)
+is not added again; a metadata document already on the dataset is not posted again. A transient
+failure anywhere retries the whole ingest with backoff; the checks find what the lost answers made.
+
+Racing workers may both create the same title. After creating, a worker searches again; when
+several exist it keeps the one with the lowest id (Clowder ids are MongoDB ObjectIds, which grow in
+creation order) and deletes its own loser, so every worker lands on the first one made.
+
+Files on a filesystem Clowder mounts are added by path (``mounted_prefix`` + the path under
+``destination_root``), otherwise their bytes are uploaded; see :mod:`consumers.catalog.clowder_files`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from consumers.catalog.base import (
+    CatalogError,
+    CatalogPermanentError,
+    CatalogTransientError,
+    IngestItem,
+    IngestResult,
+    dataset_metadata_content,
+)
+from consumers.catalog.clowder_files import FileAdder, Mount
+from consumers.catalog.clowder_http import ClowderHttp, objects_with_ids, segment
+from consumers.catalog.naming import (
+    UAMAC_VOCAB,
+    clean_metadata_keys,
+    content_hash,
+    jsonld_document,
+)
+from terra_xfer.config import Secret
+from terra_xfer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SEARCH_LIMIT = 1000  # Clowder's default is 12; duplicates beyond it would hide the oldest
+CACHE_SIZE = 10_000
+COLLECTION = "collections"
+DATASET = "datasets"
+
+
+class ClowderCatalog:
+    """A :class:`~consumers.catalog.base.Catalog` on a Clowder server."""
+
+    name = "clowder"
+
+    def __init__(
+        self,
+        url: str,
+        key: str | Secret,
+        *,
+        space_id: str | None = None,
+        destination_root: str | None = None,
+        mounted_prefix: str | None = None,
+        retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        timeout_s: float = 120.0,
+        agent_user_url: str | None = None,
+        vocab: str = UAMAC_VOCAB,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not url:
+            raise ConfigError("catalog.clowder.url is empty; name the Clowder server")
+        if mounted_prefix is not None and destination_root is None:
+            raise ConfigError("catalog.clowder.mounted_prefix needs the transfer destination root")
+        secret = key.reveal() if isinstance(key, Secret) else key
+        if not secret:
+            raise ConfigError("the Clowder API key is missing; set TERRA_XFER_CLOWDER_KEY")
+        self._http = ClowderHttp(url, secret, timeout_s=timeout_s)
+        self.url = self._http.url
+        self.space_id = space_id
+        self.destination_root = destination_root
+        self.mounted_prefix = mounted_prefix
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._agent_user_url = agent_user_url
+        self._vocab = vocab
+        self._sleep = sleep
+        mount = None
+        if mounted_prefix is not None and destination_root is not None:
+            mount = Mount(destination_root, mounted_prefix)
+        self._files = FileAdder(self._http, mount, vocab)
+        self._ids: OrderedDict[tuple[str, str, str | None], str] = OrderedDict()
+        self._attached: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._used_memory = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ClowderCatalog({self.url!r}, space_id={self.space_id!r},"
+            f" mounted_prefix={self.mounted_prefix!r})"
+        )
+
+    def __enter__(self) -> ClowderCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ingest(self, item: IngestItem) -> IngestResult:
+        """Register ``item``; transient failures retry the whole ingest with backoff."""
+        metadata = None
+        if item.as_dataset_metadata or item.dataset_metadata is not None:
+            metadata = clean_metadata_keys(dataset_metadata_content(item))
+        attempt, fresh = 0, False
+        while True:
+            self._used_memory = False
+            try:
+                return self._ingest_once(item, metadata, fresh)
+            except CatalogTransientError as exc:
+                if attempt >= self._retries:
+                    raise
+                delay = min(self._backoff_s * 2**attempt, self._max_backoff_s)
+                log.warning(
+                    "clowder ingest of %s failed (%s); retry %d/%d in %.1f s",
+                    item.key, exc, attempt + 1, self._retries, delay,
+                )  # fmt: skip
+                self._sleep(delay)
+            except CatalogPermanentError:
+                # A remembered id may name something deleted since; look everything up once more.
+                if fresh or not self._used_memory:
+                    raise
+                log.info("clowder refused %s with remembered ids; resolving afresh", item.key)
+            attempt, fresh = attempt + 1, True
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _ingest_once(self, item: IngestItem, metadata: Any, fresh: bool) -> IngestResult:
+        created = False
+        collection_ids: list[str] = []
+        parent: str | None = None
+        for title in item.collections:
+            parent, new = self._resolve(COLLECTION, title, parent, fresh)
+            collection_ids.append(parent)
+            created |= new
+        dataset_id, new = self._resolve(DATASET, item.dataset_name, parent, fresh)
+        created |= new
+        if metadata is not None:
+            created |= self._attach_dataset_metadata(dataset_id, metadata)
+        file_id = None
+        if not item.as_dataset_metadata:
+            file_id, new = self._files.add(dataset_id, item)
+            created |= new
+        log.debug("ingested %s into dataset %s (created=%s)", item.key, dataset_id, created)
+        return IngestResult(dataset_id, file_id, tuple(collection_ids), created)
+
+    def _resolve(self, kind: str, title: str, parent: str | None, fresh: bool) -> tuple[str, bool]:
+        """The id of ``title`` (created when missing), remembered for later items."""
+        key = (kind, title, parent)
+        if not fresh and key in self._ids:
+            self._ids.move_to_end(key)
+            self._used_memory = True
+            return self._ids[key], False
+        found, created = self._get_or_create(kind, title, parent)
+        _remember(self._ids, key, found)
+        return found, created
+
+    def _get_or_create(self, kind: str, title: str, parent: str | None) -> tuple[str, bool]:
+        """Find ``title`` by exact name or create it; racing creators converge on the lowest id."""
+        found = self._search(kind, title)
+        if found:
+            winner = min(found)
+            self._link(kind, winner, parent)
+            return winner, False
+        made = self._create(kind, title, parent)
+        winner = min([made, *self._search(kind, title)])
+        if winner == made:
+            log.info("created %s %r as %s", kind[:-1], title, made)
+            return made, True
+        log.info("%s %r was also created as %s; keeping it, dropping %s", kind, title, winner, made)
+        try:
+            self._http.delete(f"{kind}/{segment(made)}")
+        except CatalogError as exc:
+            log.warning("could not drop duplicate %s %s (%s); it stays unused", kind, made, exc)
+        self._link(kind, winner, parent)
+        return winner, False
+
+    def _search(self, kind: str, title: str) -> list[str]:
+        params = {"title": title, "exact": "true", "limit": str(SEARCH_LIMIT)}
+        entries = objects_with_ids(self._http.get(kind, params), f"search of {kind}")
+        return [str(entry["id"]) for entry in entries if entry.get("name") == title]
+
+    def _create(self, kind: str, title: str, parent: str | None) -> str:
+        body: dict[str, Any] = {"name": title, "description": ""}
+        if kind == DATASET:
+            path = "datasets/createempty"
+            if parent is not None:
+                body["collection"] = [parent]
+            if self.space_id is not None:
+                body["space"] = [self.space_id]
+        else:
+            # Clowder reads parentId as a string; pyclowder's list is silently ignored.
+            path = "collections" if parent is None else "collections/newCollectionWithParent"
+            if parent is not None:
+                body["parentId"] = parent
+            if self.space_id is not None:
+                body["space"] = self.space_id
+        answer = self._http.post_json(path, body)
+        if not isinstance(answer, Mapping) or "id" not in answer:
+            raise CatalogTransientError(f"clowder did not create {kind[:-1]} {title!r}: {answer!r}")
+        return str(answer["id"])
+
+    def _link(self, kind: str, found: str, parent: str | None) -> None:
+        """Put an existing collection or dataset under ``parent`` and in the space (idempotent)."""
+        links = []
+        if parent is not None:
+            what = "addSubCollection" if kind == COLLECTION else "datasets"
+            links.append(f"collections/{segment(parent)}/{what}/{segment(found)}")
+        if self.space_id is not None:
+            what = "addCollectionToSpace" if kind == COLLECTION else "addDatasetToSpace"
+            links.append(f"spaces/{segment(self.space_id)}/{what}/{segment(found)}")
+        for path in links:
+            try:
+                self._http.post_json(path, {})
+            except CatalogPermanentError as exc:
+                # e.g. 403 for a dataset another user owns: it is still usable where it is
+                log.warning("could not link %s %s: %s", kind[:-1], found, exc)
+
+    def _attach_dataset_metadata(self, dataset_id: str, content: Any) -> bool:
+        """Post the JSON-LD document unless the dataset already carries the same content."""
+        digest = _comparable_hash(content)
+        if (dataset_id, digest) in self._attached:
+            return False
+        path = f"datasets/{segment(dataset_id)}/metadata.jsonld"
+        existing = self._http.get(path)
+        present = isinstance(existing, list) and any(
+            isinstance(doc, Mapping) and _comparable_hash(doc.get("content")) == digest
+            for doc in existing
+        )
+        if not present:
+            self._http.post_json(path, jsonld_document(content, self._agent(), self._vocab))
+        _remember(self._attached, (dataset_id, digest), True)
+        return not present
+
+    def _agent(self) -> dict[str, str]:
+        """Who adds metadata: the API key's user, as the original named it."""
+        if self._agent_user_url is None:
+            me = self._http.get("me")
+            if not isinstance(me, Mapping) or "id" not in me:
+                raise CatalogPermanentError(f"clowder /api/me did not name a user: {me!r}")
+            self._agent_user_url = f"{self.url}/api/users/{me['id']}"
+        return {"@type": "cat:user", "user_id": self._agent_user_url}
+
+
+def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``key`` as the newest entry, forgetting the oldest beyond ``CACHE_SIZE``."""
+    memory[key] = value
+    memory.move_to_end(key)
+    if len(memory) > CACHE_SIZE:
+        memory.popitem(last=False)
+
+
+def _comparable_hash(value: Any) -> str:
+    """Hash of JSON content with integral floats as ints, so Clowder's echo compares equal."""
+    return content_hash(_integral(value))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral(v) for v in value]
+    return value

@@ -1,0 +1,279 @@
+"""The status index: files.state materialised in one SQLite file, for ``status`` and reports.
+
+One row per file key holds the columns people filter and count by, plus the whole FileState as
+JSON (its history answers ``status PATH``). The ``meta`` table holds the next files.state offset to
+consume per partition. The caller consumes files.state from :meth:`StatusIndex.offsets` and hands
+each batch to :meth:`StatusIndex.apply`, which writes the rows and the offsets in one transaction:
+after a crash the index resumes exactly after the last batch it holds, and a record below a stored
+offset is skipped, so re-applying a batch changes nothing.
+
+Memory stays bounded whatever the number of files: queries stream rows from their own connection
+(WAL lets them read beside the writer) and reports are aggregated by SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from consumers.state_fold import transferred
+from terra_xfer.errors import PermanentError, TerraXferError, TransientError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sensor TEXT,
+    date TEXT,
+    day TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    arrived_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    reason TEXT,
+    transferred INTEGER NOT NULL,
+    ingested INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_state ON files(state, key);
+CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key);
+CREATE INDEX IF NOT EXISTS files_day ON files(day);
+CREATE TABLE IF NOT EXISTS meta (
+    partition INTEGER PRIMARY KEY,
+    next_offset INTEGER NOT NULL
+);
+"""
+_COLUMNS = (
+    "key, site, path, sensor, date, day, state, version, size, arrived_ms, updated_ms, reason,"
+    " transferred, ingested, deleted, failed, record"
+)
+_UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_SAVE_OFFSET = (
+    "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
+    " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
+)
+_LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason"
+_STAGES = ("transferred", "ingested", "deleted", "failed")
+
+# One consumed files.state record: partition, offset, key, and the FileState (None: a tombstone).
+StateRecord = tuple[int, int, str, Mapping[str, Any] | None]
+
+
+class StatusIndexError(TerraXferError):
+    """The status index could not be read or written."""
+
+
+class StatusIndexBusyError(StatusIndexError, TransientError):
+    """The index file is locked or unavailable for now (another writer, disk full): retry later."""
+
+
+class StatusIndexCorruptError(StatusIndexError, PermanentError):
+    """The index file is not a usable database: rebuild it with ``reset()`` or delete the file."""
+
+
+@contextmanager
+def _guarded(path: Path) -> Iterator[None]:
+    """Turn sqlite3 errors into the index's error tree."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StatusIndexBusyError(f"status index {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StatusIndexCorruptError(f"status index {path}: {exc}") from exc
+
+
+class StatusIndex:
+    """The on-disk view of files.state. One writer at a time; any number of readers."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self._timeout = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect()
+        try:
+            with _guarded(self.path):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                with self._transaction():
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"StatusIndex({str(self.path)!r})"
+
+    def __enter__(self) -> StatusIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def offsets(self) -> dict[int, int]:
+        """The next files.state offset to consume, per partition (as a Kafka commit states it)."""
+        with _guarded(self.path):
+            rows = self._db.execute("SELECT partition, next_offset FROM meta").fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def apply(self, records: Iterable[StateRecord]) -> int:
+        """Write one consumed batch and its offsets in one transaction; returns the records applied.
+
+        A FileState replaces its key's row; a tombstone (None) deletes it. Records below the stored
+        offset of their partition were applied before and are skipped.
+        """
+        with _guarded(self.path), self._transaction():
+            stored = dict(self._db.execute("SELECT partition, next_offset FROM meta").fetchall())
+            reached: dict[int, int] = {}
+            applied = 0
+            for partition, offset, key, value in records:
+                if offset < stored.get(partition, 0):
+                    continue
+                if value is None:
+                    self._db.execute("DELETE FROM files WHERE key = ?", (key,))
+                else:
+                    self._db.execute(_UPSERT, _row(key, value))
+                reached[partition] = max(reached.get(partition, 0), offset + 1)
+                applied += 1
+            self._db.executemany(_SAVE_OFFSET, reached.items())
+        return applied
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The whole FileState of ``key`` (with its history), or None when the file is unknown."""
+        with _guarded(self.path):
+            row = self._db.execute("SELECT record FROM files WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def query(
+        self,
+        state: str | None = None,
+        sensor: str | None = None,
+        *,
+        updated_before_ms: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Files matching every given filter, by key, streamed one row at a time.
+
+        Each item has key, site, path (relative to the cache root), sensor, date, state, version,
+        size, updated_ms, updated_at (ISO-8601 UTC) and reason.
+        """
+        filters = {"state = ?": state, "sensor = ?": sensor, "updated_ms < ?": updated_before_ms}
+        chosen = {clause: value for clause, value in filters.items() if value is not None}
+        where = f" WHERE {' AND '.join(chosen)}" if chosen else ""
+        sql = f"SELECT {_LISTED} FROM files{where} ORDER BY key"
+        return self._stream(sql, tuple(chosen.values()))
+
+    def counts_by_state(self) -> dict[str, int]:
+        """How many files are in each state (states with no file are left out)."""
+        sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
+        with _guarded(self.path):
+            return {str(s): int(n) for s, n in self._db.execute(sql).fetchall()}
+
+    def report(self) -> list[dict[str, Any]]:
+        """Files and bytes per sensor and day: arrived, transferred, ingested, deleted, failed.
+
+        The day is the file's date directory, or the UTC day it arrived when it has none. Each file
+        counts once, as its current version. Transferred means the version is at the destination
+        (whatever came after); failed means FAILED or QUARANTINED, or a reason is recorded (a final
+        ingest failure, a refused deletion).
+        """
+        sums = ", ".join(f"SUM({s}), SUM({s} * size)" for s in _STAGES)
+        sql = (
+            f"SELECT sensor, day, COUNT(*), SUM(size), {sums} FROM files"
+            " GROUP BY sensor, day ORDER BY day, sensor"
+        )
+        with _guarded(self.path):
+            rows = self._db.execute(sql).fetchall()
+        return [_report_line(row) for row in rows]
+
+    def reset(self) -> None:
+        """Forget every row and offset, so the index is rebuilt from the start of files.state."""
+        with _guarded(self.path), self._transaction():
+            self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM meta")
+
+    def _connect(self) -> sqlite3.Connection:
+        with _guarded(self.path):
+            return sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _stream(self, sql: str, params: tuple[Any, ...]) -> Iterator[dict[str, Any]]:
+        """Rows of ``sql`` from a connection of their own, closed when the iteration ends."""
+        db = self._connect()
+        try:
+            with _guarded(self.path):
+                for row in db.execute(sql, params):
+                    yield _listed(row)
+        finally:
+            db.close()
+
+
+def _row(key: str, value: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``files`` row of one FileState."""
+    state = value["state"]
+    failed = state in ("FAILED", "QUARANTINED") or value["reason"] is not None
+    return (
+        key,
+        value["site"],
+        value["path"],
+        value["sensor"],
+        value["date"],
+        value["date"] or _utc(value["arrived_ms"])[:10],
+        state,
+        value["version"],
+        value["size"],
+        value["arrived_ms"],
+        value["updated_ms"],
+        value["reason"],
+        transferred(value),
+        bool(value["ingested"]),
+        bool(value["deleted"]),
+        failed,
+        json.dumps(value, separators=(",", ":")),
+    )
+
+
+def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
+    item = dict(zip(_LISTED.split(", "), row, strict=True))
+    item["updated_at"] = _utc(item["updated_ms"])
+    return item
+
+
+def _report_line(row: tuple[Any, ...]) -> dict[str, Any]:
+    sensor, day, files, size, *stages = row
+    line: dict[str, Any] = {"sensor": sensor, "date": day}
+    line |= {"files_arrived": int(files), "bytes_arrived": int(size or 0)}
+    for i, stage in enumerate(_STAGES):
+        line[f"files_{stage}"] = int(stages[2 * i] or 0)
+        line[f"bytes_{stage}"] = int(stages[2 * i + 1] or 0)
+    return line
+
+
+def _utc(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC, e.g. ``2017-08-24T12:40:01.916Z``."""
+    seconds, millis = divmod(ms, 1000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

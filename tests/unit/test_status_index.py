@@ -1,0 +1,248 @@
+"""The status index: rows and offsets per batch, tombstones, streaming queries, reports, errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.state_fold import batched, fold
+from consumers.status_index import (
+    StateRecord,
+    StatusIndex,
+    StatusIndexBusyError,
+    StatusIndexCorruptError,
+)
+from schemas.codec import Codec
+from terra_xfer.errors import PermanentError, TransientError
+from tests.samples import sample
+
+DAY_MS = 86_400_000
+T0 = 1_503_578_401_916  # 2017-08-24T12:40:01.916Z
+CODEC = Codec()
+
+
+def file_state(
+    name: str,
+    state: str = "ARRIVED",
+    *,
+    sensor: str | None = "stereoTop",
+    date: str | None = "2017-08-24",
+    size: int = 100,
+    updated_ms: int = T0,
+    **over: Any,
+) -> dict[str, Any]:
+    """A valid FileState for ``sensor/date/name``; flags follow the state unless overridden."""
+    path = f"LemnaTec/MovingSensor/{sensor}/{date}/{name}"
+    value = sample("FileState") | {"key": f"ua-mac/{path}", "path": path, "state": state}
+    value |= {"sensor": sensor, "date": date, "size": size, "version": f"{size}:1"}
+    value |= {"ingested": state in ("INGESTED", "DONE"), "deleted": state in ("DELETED", "DONE")}
+    value |= {"updated_ms": updated_ms, "arrived_ms": T0, "reason": None} | over
+    CODEC.encode("FileState", value)
+    return value
+
+
+def put(partition: int, offset: int, value: dict[str, Any] | None, key: str = "") -> StateRecord:
+    return partition, offset, key or str(value and value["key"]), value
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[StatusIndex]:
+    with StatusIndex(tmp_path / "status" / "index.sqlite") as idx:
+        yield idx
+
+
+def test_empty_index(index: StatusIndex) -> None:
+    assert index.offsets() == {}
+    assert index.counts_by_state() == {}
+    assert index.report() == []
+    assert list(index.query()) == []
+    assert index.get("ua-mac/nothing") is None
+
+
+def test_apply_writes_rows_and_next_offsets(index: StatusIndex) -> None:
+    a, b, c = file_state("a"), file_state("b", "TRANSFERRED"), file_state("c", "DONE")
+    assert index.apply([put(0, 5, a), put(1, 9, b), put(0, 6, c)]) == 3
+    assert index.offsets() == {0: 7, 1: 10}
+    assert index.get(a["key"]) == a
+    assert [f["path"] for f in index.query()] == [a["path"], b["path"], c["path"]]
+    first = next(iter(index.query()))
+    assert first == {
+        "key": a["key"],
+        "site": "ua-mac",
+        "path": a["path"],
+        "sensor": "stereoTop",
+        "date": "2017-08-24",
+        "state": "ARRIVED",
+        "version": "100:1",
+        "size": 100,
+        "updated_ms": T0,
+        "updated_at": "2017-08-24T12:40:01.916Z",
+        "reason": None,
+    }
+
+
+def test_the_whole_record_and_its_history_come_back(index: StatusIndex) -> None:
+    arrival = sample("FileArrived")
+    state = fold(None, "FileArrived", arrival, T0 + 1)
+    assert state is not None
+    file = sample("BatchSubmitted")["files"][0] | {"version": arrival["version"]}
+    state = batched(state, file, "b-1", "t-1", T0 + 2)
+    assert state is not None
+    index.apply([put(0, 0, state)])
+    stored = index.get(state["key"])
+    assert stored == state
+    assert stored is not None and [t["state"] for t in stored["history"]] == ["ARRIVED", "BATCHED"]
+
+
+def test_a_later_record_replaces_the_row_and_a_tombstone_removes_it(index: StatusIndex) -> None:
+    arrived, done, other = file_state("a"), file_state("a", "DONE"), file_state("b")
+    index.apply([put(0, 0, arrived), put(0, 1, other)])
+    index.apply([put(0, 2, done)])
+    assert index.counts_by_state() == {"ARRIVED": 1, "DONE": 1}
+    assert index.get(done["key"]) == done
+    assert index.apply([put(0, 3, None, key=other["key"])]) == 1
+    assert index.get(other["key"]) is None
+    assert [f["key"] for f in index.query()] == [done["key"]]
+    assert index.offsets() == {0: 4}
+
+
+def test_records_below_the_stored_offset_are_skipped(index: StatusIndex) -> None:
+    old, new = file_state("a"), file_state("a", "TRANSFERRED")
+    index.apply([put(0, 0, old), put(0, 1, new)])
+    assert index.apply([put(0, 0, old), put(0, 1, new)]) == 0
+    assert index.apply([put(0, 1, old), put(0, 2, new)]) == 1
+    assert index.get(new["key"]) == new
+    assert index.offsets() == {0: 3}
+
+
+def test_a_failing_batch_writes_neither_rows_nor_offsets(index: StatusIndex) -> None:
+    good = file_state("a")
+    broken = {k: v for k, v in file_state("b").items() if k != "state"}
+    with pytest.raises(KeyError):
+        index.apply([put(0, 0, good), put(0, 1, broken)])
+    assert index.offsets() == {}
+    assert index.get(good["key"]) is None
+
+
+def test_rows_and_offsets_survive_reopening(tmp_path: Path) -> None:
+    value = file_state("a", "INGESTED")
+    with StatusIndex(tmp_path / "i.sqlite") as first:
+        first.apply([put(2, 41, value)])
+    with StatusIndex(tmp_path / "i.sqlite") as again:
+        assert again.offsets() == {2: 42}
+        assert again.get(value["key"]) == value
+
+
+def test_query_filters(index: StatusIndex) -> None:
+    index.apply(
+        [
+            put(0, 0, file_state("a", "FAILED", reason="transfer: denied", updated_ms=T0)),
+            put(0, 1, file_state("b", "FAILED", sensor="VNIR", updated_ms=T0 + 5)),
+            put(0, 2, file_state("c", "DONE", sensor="VNIR", updated_ms=T0 + 1)),
+        ]
+    )
+    # Ordered by key: VNIR sorts before stereoTop.
+    assert [f["path"][-1] for f in index.query(state="FAILED")] == ["b", "a"]
+    assert [f["path"][-1] for f in index.query(sensor="VNIR")] == ["b", "c"]
+    assert [f["path"][-1] for f in index.query(state="FAILED", sensor="VNIR")] == ["b"]
+    assert [f["path"][-1] for f in index.query(updated_before_ms=T0 + 2)] == ["c", "a"]
+    assert [f["reason"] for f in index.query(state="FAILED")] == [None, "transfer: denied"]
+    assert list(index.query(state="QUARANTINED")) == []
+
+
+def test_report_per_sensor_and_day(index: StatusIndex) -> None:
+    files = [
+        file_state("a", "ARRIVED", size=1),
+        file_state("b", "TRANSFERRED", size=10),
+        file_state("c", "DONE", size=100),
+        file_state("d", "DELETED", size=1000, reason="ingest: 403 forbidden"),
+        file_state("e", "QUARANTINED", size=10_000),
+        file_state("f", "INGESTED", sensor="VNIR", size=7),
+        file_state("g", "ARRIVED", sensor="weather", date=None, size=3, arrived_ms=T0 + DAY_MS),
+    ]
+    index.apply([put(0, i, value) for i, value in enumerate(files)])
+    assert index.report() == [
+        line("VNIR", "2017-08-24", arrived=(1, 7), transferred=(1, 7), ingested=(1, 7)),
+        line("stereoTop", "2017-08-24", arrived=(5, 11111), transferred=(3, 1110),
+             ingested=(1, 100), deleted=(2, 1100), failed=(2, 11000)),
+        line("weather", "2017-08-25", arrived=(1, 3)),
+    ]  # fmt: skip
+
+
+def line(sensor: str, day: str, **counts: tuple[int, int]) -> dict[str, Any]:
+    value: dict[str, Any] = {"sensor": sensor, "date": day}
+    for stage in ("arrived", "transferred", "ingested", "deleted", "failed"):
+        files, size = counts.get(stage, (0, 0))
+        value |= {f"files_{stage}": files, f"bytes_{stage}": size}
+    return value
+
+
+def test_a_file_ingested_before_its_transfer_counts_as_transferred(index: StatusIndex) -> None:
+    value = file_state("a", "INGESTED")
+    index.apply([put(0, 0, value)])
+    assert index.report()[0]["files_transferred"] == 1
+
+
+def test_reset_forgets_rows_and_offsets(index: StatusIndex) -> None:
+    index.apply([put(0, 0, file_state("a")), put(3, 7, file_state("b"))])
+    index.reset()
+    assert index.offsets() == {}
+    assert index.counts_by_state() == {}
+    assert index.apply([put(0, 0, file_state("a"))]) == 1
+
+
+def test_hundred_thousand_rows_stream(index: StatusIndex) -> None:
+    total = 100_000
+    template = file_state("x")
+    done = file_state("x", "DONE")
+
+    def batch(start: int) -> Iterator[StateRecord]:
+        for n in range(start, start + 10_000):
+            value = done if n % 4 == 0 else template
+            path = f"{value['path']}-{n:06d}"
+            yield n % 3, n, f"ua-mac/{path}", value | {"key": f"ua-mac/{path}", "path": path}
+
+    for start in range(0, total, 10_000):
+        index.apply(batch(start))
+    rows = index.query()
+    assert isinstance(rows, Iterator)
+    assert sum(1 for _ in rows) == total
+    assert sum(1 for _ in index.query(state="DONE")) == total // 4
+    assert index.counts_by_state() == {"ARRIVED": total * 3 // 4, "DONE": total // 4}
+    assert index.offsets() == {0: 99_999 + 1, 1: 99_997 + 1, 2: 99_998 + 1}
+
+
+def test_a_streaming_query_reads_one_snapshot_while_the_writer_goes_on(index: StatusIndex) -> None:
+    index.apply([put(0, n, file_state(f"f{n:03d}")) for n in range(100)])
+    rows = index.query()
+    assert next(rows)["path"].endswith("f000")
+    index.apply([put(0, 100 + n, file_state(f"g{n:03d}")) for n in range(50)])
+    assert sum(1 for _ in rows) == 99
+    assert sum(1 for _ in index.query()) == 150
+
+
+def test_a_locked_index_is_a_transient_error(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite"
+    with StatusIndex(path, busy_timeout_s=0) as idx:
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StatusIndexBusyError, match="locked") as caught:
+                idx.apply([put(0, 0, file_state("a"))])
+            assert isinstance(caught.value, TransientError)
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        assert idx.apply([put(0, 0, file_state("a"))]) == 1
+
+
+def test_a_file_that_is_not_a_database_is_a_permanent_error(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite"
+    path.write_bytes(b"this is not an sqlite database, it is plain text" * 100)
+    with pytest.raises(StatusIndexCorruptError) as caught:
+        StatusIndex(path)
+    assert isinstance(caught.value, PermanentError)
