@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "broker": ("terra_xfer.cli.broker", "broker", "Run the embedded single-node Kafka broker."),
     "topics": ("terra_xfer.cli.topics", "topics", "Create and show the pipeline's topics."),
     "events": ("terra_xfer.cli.events", "events", "Read what flows through a topic, decoded."),
+    "gantry": ("terra_xfer.cli.gantry", "gantry", "Tail xferlog into files.arrived (producer)."),
 }
 
 

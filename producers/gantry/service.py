@@ -1,0 +1,160 @@
+"""The gantry producer: tails xferlog (or nas.log) and emits one FileArrived per completed upload.
+
+Exactly once: the events made from a chunk of lines and the tailer's checkpoint after that chunk
+are committed in ONE Kafka transaction. After a kill -9 the producer's next incarnation (same
+transactional id) fences and aborts the old one's open transaction, reads the last committed
+checkpoint and goes on from there: no line is lost and none is emitted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from producers.checkpoints import checkpoint_output, last_checkpoint
+from producers.gantry.lines import Arrival, LineHandler, Rejected, arrival_value
+from producers.gantry.paths import PathRules
+from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
+from schemas.codec import Codec
+from terra_xfer.config import Config
+from terra_xfer.errors import ConfigError
+from terra_xfer.kafka import TxProducer
+from terra_xfer.stage import Output, now_ms
+from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
+
+log = logging.getLogger(__name__)
+
+
+def path_rules(config: Config) -> PathRules:
+    g = config.gantry
+    return PathRules(
+        cache_root=str(g.cache_root), log_root=g.log_root, whitelist=g.whitelist, site=g.site
+    )
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One log the producer follows: its kind and path, and its name in the checkpoint topic."""
+
+    kind: str  # "xferlog" or "nas_log"
+    path: str
+
+    @property
+    def source_id(self) -> str:
+        return f"gantry:{self.kind}:{self.path}"
+
+    @property
+    def transactional_id(self) -> str:
+        return f"terra-xfer-gantry-{self.kind}"
+
+
+def log_source(config: Config, kind: str) -> LogSource:
+    path = config.gantry.xferlog if kind == "xferlog" else config.gantry.nas_log
+    if path is None:
+        raise ConfigError(f"[gantry] {kind} is not set")
+    return LogSource(kind, str(path))
+
+
+class GantryProducer:
+    """Follows one log; ``step`` reads one chunk of lines and commits it with its checkpoint."""
+
+    def __init__(self, config: Config, source: LogSource) -> None:
+        self.config = config
+        self.source = source
+        self.codec = Codec()
+        self.handler = LineHandler(path_rules(config), source.kind, config.gantry.timezone)
+        self.producer = TxProducer(config.kafka, source.transactional_id)
+        self.tailer: Tailer | None = None
+        self.events = 0
+        self.committed: Checkpoint | None = None
+
+    def start(self) -> None:
+        """Fence the previous incarnation and place the tailer at the last committed checkpoint."""
+        if self.tailer is not None:
+            return
+        self.producer.init()
+        stored = last_checkpoint(self.config, self.source.source_id)
+        checkpoint = Checkpoint.from_dict(stored["position"]) if stored else None
+        self.events = int(stored["events"]) if stored else 0
+        self.committed = checkpoint
+        self.tailer = Tailer(self.source.path, checkpoint, self.config.gantry.max_line_bytes)
+        where = f"{checkpoint.name}@{checkpoint.offset}" if checkpoint else "the start of the log"
+        log.info("gantry %s: following %s from %s", self.source.kind, self.source.path, where)
+
+    def step(self) -> int:
+        """Read up to ``chunk_lines`` lines and commit their events with the checkpoint after them.
+
+        Raises ``CheckpointLostError`` when the committed position is in no log file any more:
+        ``terra-xfer gantry reseat`` puts it somewhere an operator chooses.
+        """
+        self.start()
+        assert self.tailer is not None
+        lines = self.tailer.read(self.config.gantry.chunk_lines)
+        checkpoint = self.tailer.checkpoint
+        if not lines and checkpoint == self.committed:
+            return 0
+        outputs = [out for line in lines if (out := self._output(line)) is not None]
+        self.events += sum(1 for o in outputs if o.topic.endswith(FILES_ARRIVED))
+        outputs.append(
+            checkpoint_output(
+                self.config, self.codec, self.source.source_id, checkpoint.to_dict(), self.events
+            )
+        )
+        with self.producer.transaction():
+            for out in outputs:
+                self.producer.produce(out.topic, out.value, out.key)
+        self.committed = checkpoint
+        return len(lines)
+
+    def _output(self, line: TailedLine) -> Output | None:
+        result = self.handler.handle(line)
+        if result is None:
+            return None
+        if isinstance(result, Rejected):
+            return self._dead_letter(line, result.reason)
+        assert isinstance(result, Arrival)
+        value = arrival_value(result, line, self.source.kind, now_ms())
+        return Output(
+            self.config.topic(FILES_ARRIVED), value["key"], self.codec.encode("FileArrived", value)
+        )
+
+    def _dead_letter(self, line: TailedLine, reason: str) -> Output:
+        log.warning(
+            "gantry %s: %s@%d dead-lettered: %s",
+            self.source.kind,
+            line.source.name,
+            line.offset,
+            reason,
+        )
+        value = {
+            "source": f"gantry:{self.source.kind}",
+            "reason": reason,
+            "raw": line.data,
+            "origin": f"{self.source.path} ({line.source.name})",
+            "offset": line.offset,
+            "partition": None,
+            "key": None,
+            "emitted_ms": now_ms(),
+        }
+        return Output(
+            self.config.topic(DEADLETTER),
+            f"gantry:{self.source.kind}",
+            self.codec.encode("DeadLetter", value),
+        )
+
+    def reseat(self, checkpoint: Checkpoint) -> None:
+        """Commit ``checkpoint`` as this source's position (fencing a running producer)."""
+        self.producer.init()
+        out = checkpoint_output(
+            self.config, self.codec, self.source.source_id, checkpoint.to_dict(), self.events
+        )
+        with self.producer.transaction():
+            self.producer.produce(out.topic, out.value, out.key)
+        log.info(
+            "gantry %s: re-seated at %s@%d", self.source.kind, checkpoint.name, checkpoint.offset
+        )
+
+    def close(self) -> None:
+        if self.tailer is not None:
+            self.tailer.close()
+        self.producer.close()

@@ -1,0 +1,647 @@
+"""Follow a log file across rotation and compression, yielding whole lines with exact positions.
+
+A log file is known by its device and inode plus a fingerprint of its first bytes (as Vector and
+Filebeat do), so it is found again after being renamed or gzipped; a position is a byte offset in
+the file (decompressed for ``.gz``). ``Tailer.read`` returns what is available now and never blocks;
+each line carries the checkpoint *after* it, which the caller commits together with the events it
+made of the line, so a restart from that checkpoint continues exactly there.
+
+Guarantees, for a writer that appends whole lines:
+
+* every line is yielded once, in log order, across restarts from any checkpoint the tailer gave;
+* rotation by rename (``xferlog`` -> ``xferlog-YYYYMMDD``, later ``xferlog-YYYYMMDD.gz``): the
+  rotated file is finished before newer ones, and found again by fingerprint once compressed;
+* copytruncate: lines read before the truncation and every line written after it are yielded;
+  lines written before it and not yet read are read from the copy if the tailer had read from
+  that file before and the copy is still a sibling (plain or gzipped);
+* without a checkpoint the tailer starts at the live log as it is when first read, and with the
+  files rotated after that;
+* a missing log is waited for; a checkpoint that matches no file raises ``CheckpointLostError``.
+
+Rotated siblings are named ``<log>-<suffix>`` or ``<log>-<suffix>.gz`` in the log's directory, with
+suffixes that sort in rotation order (logrotate ``dateext``); numbered rotation is not followed.
+A rotated file is left once a newer file has data; bytes written to it after that are not read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import stat
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from terra_xfer.errors import PermanentError, TransientError
+
+DEFAULT_MAX_LINE = 64 * 1024
+FINGERPRINT_BYTES = 256
+CHUNK_BYTES = 1 << 20
+_GZ = ".gz"
+
+
+class CheckpointLostError(PermanentError):
+    """No file holds the checkpoint's fingerprint at or beyond its offset; re-seat the tailer."""
+
+
+class CheckpointFormatError(PermanentError):
+    """A stored checkpoint is not a valid checkpoint value."""
+
+
+class LogReadError(TransientError):
+    """The log could not be read (I/O error); reading again later may succeed."""
+
+
+class CorruptLogError(PermanentError):
+    """A compressed rotated log cannot be decompressed."""
+
+
+def fingerprint(head: bytes) -> str:
+    """The fingerprint of a file's first bytes: their SHA-256, hex."""
+    return hashlib.sha256(head).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LogIdentity:
+    """Which file: its name when seen, device, inode, and fingerprint of its first bytes."""
+
+    name: str
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A position in the log: the file (by identity) and the byte offset of the next line.
+
+    A checkpoint with ``fingerprint_len == 0`` points at the start of a live file that was empty:
+    reading resumes at the oldest rotated sibling whose name sorts after ``after`` (the newest
+    sibling when that file was live; "" for none), since that file has been rotated since, or else
+    at the start of the live log. ``Checkpoint.start`` (inode 0) is the start of the live log.
+    """
+
+    name: str
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_len: int
+    offset: int
+    after: str = ""
+
+    @classmethod
+    def at(cls, source: LogIdentity, offset: int, after: str | None = None) -> Checkpoint:
+        """The position ``offset`` in the file ``source``."""
+        s = source
+        return cls(s.name, s.dev, s.ino, s.fingerprint, s.fingerprint_len, offset, after or "")
+
+    @classmethod
+    def start(cls, name: str) -> Checkpoint:
+        """The start of the live log ``name``, whatever it holds when first read."""
+        return cls(name, 0, 0, fingerprint(b""), 0, 0)
+
+    def to_dict(self) -> dict[str, str | int]:
+        """The checkpoint as a plain dict of str and int, for storing."""
+        return {
+            "name": self.name,
+            "dev": self.dev,
+            "ino": self.ino,
+            "fingerprint": self.fingerprint,
+            "fingerprint_len": self.fingerprint_len,
+            "offset": self.offset,
+            "after": self.after,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str | int]) -> Checkpoint:
+        """Read a stored checkpoint; raises ``CheckpointFormatError`` if it is not one."""
+        try:
+            strs = [data["name"], data["fingerprint"], data.get("after", "")]
+            ints = [data[k] for k in ("dev", "ino", "fingerprint_len", "offset")]
+        except KeyError as exc:
+            raise CheckpointFormatError(f"stored checkpoint lacks the field {exc}") from exc
+        if not all(isinstance(v, str) for v in strs) or len(str(strs[1])) != 64:
+            raise CheckpointFormatError("stored checkpoint has a bad name or fingerprint")
+        if not all(type(v) is int and v >= 0 for v in ints):
+            raise CheckpointFormatError("stored checkpoint has a negative or non-integer number")
+        name, digest, after = (str(v) for v in strs)
+        dev, ino, fp_len, offset = (int(v) for v in ints)
+        if fp_len > FINGERPRINT_BYTES or (fp_len == 0 and offset != 0):
+            raise CheckpointFormatError("stored checkpoint has an impossible fingerprint length")
+        return cls(name, dev, ino, digest, fp_len, offset, after)
+
+
+class LineKind(StrEnum):
+    """A whole line; an oversize line cut to its first bytes; or a rotated file's unended tail."""
+
+    LINE = "line"
+    OVERSIZE = "oversize"
+    FRAGMENT = "fragment"
+
+
+@dataclass(frozen=True, slots=True)
+class TailedLine:
+    """One line without its newline, where it starts and ends in which file, and what kind it is."""
+
+    data: bytes
+    source: LogIdentity
+    offset: int
+    end: int
+    kind: LineKind = LineKind.LINE
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The position just after this line: commit it with the events made from the line."""
+        return Checkpoint.at(self.source, self.end)
+
+
+class _LogFile:
+    """One open log file, plain or gzip, read forward from a position; keeps its inode alive."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self.gz = path.endswith(_GZ)
+        # Non-blocking so that a FIFO in the log's place cannot hang the open; no effect on files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._raw = open(fd, "rb", buffering=0)  # noqa: SIM115 - held open across calls
+        self._gz: gzip.GzipFile | None = None
+        self._head = b""
+        try:
+            st = os.fstat(self._raw.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise IsADirectoryError(f"{path} is not a regular file")
+            self.dev, self.ino = st.st_dev, st.st_ino
+            if self.gz:
+                self._gz = gzip.GzipFile(fileobj=self._raw)
+                self._head = self._gz_read(FINGERPRINT_BYTES)
+                self.seek(0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _gz_read(self, n: int) -> bytes:
+        assert self._gz is not None
+        try:
+            return self._gz.read(n)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise CorruptLogError(f"compressed log {self.path} cannot be read: {exc}") from exc
+
+    def seek(self, pos: int) -> int:
+        """Move a gzip file's read position (plain files are read at explicit positions)."""
+        if self._gz is None:
+            return pos
+        try:
+            return self._gz.seek(pos)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise CorruptLogError(f"compressed log {self.path} cannot be read: {exc}") from exc
+
+    def read(self, pos: int, n: int = CHUNK_BYTES) -> bytes:
+        """Up to ``n`` bytes at ``pos`` (a gzip file is read on from its last position)."""
+        if self._gz is not None:
+            return self._gz_read(n)
+        return os.pread(self._raw.fileno(), n, pos)
+
+    def head(self, n: int = FINGERPRINT_BYTES) -> bytes:
+        """The first ``n`` (at most ``FINGERPRINT_BYTES``) bytes, decompressed."""
+        return self._head[:n] if self.gz else os.pread(self._raw.fileno(), n, 0)
+
+    def size(self) -> int:
+        """The current size of a plain file; a gzip file reports -1 (it no longer grows)."""
+        return -1 if self.gz else os.fstat(self._raw.fileno()).st_size
+
+    def identity(self) -> LogIdentity:
+        """Name, inode and fingerprint; a short file is fingerprinted up to its last newline only.
+
+        A fingerprint of a few bytes of a partial first line would match unrelated files that start
+        the same way; whole lines do not (an xferlog line starts with its time and ends with a path).
+        """
+        head = self.head()
+        if len(head) < FINGERPRINT_BYTES:
+            head = head[: head.rfind(b"\n") + 1]
+        return LogIdentity(self.name, self.dev, self.ino, fingerprint(head), len(head))
+
+    def holds(self, cp: Checkpoint) -> bool:
+        """True if this file has the checkpoint's fingerprint and reaches its offset."""
+        if cp.fingerprint_len == 0:
+            return False  # no content to recognise; see Tailer._place
+        if fingerprint(self.head(cp.fingerprint_len)) != cp.fingerprint:
+            return False
+        if not self.gz:
+            return self.size() >= cp.offset
+        reached = self.seek(cp.offset)
+        self.seek(0)
+        return reached == cp.offset
+
+    def starts_as(self, ident: LogIdentity) -> bool:
+        """True if this file still starts with the bytes ``ident`` was fingerprinted from."""
+        return fingerprint(self.head(ident.fingerprint_len)) == ident.fingerprint
+
+    def same_content(self, ident: LogIdentity) -> bool:
+        """True if this is the file ``ident`` names, renamed, copied or compressed."""
+        if (self.dev, self.ino) == (ident.dev, ident.ino) and not self.gz:
+            return True
+        return ident.fingerprint_len > 0 and self.starts_as(ident)
+
+    def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+        self._raw.close()
+
+
+def _open(path: str, tolerate_corrupt: bool = False) -> _LogFile | None:
+    """Open a log file, or None if it vanished, is not a regular file, or (if tolerated) corrupt."""
+    try:
+        return _LogFile(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    except CorruptLogError:
+        if tolerate_corrupt:
+            return None
+        raise
+
+
+def rotated_siblings(path: str) -> list[str]:
+    """The rotated siblings of the log ``path``, oldest first, a plain file before its ``.gz``."""
+    folder, base = os.path.split(path)
+    try:
+        names = os.listdir(folder or ".")
+    except FileNotFoundError:
+        return []
+    rotated = [n for n in names if n.startswith(base + "-")]
+    rotated.sort(key=lambda n: (_stem(n), n.endswith(_GZ)))
+    return [os.path.join(folder, n) for n in rotated]
+
+
+def _stem(path: str) -> str:
+    """A sibling's name without ``.gz``: what orders it among the others."""
+    return os.path.basename(path).removesuffix(_GZ)
+
+
+def _floor(siblings: list[str]) -> str | None:
+    """The newest sibling's stem: every sibling up to it is older than the live file."""
+    return _stem(siblings[-1]) if siblings else None
+
+
+def _holds(f: _LogFile, cp: Checkpoint) -> bool:
+    try:
+        return f.holds(cp)
+    except CorruptLogError:
+        return False
+
+
+def _locate(path: str, cp: Checkpoint, exclude: tuple[int, int] | None = None) -> _LogFile | None:
+    """Open the file holding ``cp``: the same plain inode if it does, else the oldest that does."""
+    found: _LogFile | None = None
+    for candidate in [*rotated_siblings(path), path]:
+        f = _open(candidate, tolerate_corrupt=True)
+        if f is None:
+            continue
+        if (f.dev, f.ino) == exclude or not _holds(f, cp):
+            f.close()
+        elif (f.dev, f.ino) == (cp.dev, cp.ino) and not f.gz:
+            if found is not None:
+                found.close()
+            return f
+        elif found is None:
+            found = f
+        else:
+            f.close()
+    return found
+
+
+def _lost(path: str, cp: Checkpoint) -> CheckpointLostError:
+    looked = ", ".join(os.path.basename(p) for p in [*rotated_siblings(path), path])
+    return CheckpointLostError(
+        f"no log file holds fingerprint {cp.fingerprint[:16]} ({cp.fingerprint_len} bytes) "
+        f"up to offset {cp.offset}; looked at {looked} in {os.path.dirname(path) or '.'}"
+    )
+
+
+class Tailer:
+    """Follows the log at ``path`` from ``checkpoint`` (default: the start of the live log).
+
+    Call ``read`` to poll; it opens files lazily, so a lost checkpoint raises there, as
+    ``CheckpointLostError``. Commit ``checkpoint`` whenever it differs from the one last committed:
+    it follows each yielded line, and also moves on its own when the tailer enters a newer file or
+    restarts a truncated one. Close the tailer (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        checkpoint: Checkpoint | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        self.path = os.fspath(path)
+        self.max_line = max_line
+        self._initial = checkpoint or Checkpoint.start(os.path.basename(self.path))
+        self._cp = self._initial  # the checkpoint unless a line was yielded since it was set
+        self._last: TailedLine | None = None
+        self._placed = self._closed = False
+        self._file: _LogFile | None = None
+        self._ident = LogIdentity(self._initial.name, 0, 0, fingerprint(b""), 0)
+        self._live = False
+        self._after: str | None = None  # siblings whose stem sorts up to this are done
+        self._buf = b""  # unconsumed bytes; self._buf[self._pos] is at file offset _line_start
+        self._pos = self._line_start = self._read_pos = 0
+        self._oversize: bytes | None = None  # kept head of an oversize line being skipped
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The position after everything yielded so far: where a restart would continue."""
+        return self._last.checkpoint if self._last is not None else self._cp
+
+    @property
+    def current(self) -> LogIdentity | None:
+        """The file being read now, or None while waiting for the log to appear."""
+        return self._ident if self._file is not None else None
+
+    def __enter__(self) -> Tailer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the open file; the tailer cannot be read afterwards."""
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read(self, max_lines: int = 10_000) -> list[TailedLine]:
+        """Up to ``max_lines`` lines available now, in log order; ``[]`` if there are none yet."""
+        if self._closed:
+            raise ValueError("the tailer is closed")
+        if max_lines < 1:
+            raise ValueError("max_lines must be at least 1")
+        try:
+            return self._read(max_lines)
+        except OSError as exc:
+            raise LogReadError(f"reading the log {self.path} failed: {exc}") from exc
+
+    def _read(self, max_lines: int) -> list[TailedLine]:
+        if not self._placed:
+            self._place()
+            self._placed = True
+        if self._live:
+            self._check_truncation()
+        out: list[TailedLine] = []
+        while len(out) < max_lines:
+            self._take_lines(out, max_lines)
+            if len(out) >= max_lines:
+                break
+            chunk = self._file.read(self._read_pos) if self._file is not None else b""
+            if chunk:
+                self._absorb(chunk, out)
+            elif not self._move_on(out):
+                break
+        return out
+
+    def _set_checkpoint(self, cp: Checkpoint) -> None:
+        self._cp, self._last = cp, None
+
+    def _enter(self, f: _LogFile, pos: int, after: str | None) -> None:
+        """Make ``f`` the current file, to be read from ``pos``."""
+        if self._file is not None and self._file is not f:
+            self._file.close()
+        self._file, self._ident = f, f.identity()
+        f.seek(pos)
+        self._live = f.path == self.path
+        self._after = after
+        self._buf, self._pos, self._oversize = b"", 0, None
+        self._line_start = self._read_pos = pos
+
+    def _place(self) -> None:
+        """Open the file holding the initial checkpoint, or wait for the log to appear."""
+        cp = self._initial
+        f = _locate(self.path, cp) if cp.fingerprint_len > 0 else None
+        if f is not None:
+            live = f.path == self.path
+            after = _floor(rotated_siblings(self.path)) if live else _stem(f.path)
+            self._enter(f, cp.offset, after)
+            return
+        if cp.fingerprint_len > 0:
+            raise _lost(self.path, cp)
+        # An empty file's checkpoint continues with the files rotated since it was live (one of
+        # them is that file by now), else the live log; not by inode, which may have been reused.
+        # The start of the live log continues with the files rotated from now on.
+        self._after = (cp.after or None) if cp.ino else _floor(rotated_siblings(self.path))
+        self._open_waiting()
+
+    def _open_waiting(self) -> bool:
+        """Open the oldest file newer than ``_after``: one rotated meanwhile, else the live log."""
+        siblings = rotated_siblings(self.path)
+        newer = self._newer_sibling(siblings)
+        if newer is not None:
+            self._enter(newer[0], 0, newer[1])
+            if self._ident.fingerprint_len > 0:
+                self._set_checkpoint(Checkpoint.at(self._ident, 0))
+            return True
+        f = _open(self.path)
+        if f is None:
+            return False
+        floor = _floor(siblings)
+        self._enter(f, 0, floor)
+        self._set_checkpoint(Checkpoint.at(self._ident, 0, floor))
+        return True
+
+    def _check_truncation(self) -> None:
+        """Detect a truncated live file; finish its copy if one is a sibling, else restart it."""
+        f, ident = self._file, self._ident
+        assert f is not None
+        if f.size() >= self._read_pos and f.starts_as(ident):
+            return
+        copy = _locate(self.path, Checkpoint.at(ident, self._line_start), exclude=(f.dev, f.ino))
+        if copy is not None:
+            self._enter(copy, self._line_start, _stem(copy.path))
+            return
+        self._enter(f, 0, self._after)
+        self._set_checkpoint(Checkpoint.at(self._ident, 0, self._after))
+
+    def _emit(self, out: list[TailedLine], line: TailedLine) -> None:
+        out.append(line)
+        self._last = line
+
+    def _take_lines(self, out: list[TailedLine], max_lines: int) -> None:
+        """Move whole lines from the buffer to ``out``; start skipping a line that grows too long."""
+        buf, start, limit, ident = self._buf, self._pos, self.max_line, self._ident
+        base = self._line_start - start  # the file offset of buf[0]
+        room = max_lines - len(out)
+        emitted = 0
+        while emitted < room:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            if nl - start > limit:
+                data, kind = buf[start : start + limit], LineKind.OVERSIZE
+                out.append(TailedLine(data, ident, base + start, base + nl + 1, kind))
+            else:
+                out.append(TailedLine(buf[start:nl], ident, base + start, base + nl + 1))
+            start = nl + 1
+            emitted += 1
+        self._line_start = base + start
+        if emitted < room and len(buf) - start > limit:
+            self._oversize, self._buf, self._pos = buf[start : start + limit], b"", 0
+        else:
+            self._buf, self._pos = buf, start
+        if emitted:
+            self._last = out[-1]
+
+    def _absorb(self, chunk: bytes, out: list[TailedLine]) -> None:
+        """Add newly read bytes; they may end the oversize line being skipped."""
+        chunk_at = self._read_pos
+        self._read_pos += len(chunk)
+        if self._oversize is None:
+            self._buf, self._pos = self._buf[self._pos :] + chunk, 0
+        else:
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                end = chunk_at + nl + 1
+                kind = LineKind.OVERSIZE
+                self._emit(
+                    out, TailedLine(self._oversize, self._ident, self._line_start, end, kind)
+                )
+                self._oversize = None
+                self._buf, self._pos, self._line_start = chunk[nl + 1 :], 0, end
+        f = self._file
+        if self._ident.fingerprint_len < FINGERPRINT_BYTES and f is not None and not f.gz:
+            self._ident = f.identity()
+
+    def _move_on(self, out: list[TailedLine]) -> bool:
+        """At the end of the current file: follow a rotation, or open the log once it appears.
+
+        Returns True if there may be more to read now. A file that was rotated away is left only
+        once it has no more bytes and a newer file has data; an unended last line is then yielded
+        as a fragment.
+        """
+        f = self._file
+        if f is None:
+            return self._open_waiting()
+        if self._live:
+            st = _stat(self.path)
+            if st is not None and (st.st_dev, st.st_ino) == (f.dev, f.ino):
+                return False
+            self._live = False
+            self._after = self._rotated_stem() or self._after
+        found = self._next_file()
+        if found is None:
+            return False
+        nxt, after = found
+        if f.size() > self._read_pos:
+            nxt.close()
+            return True
+        if self._oversize is not None or self._pos < len(self._buf):
+            data = (self._oversize or self._buf[self._pos :])[: self.max_line]
+            end, kind = self._read_pos, LineKind.FRAGMENT
+            self._emit(out, TailedLine(data, self._ident, self._line_start, end, kind))
+        self._enter(nxt, 0, after)
+        if self._ident.fingerprint_len > 0:
+            self._set_checkpoint(Checkpoint.at(self._ident, 0))
+        return True
+
+    def _rotated_stem(self) -> str | None:
+        """The stem of the sibling the live file was rotated to, if it can be recognised.
+
+        Siblings up to it are older; a copytruncate copy can sort after the floor taken when the
+        file was opened yet hold older lines, so the floor is only the fallback.
+        """
+        for p in reversed(rotated_siblings(self.path)):
+            f = _open(p, tolerate_corrupt=True)
+            if f is not None:
+                try:
+                    if f.same_content(self._ident):
+                        return _stem(p)
+                finally:
+                    f.close()
+        return None
+
+    def _newer_sibling(self, siblings: list[str]) -> tuple[_LogFile, str] | None:
+        """The oldest sibling sorting after ``_after``, opened, with its stem."""
+        for p in siblings:
+            if (self._after is None or _stem(p) > self._after) and (f := _open(p)) is not None:
+                return f, _stem(p)
+        return None
+
+    def _next_file(self) -> tuple[_LogFile, str | None] | None:
+        """The file after the current one, opened, with the stem that newer siblings sort after."""
+        assert self._file is not None
+        siblings = rotated_siblings(self.path)
+        newer = self._newer_sibling(siblings)
+        if newer is not None:
+            return newer
+        f = _open(self.path)
+        if f is None:
+            return None
+        if (f.dev, f.ino) == (self._file.dev, self._file.ino) or f.size() == 0:
+            f.close()
+            return None
+        return f, _floor(siblings)
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def checkpoint_at_end(path: str | os.PathLike[str]) -> Checkpoint:
+    """A checkpoint after the last whole line of the live log: only lines to come will be read."""
+    path = os.fspath(path)
+    floor = _floor(rotated_siblings(path))
+    f = _open(path)
+    if f is None:
+        return Checkpoint.start(os.path.basename(path))
+    try:
+        pos = f.size()
+        while pos > 0:
+            n = min(CHUNK_BYTES, pos)
+            pos -= n
+            nl = f.read(pos, n).rfind(b"\n")
+            if nl >= 0:
+                return Checkpoint.at(f.identity(), pos + nl + 1, floor)
+        return Checkpoint.at(f.identity(), 0, floor)
+    finally:
+        f.close()
+
+
+def checkpoint_at_time(
+    path: str | os.PathLike[str],
+    when: datetime,
+    line_time: Callable[[bytes], datetime | None],
+    max_line: int = DEFAULT_MAX_LINE,
+) -> Checkpoint:
+    """A checkpoint at the first line whose time is at or after ``when``, oldest file first.
+
+    ``line_time`` gives a line's time, or None for a line without one (skipped). With no such line
+    yet, the checkpoint is after the last line there is, so only lines to come will be read.
+    """
+    path = os.fspath(path)
+    with Tailer(path, _oldest(path), max_line) as tailer:
+        while lines := tailer.read():
+            for line in lines:
+                if line.kind is LineKind.LINE and (t := line_time(line.data)) and t >= when:
+                    return Checkpoint.at(line.source, line.offset)
+        return tailer.checkpoint
+
+
+def _oldest(path: str) -> Checkpoint | None:
+    """The start of the oldest non-empty rotated sibling, or None (the live log) if none."""
+    for p in rotated_siblings(path):
+        f = _open(p, tolerate_corrupt=True)
+        if f is not None:
+            try:
+                ident = f.identity()
+            finally:
+                f.close()
+            if ident.fingerprint_len > 0:
+                return Checkpoint.at(ident, 0)
+    return None

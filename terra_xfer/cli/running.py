@@ -1,0 +1,41 @@
+"""Running a stage from the command line: signals, the loop, and orderly teardown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+import click
+
+from terra_xfer.service import install_signal_handlers, run
+
+log = logging.getLogger(__name__)
+
+once_option = click.option("--once", is_flag=True, help="Do one unit of work and exit.")
+idle_exit_option = click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long with nothing to do (default: run until SIGTERM/Ctrl-C).",
+)
+
+
+def run_stage(
+    name: str,
+    step: Callable[[], int],
+    close: Callable[[], None],
+    *,
+    once: bool,
+    idle_exit: float | None,
+) -> int:
+    """Run ``step`` until a signal (or ``once``/``idle_exit``), then ``close``; return items handled."""
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    with contextlib.ExitStack() as teardown:
+        teardown.callback(close)
+        handled = run(step, stop, once=once, idle_exit_s=idle_exit)
+    log.info("%s stopped after %d items", name, handled)
+    return handled

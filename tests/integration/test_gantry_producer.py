@@ -1,0 +1,144 @@
+"""The gantry producer on the real broker: exactly once through rotation, gzip and kill -9."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from producers.gantry.night import log_line, uploads, write_upload
+from producers.gantry.service import GantryProducer, log_source
+from terra_xfer.config import Config
+from terra_xfer.topics import create_topics
+from tests.kafka_read import env_for, read_all
+
+pytestmark = pytest.mark.broker
+START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def config(pipeline_config: Config) -> Config:
+    cfg = dataclasses.replace(
+        pipeline_config,
+        gantry=dataclasses.replace(
+            pipeline_config.gantry, log_root="/gantry_data", chunk_lines=500
+        ),
+    )
+    cfg.gantry.cache_root.mkdir(parents=True)
+    cfg.gantry.xferlog.parent.mkdir(parents=True)
+    create_topics(cfg)
+    return cfg
+
+
+def night(config: Config, count: int, seed: int = 1) -> tuple[list[bytes], list[str | None]]:
+    """Write ``count`` uploads into the cache; return their log lines and keys (None: not shipped)."""
+    rng = random.Random(seed)
+    lines, keys = [], []
+    for up in uploads(START, count, seed=seed, size=16):
+        write_upload(config.gantry.cache_root, up, rng)
+        lines.append(log_line(up))
+        keys.append(f"ua-mac/{up.rel}" if up.whitelisted else None)
+    return lines, keys
+
+
+def drain(producer: GantryProducer) -> None:
+    while producer.step():
+        pass
+
+
+def test_rotation_gzip_malformed_and_missing(config: Config) -> None:
+    lines, all_keys = night(config, 300)
+    keys = [k for k in all_keys if k]
+    log = config.gantry.xferlog
+    bad = [b"Tue Foo  5 12:35:58 2016 1 host 1 /x b _ i r u ftp 0 * c\n", b"garbage\n"]
+    missing = log_line(next(uploads(START, 1, seed=99))).replace(b"/gantry_data/", b"/gantry_data/")
+    log.write_bytes(b"".join(lines[:100]) + bad[0])
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    try:
+        drain(producer)
+        log.rename(log.with_name("xferlog-20170824"))
+        log.write_bytes(b"".join(lines[100:200]) + bad[1] + missing)
+        drain(producer)
+        rotated = log.with_name("xferlog-20170824")
+        with rotated.open("rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        rotated.unlink()
+        log.rename(log.with_name("xferlog-20170825"))
+        log.write_bytes(b"".join(lines[200:]))
+        drain(producer)
+    finally:
+        producer.close()
+    arrived = [v for name, v in read_all(config.kafka, config.topic("files.arrived"))]
+    assert Counter(v["key"] for v in arrived) == Counter(keys)  # each once, nothing else
+    first = next(v for v in arrived if "stereoTop" in v["key"])
+    assert first["sensor"] == "stereoTop" and first["dest_path"].startswith(
+        "sites/ua-mac/raw_data/"
+    )
+    assert first["version"] == f"16:{first['mtime_ns']}" and first["source"] == "XFERLOG"
+    dead = [v for _, v in read_all(config.kafka, config.topic("deadletter"))]
+    reasons = sorted(d["reason"] for d in dead)
+    assert len(dead) == 3, reasons
+    assert any("missing from the cache" in r for r in reasons)
+    assert {d["raw"] for d in dead} >= {bad[0].rstrip(b"\n"), bad[1].rstrip(b"\n")}
+
+
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(config: Config) -> None:
+    lines, all_keys = night(config, 20_000, seed=3)
+    log = config.gantry.xferlog
+    env = {**os.environ, **env_for(config), "TERRA_XFER_GANTRY_CHUNK_LINES": "100"}
+    cmd = [sys.executable, "-m", "terra_xfer", "--log-json", "gantry"]
+    rng = random.Random(5)
+    mid_stream: list[bool] = []
+
+    def committed() -> int:
+        return len(read_all(config.kafka, config.topic("files.arrived")))
+
+    def run_and_kill(lines_written: int) -> bool:
+        """Start the producer and kill -9 it at a random moment once it is following the log."""
+        available = sum(1 for k in all_keys[:lines_written] if k)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            assert proc.stderr is not None
+            for raw in proc.stderr:  # the producer says when it has placed its tailer
+                if b"following" in raw:
+                    break
+            time.sleep(rng.uniform(0.0, 0.4))  # the random moment of the kill, not a wait
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stderr.close()  # type: ignore[union-attr]
+        mid_stream.append(committed() < available)
+        return mid_stream[-1]
+
+    log.write_bytes(b"".join(lines[:7000]))
+    run_and_kill(7000)
+    run_and_kill(7000)
+    log.rename(log.with_name("xferlog-20170824"))  # rotation 1, perhaps while stopped mid-file
+    log.write_bytes(b"".join(lines[7000:14000]))
+    run_and_kill(14000)
+    rotated = log.with_name("xferlog-20170824")
+    with rotated.open("rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    rotated.unlink()
+    log.rename(log.with_name("xferlog-20170825"))  # rotation 2
+    log.write_bytes(b"".join(lines[14000:]))
+    run_and_kill(20_000)
+    expected = Counter(k for k in all_keys if k)  # one event per logged upload line
+    assert any(mid_stream), "no kill landed while the producer had work left"
+    final = subprocess.run(
+        [*cmd, "--idle-exit", "3"], env=env, capture_output=True, timeout=300, check=False
+    )
+    assert final.returncode == 0, final.stderr[-2000:]
+    arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
+    assert arrived == expected

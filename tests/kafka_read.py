@@ -1,0 +1,73 @@
+"""Reading topics back in tests: everything committed so far, decoded."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from schemas.codec import Codec
+from terra_xfer.config import KafkaConfig
+from terra_xfer.kafka import make_consumer
+
+
+def read_all(
+    kafka: KafkaConfig, topic: str, timeout_s: float = 60.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every committed event of ``topic`` up to its end now, as (record name, value)."""
+    consumer = make_consumer(
+        kafka, f"test-read-{uuid.uuid4().hex[:8]}", {"enable.partition.eof": True}
+    )
+    codec = Codec()
+    out: list[tuple[str, dict[str, Any]]] = []
+    try:
+        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        remaining = set(parts)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            assert time.monotonic() < deadline, f"reading {topic} timed out"
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err.str()
+                remaining.discard(msg.partition())
+                continue
+            if msg.value() is not None:
+                out.append(codec.decode(msg.value() or b""))
+    finally:
+        consumer.close()
+    return out
+
+
+def wait_for(
+    predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.2, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+        time.sleep(interval_s)
+
+
+def env_for(config: Any) -> dict[str, str]:
+    """Environment variables that make a subprocess use ``config`` (top-level scalars only)."""
+    import dataclasses
+
+    env: dict[str, str] = {}
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        for fld in dataclasses.fields(value):
+            item = getattr(value, fld.name)
+            if dataclasses.is_dataclass(item) or item is None or fld.metadata.get("secret"):
+                continue
+            name = f"TERRA_XFER_{section.name}_{fld.name}".upper()
+            env[name] = ",".join(item) if isinstance(item, tuple) else str(item)
+    return env
