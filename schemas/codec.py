@@ -71,7 +71,7 @@ class SchemaVersion:
 
 
 def _version(schema: dict[str, Any]) -> SchemaVersion:
-    parsed = fastavro.parse_schema(schema, _write_hint=False)
+    parsed = fastavro.parse_schema(schema)
     canonical = to_parsing_canonical_form(parsed)
     name = f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"
     return SchemaVersion(name, crc64_avro(canonical.encode()), schema, parsed)
