@@ -163,6 +163,7 @@ class SweeperConfig:
 @dataclass(frozen=True)
 class StatusConfig:
     index_path: Path = field(default_factory=lambda: data_home() / "status.sqlite")
+    keeper_path: Path = field(default_factory=lambda: data_home() / "state-keeper.sqlite")
 
 
 @dataclass(frozen=True)

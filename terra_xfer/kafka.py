@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -131,9 +131,20 @@ class TxProducer:
         value: bytes | None,
         key: str | bytes | None = None,
         partition: int | None = None,
+        on_delivery: Callable[[Message], None] | None = None,
     ) -> None:
+        """Queue one event; ``on_delivery`` gets the written message (with its offset) once acked."""
         self._raise_latched()
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._reporter()}
+        report = self._reporter()
+        if on_delivery is not None:
+            inner = report
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                inner(err, msg)
+                if err is None:
+                    on_delivery(msg)
+
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": report}
         if partition is not None:
             kwargs["partition"] = partition
         while True:

@@ -46,6 +46,7 @@ class Output:
     key: str | bytes | None
     value: bytes | None
     partition: int | None = None
+    on_delivery: Callable[[Message], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ class TransactionalLoop:
                 )
                 outputs = [*bad, *(self.handler(good) if good else [])]
                 for out in outputs:
-                    self.producer.produce(out.topic, out.value, out.key, out.partition)
+                    self.producer.produce(
+                        out.topic, out.value, out.key, out.partition, out.on_delivery
+                    )
                 self.producer.send_offsets(self.consumer, next_offsets(messages))
         except TransientError as exc:
             log.warning(

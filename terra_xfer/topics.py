@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-# File-keyed topics: these must all have the same partition count.
+# File-keyed topics (and batches.submitted, whose records go to the partition of their files): these
+# must all have the same partition count.
 FILES_ARRIVED = "files.arrived"
 BATCHES_SUBMITTED = "batches.submitted"
 FILES_TRANSFERRED = "files.transferred"

@@ -1,0 +1,105 @@
+"""Batcher + monitor (+ state keeper) on the real broker with the local transfer backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from consumers.batcher import Batcher
+from consumers.monitor import Monitor
+from consumers.state_keeper import StateKeeper
+from consumers.transfer.local import LocalTransfer
+from producers.gantry.service import GantryProducer, log_source
+from terra_xfer.config import Config
+from terra_xfer.topics import create_topics
+from tests.kafka_read import read_all
+from tests.pipeline import gantry_config, run_until, sha256, write_night
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def config(pipeline_config: Config) -> Config:
+    cfg = gantry_config(pipeline_config, max_files=500)
+    create_topics(cfg)
+    return cfg
+
+
+def transferred(config: Config) -> list[tuple[str, dict]]:
+    return read_all(config.kafka, config.topic("files.transferred"))
+
+
+def test_two_thousand_files_each_get_one_outcome_and_identical_bytes(config: Config) -> None:
+    shipped = write_night(config, 2300)
+    backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
+    stages = [
+        GantryProducer(config, log_source(config, "xferlog")),
+        Batcher(config, backend),
+        Monitor(config, backend),
+        StateKeeper(config),
+    ]
+    try:
+        run_until(stages, lambda: len(transferred(config)) >= len(set(shipped)), timeout_s=180)
+    finally:
+        for s in stages:
+            s.close()  # type: ignore[attr-defined]
+        backend.close()
+    outcomes = transferred(config)
+    assert {name for name, _ in outcomes} == {"FileTransferred"}
+    per_key = Counter(v["key"] for _, v in outcomes)
+    assert set(per_key) == {f"ua-mac/{rel}" for rel in shipped} and max(per_key.values()) == 1
+    for _, v in outcomes:
+        dest = config.transfer.destination_root / v["dest_path"]
+        assert sha256(dest) == sha256(config.gantry.cache_root / v["path"]) == v["checksum"]
+    batches = [v for _, v in read_all(config.kafka, config.topic("batches.submitted"))]
+    prepared = [b for b in batches if b["phase"] == "PREPARED"]
+    assert all(len(b["files"]) <= 500 for b in prepared)
+    assert any(len(b["files"]) == 500 for b in prepared)  # full windows close at max_files
+    assert any(len(b["files"]) < 500 for b in prepared)  # partial windows flush after max_wait_s
+    assert len({b["batch_id"] for b in prepared}) == len(prepared)
+    submitted = {b["batch_id"]: b["task_id"] for b in batches if b["phase"] == "SUBMITTED"}
+    assert set(submitted) == {b["batch_id"] for b in prepared}
+    states = Counter(v["state"] for _, v in read_all(config.kafka, config.topic("files.state")))
+    assert states["TRANSFERRED"] >= len(set(shipped))
+
+
+def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
+    config: Config, tmp_path: Path
+) -> None:
+    shipped = write_night(config, 40)
+    backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
+
+    class LostSubmit(LocalTransfer):
+        def submit(self, *args: object, **kwargs: object) -> str:  # dies before submitting
+            raise SystemExit("batcher killed between recording and submitting")
+
+    lost = LostSubmit(config.transfer.destination_root, config.transfer.state_dir)
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    batcher = Batcher(config, lost)
+    try:
+        run_until([producer], lambda: producer.step() == 0 and producer.events > 0)
+        with pytest.raises(SystemExit):
+            run_until([batcher], lambda: False, timeout_s=60)
+    finally:
+        batcher.close()
+        producer.close()
+        lost.close()
+    monitor = Monitor(config, backend)
+    batcher = Batcher(config, backend)
+    try:
+        run_until([batcher, monitor], lambda: len(transferred(config)) >= len(set(shipped)))
+    finally:
+        monitor.close()
+        batcher.close()
+        backend.close()
+    tasks = list((config.transfer.state_dir).glob("**/*.json"))
+    batches = [v for _, v in read_all(config.kafka, config.topic("batches.submitted"))]
+    prepared_ids = [b["batch_id"] for b in batches if b["phase"] == "PREPARED"]
+    assert len(prepared_ids) == len(set(prepared_ids))
+    assert len(tasks) == len(prepared_ids)  # one task per batch, however often it was submitted
+    assert Counter(v["key"] for _, v in transferred(config)) == Counter(
+        f"ua-mac/{r}" for r in set(shipped)
+    )
