@@ -237,15 +237,13 @@ class _LogFile:
         self.seek(0)
         return reached == cp.offset
 
-    def starts_as(self, ident: LogIdentity) -> bool:
-        """True if this file still starts with the bytes ``ident`` was fingerprinted from."""
-        return fingerprint(self.head(ident.fingerprint_len)) == ident.fingerprint
-
     def same_content(self, ident: LogIdentity) -> bool:
         """True if this is the file ``ident`` names, renamed, copied or compressed."""
         if (self.dev, self.ino) == (ident.dev, ident.ino) and not self.gz:
             return True
-        return ident.fingerprint_len > 0 and self.starts_as(ident)
+        if ident.fingerprint_len == 0:
+            return False
+        return fingerprint(self.head(ident.fingerprint_len)) == ident.fingerprint
 
     def close(self) -> None:
         if self._gz is not None:
@@ -352,6 +350,7 @@ class Tailer:
         self._buf = b""  # unconsumed bytes; self._buf[self._pos] is at file offset _line_start
         self._pos = self._line_start = self._read_pos = 0
         self._oversize: bytes | None = None  # kept head of an oversize line being skipped
+        self._seen = b""  # the file's first bytes as read, up to FINGERPRINT_BYTES
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -418,6 +417,7 @@ class Tailer:
         self._after = after
         self._buf, self._pos, self._oversize = b"", 0, None
         self._line_start = self._read_pos = pos
+        self._seen = f.head(min(pos, FINGERPRINT_BYTES))
 
     def _place(self) -> None:
         """Open the file holding the initial checkpoint, or wait for the log to appear."""
@@ -454,10 +454,14 @@ class Tailer:
         return True
 
     def _check_truncation(self) -> None:
-        """Detect a truncated live file; finish its copy if one is a sibling, else restart it."""
+        """Detect a truncated live file; finish its copy if one is a sibling, else restart it.
+
+        Truncated means shorter than what was read, or no longer starting with the bytes read (up
+        to ``FINGERPRINT_BYTES``): a file truncated and rewritten past the position is caught too.
+        """
         f, ident = self._file, self._ident
         assert f is not None
-        if f.size() >= self._read_pos and f.starts_as(ident):
+        if f.size() >= self._read_pos and f.head(len(self._seen)) == self._seen:
             return
         copy = _locate(self.path, Checkpoint.at(ident, self._line_start), exclude=(f.dev, f.ino))
         if copy is not None:
@@ -498,6 +502,8 @@ class Tailer:
     def _absorb(self, chunk: bytes, out: list[TailedLine]) -> None:
         """Add newly read bytes; they may end the oversize line being skipped."""
         chunk_at = self._read_pos
+        if chunk_at < FINGERPRINT_BYTES:
+            self._seen += chunk[: FINGERPRINT_BYTES - chunk_at]
         self._read_pos += len(chunk)
         if self._oversize is None:
             self._buf, self._pos = self._buf[self._pos :] + chunk, 0
