@@ -18,12 +18,20 @@ def make_transfer(config: Config) -> TransferBackend:
 
     g = t.globus
     if not (g.client_id and g.source_endpoint and g.destination_endpoint):
-        raise ConfigError("[transfer.globus] client_id, source_endpoint and destination_endpoint "
-                          "must be set for the globus backend")
+        raise ConfigError(
+            "[transfer.globus] client_id, source_endpoint and destination_endpoint "
+            "must be set for the globus backend"
+        )
     if g.client_secret is None:
         raise ConfigError("the globus backend needs TERRA_XFER_GLOBUS_CLIENT_SECRET")
-    return GlobusTransfer(g.client_id, g.client_secret, g.source_endpoint, g.destination_endpoint,
-                          g.destination_base, deadline_s=g.deadline_s)
+    return GlobusTransfer(
+        g.client_id,
+        g.client_secret,
+        g.source_endpoint,
+        g.destination_endpoint,
+        g.destination_base,
+        deadline_s=g.deadline_s,
+    )
 
 
 def make_catalog(config: Config) -> Catalog:
@@ -38,6 +46,10 @@ def make_catalog(config: Config) -> Catalog:
         raise ConfigError("[catalog.clowder] url must be set for the clowder backend")
     if c.clowder.key is None:
         raise ConfigError("the clowder backend needs TERRA_XFER_CLOWDER_KEY")
-    return ClowderCatalog(c.clowder.url, c.clowder.key, space_id=c.clowder.space_id,
-                          destination_root=str(config.transfer.destination_root),
-                          mounted_prefix=c.clowder.mounted_prefix)
+    return ClowderCatalog(
+        c.clowder.url,
+        c.clowder.key,
+        space_id=c.clowder.space_id,
+        destination_root=str(config.transfer.destination_root),
+        mounted_prefix=c.clowder.mounted_prefix,
+    )

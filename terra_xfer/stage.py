@@ -36,6 +36,7 @@ from terra_xfer.kafka import (
 from terra_xfer.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class TransactionalLoop:
         self.producer = TxProducer(config.kafka, f"{group_id}-{instance_id()}")
         self._on_assign = on_assign
         self._subscribed = False
+        self._failures = 0
+        self._retry_at = 0.0
 
     def _subscribe(self) -> None:
         if not self._subscribed:
@@ -148,6 +151,9 @@ class TransactionalLoop:
     def step(self) -> int:
         """Handle one batch; return the number of messages consumed (0 when idle)."""
         self._subscribe()
+        if time.monotonic() < self._retry_at:
+            self.consumer.poll(0.1)  # keeps group membership while backing off; returns nothing
+            return 0
         raw = self.consumer.consume(self.batch_size, self.poll_timeout_s)
         messages = [m for m in raw if check(m) is not None]
         if not messages:

@@ -84,5 +84,9 @@ def pipeline_config(bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
             base.transfer, destination_root=tmp_path / "dest", state_dir=tmp_path / "transfer"
         ),
         catalog=dataclasses.replace(base.catalog, path=tmp_path / "catalog.sqlite"),
-        status=dataclasses.replace(base.status, index_path=tmp_path / "status.sqlite"),
+        status=dataclasses.replace(
+            base.status,
+            index_path=tmp_path / "status.sqlite",
+            keeper_path=tmp_path / "state-keeper.sqlite",
+        ),
     )

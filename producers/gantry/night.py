@@ -6,6 +6,7 @@ tree of ARCHITECTURE §3 and vsftpd's ``xferlog_std_format`` lines.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
@@ -85,15 +86,47 @@ def uploads(start: datetime, count: int, seed: int = 7, size: int = 4096) -> Ite
         when += timedelta(milliseconds=rng.randrange(200, 3000))
 
 
+def metadata_document(upload: Upload) -> bytes:
+    """A LemnaTec-style ``*_metadata.json`` (the keys with dots are as the gantry writes them)."""
+    local = upload.when.astimezone(PHOENIX)
+    doc = {
+        "lemnatec_measurement_metadata": {
+            "gantry_system_variable_metadata": {
+                "time": f"{local:%m/%d/%Y %H:%M:%S}",
+                "position x [m]": "207.013",
+                "position y [m]": "3.003",
+                "position z [m]": "0.63",
+                "speed x [m/s]": "0",
+                "camera.exposure": "auto",
+            },
+            "sensor_fixed_metadata": {
+                "sensor id": upload.rel.split("/")[-4:-3][0]
+                if upload.rel.count("/") >= 4
+                else "unknown"
+            },
+        }
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
 def write_upload(cache_root: Path, upload: Upload, rng: random.Random | None = None) -> None:
-    """Create the file as the FTP server leaves it: full content, mtime at the upload's time."""
+    """Create the file as the FTP server leaves it: full content, mtime at the upload's time.
+
+    Metadata files get a JSON document (their size is then the document's, not ``upload.size``).
+    """
     path = cache_root / upload.rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (rng or random).randbytes(upload.size) if upload.size else b""
+    if upload.rel.endswith("_metadata.json"):
+        data = metadata_document(upload)
+    else:
+        data = (rng or random).randbytes(upload.size) if upload.size else b""
     path.write_bytes(data)
     stamp = upload.when.timestamp()
     os.utime(path, (stamp, stamp))
 
 
-def log_line(upload: Upload, log_root: str = "/gantry_data") -> bytes:
-    return xferlog_line(upload.when, f"{log_root}/{upload.rel}", upload.size)
+def log_line(upload: Upload, log_root: str = "/gantry_data", size: int | None = None) -> bytes:
+    """The xferlog line of an upload (``size``: the bytes written, when they differ)."""
+    return xferlog_line(
+        upload.when, f"{log_root}/{upload.rel}", upload.size if size is None else size
+    )

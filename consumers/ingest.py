@@ -1,0 +1,104 @@
+"""Ingest: registers every transferred file in the catalog (Clowder, or the local SQLite catalog).
+
+Consumes files.transferred. The catalog call is the side effect, done before the transaction that
+records FileIngested and the consumed offsets; it is idempotent (get-or-create by exact name, a file
+already in its dataset is skipped), so a replay or a retry after a crash adds nothing. A transient
+catalog error aborts the batch, which is retried with backoff; a permanent one is recorded as a
+final FileIngestFailed with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+from consumers.catalog.base import Catalog, IngestItem
+from consumers.catalog.naming import catalog_names
+from producers.gantry.paths import CachePath, cache_path
+from producers.gantry.service import path_rules
+from terra_xfer.config import Config
+from terra_xfer.errors import PermanentError
+from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
+from terra_xfer.topics import FILES_INGESTED, FILES_TRANSFERRED
+
+log = logging.getLogger(__name__)
+GROUP = "terra-xfer-ingest"
+
+
+class Ingest:
+    """One ingest worker (its own consumer group on files.transferred)."""
+
+    def __init__(self, config: Config, catalog: Catalog) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.rules = path_rules(config)
+        self.loop = TransactionalLoop(
+            config,
+            GROUP,
+            [config.topic(FILES_TRANSFERRED)],
+            self._handle,
+            frozenset({"FileTransferred", "FileTransferFailed"}),
+            batch_size=200,
+        )
+        self.ingested = 0
+
+    def step(self) -> int:
+        return self.loop.step()
+
+    def item(self, event: dict[str, Any]) -> IngestItem:
+        """The catalog entry of a transferred file: names from its path in the cache."""
+        where = cache_path(event["path"], self.rules)
+        if not isinstance(where, CachePath):
+            raise PermanentError(f"cannot name {event['path']!r} in the catalog: {where.reason}")
+        name = posixpath.basename(event["dest_path"])
+        names = catalog_names(where.sensor, where.date, where.timestamp, name)
+        return IngestItem(
+            key=event["key"],
+            dataset_name=names.dataset_name,
+            collections=names.collections,
+            file_path=str(self.config.transfer.destination_root / event["dest_path"]),
+            file_name=name,
+            size=event["size"],
+            checksum=event.get("checksum"),
+            as_dataset_metadata=names.as_dataset_metadata,
+        )
+
+    def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
+        outputs = []
+        for d in batch:
+            if d.record != "FileTransferred":
+                continue  # failures are the monitor's to retry
+            outputs.append(self._ingest(d.value))
+        return outputs
+
+    def _ingest(self, event: dict[str, Any]) -> Output:
+        base = {
+            "key": event["key"],
+            "version": event["version"],
+            "catalog": self.catalog.name,
+            "emitted_ms": now_ms(),
+        }
+        codec = self.loop.codec
+        topic = self.config.topic(FILES_INGESTED)
+        try:
+            result = self.catalog.ingest(self.item(event))
+        except PermanentError as exc:
+            log.error("%s: not ingested: %s", event["key"], exc)
+            value = base | {"reason": str(exc), "attempt": 1, "final": True}
+            return Output(topic, event["key"], codec.encode("FileIngestFailed", value))
+        self.ingested += 1
+        value = base | {
+            "dataset_id": result.dataset_id,
+            "file_id": result.file_id,
+            "collection_ids": list(result.collection_ids),
+            "created": result.created,
+        }
+        return Output(topic, event["key"], codec.encode("FileIngested", value))
+
+    def close(self) -> None:
+        try:
+            self.loop.close()
+        finally:
+            self.catalog.close()

@@ -1,0 +1,185 @@
+"""Arrival to DONE: transfer, ingest, deletion and the state record, then a full replay."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consumers.batcher import Batcher
+from consumers.catalog.local import LocalCatalog
+from consumers.deleter import Deleter
+from consumers.ingest import Ingest
+from consumers.monitor import Monitor
+from consumers.state_keeper import StateKeeper
+from consumers.state_view import StateFollower
+from consumers.transfer.local import LocalTransfer
+from producers.gantry.service import GantryProducer, log_source
+from terra_xfer.config import BrokerConfig, Config
+from terra_xfer.kafka_tools import run_tool
+from terra_xfer.topics import create_topics
+from tests.kafka_read import read_all
+from tests.pipeline import START, gantry_config, run_until, sha256, write_night
+
+pytestmark = pytest.mark.broker
+GROUPS = (
+    "terra-xfer-batcher",
+    "terra-xfer-monitor",
+    "terra-xfer-state-keeper",
+    "terra-xfer-ingest",
+    "terra-xfer-deleter",
+)
+
+
+class Pipeline:
+    """Every stage in one thread, stepped in turn, as `terra-xfer up` would run them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
+        self.view = StateFollower(config, config.status.index_path.with_name("batcher.sqlite"))
+        self.stages: list[Any] = [
+            GantryProducer(config, log_source(config, "xferlog")),
+            Batcher(config, self.backend, self.view),
+            Monitor(config, self.backend),
+            StateKeeper(config),
+            Ingest(config, LocalCatalog(config.catalog.path)),
+            Deleter(config, self.backend),
+        ]
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        latest = {}
+        for _, v in read_all(self.config.kafka, self.config.topic("files.state")):
+            latest[v["key"]] = v
+        return latest
+
+    def run_until_done(self, keys: set[str]) -> dict[str, dict[str, Any]]:
+        def done() -> bool:
+            states = self.states()
+            return all(states.get(k, {}).get("state") == "DONE" for k in keys)
+
+        run_until(self.stages, done, timeout_s=300)
+        return self.states()
+
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.close()
+        self.view.close()
+        self.backend.close()
+
+
+@pytest.fixture
+def config(pipeline_config: Config) -> Iterator[Config]:
+    cfg = gantry_config(pipeline_config)
+    create_topics(cfg)
+    yield cfg
+
+
+def reset_groups(config: Config) -> None:
+    for group in GROUPS:
+        done = run_tool(
+            BrokerConfig().kafka_version,
+            "consumer-groups",
+            [
+                "--bootstrap-server",
+                config.kafka.bootstrap_servers,
+                "--group",
+                group,
+                "--reset-offsets",
+                "--to-earliest",
+                "--all-topics",
+                "--execute",
+            ],
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def events(config: Config, topic: str) -> list[dict[str, Any]]:
+    return [v for _, v in read_all(config.kafka, config.topic(topic))]
+
+
+def test_two_thousand_files_to_done_then_a_replay_changes_nothing(config: Config) -> None:
+    shipped = set(write_night(config, 2400, seed=2))
+    cache = config.gantry.cache_root
+    kept = {p for p in map(str, cache.rglob("*")) if "ScriptBackup" in p}
+    keys = {f"ua-mac/{rel}" for rel in shipped}
+    sources = {rel: sha256(cache / rel) for rel in shipped}
+    pipeline = Pipeline(config)
+    try:
+        states = pipeline.run_until_done(keys)
+    finally:
+        pipeline.close()
+    assert {k for k, v in states.items() if v["state"] == "DONE"} == keys
+    for rel, digest in sources.items():
+        dest = config.transfer.destination_root / states[f"ua-mac/{rel}"]["path"]
+        assert not (cache / rel).exists()
+    transferred = events(config, "files.transferred")
+    for v in transferred:
+        assert sha256(config.transfer.destination_root / v["dest_path"]) == sources[v["path"]]
+    assert {p for p in map(str, cache.rglob("*"))} >= kept
+    assert not list(cache.glob("LemnaTec/MovingSensor/*/*"))  # emptied date dirs removed
+    catalog = LocalCatalog(config.catalog.path)
+    try:
+        counts = catalog.counts()
+    finally:
+        catalog.close()
+    metadata = sum(1 for rel in shipped if rel.endswith("_metadata.json"))
+    assert counts["files"] == len(shipped) - metadata
+    deletions = Counter(v["outcome"] for v in events(config, "files.deleted"))
+    assert deletions == {"DELETED": len(shipped)}
+    batches_before = len(events(config, "batches.submitted"))
+
+    reset_groups(config)
+    pipeline = Pipeline(config)
+    try:
+        run_until(
+            pipeline.stages, lambda: all(s.step() == 0 for s in pipeline.stages[1:]), timeout_s=300
+        )
+    finally:
+        pipeline.close()
+    catalog = LocalCatalog(config.catalog.path)
+    try:
+        assert catalog.counts() == counts  # zero new catalog entries
+    finally:
+        catalog.close()
+    deletions = Counter(v["outcome"] for v in events(config, "files.deleted"))
+    assert deletions["DELETED"] == len(shipped)  # zero extra deletions
+    assert len(events(config, "batches.submitted")) == batches_before  # zero new transfers
+
+
+def test_a_reupload_after_deletion_is_a_new_version(config: Config) -> None:
+    shipped = write_night(config, 30, seed=4)
+    keys = {f"ua-mac/{rel}" for rel in shipped}
+    pipeline = Pipeline(config)
+    try:
+        first = pipeline.run_until_done(keys)
+        rel = sorted(shipped)[0]
+        path = config.gantry.cache_root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"second version")
+        when = START.timestamp() + 86400
+        os.utime(path, (when, when))
+        from producers.gantry.night import xferlog_line
+
+        with config.gantry.xferlog.open("ab") as log:
+            log.write(xferlog_line(START, f"/gantry_data/{rel}", len(b"second version")))
+        key = f"ua-mac/{rel}"
+        run_until(
+            pipeline.stages,
+            lambda: (
+                pipeline.states()[key]["version"] != first[key]["version"]
+                and pipeline.states()[key]["state"] == "DONE"
+            ),
+            timeout_s=120,
+        )
+    finally:
+        pipeline.close()
+    final = pipeline.states()[key]
+    assert final["previous_versions"] == [first[key]["version"]]
+    dest = config.transfer.destination_root / next(
+        v["dest_path"] for v in events(config, "files.transferred") if v["key"] == key
+    )
+    assert dest.read_bytes() == b"second version"
