@@ -4,7 +4,7 @@ It consumes batches.submitted. A PREPARED batch is submitted again under its rec
 (idempotent: the backend returns the task it already has), so a batcher that died between recording
 and submitting loses nothing. Tasks are polled with exponential backoff (no service pushes), then each
 file gets FileTransferred or FileTransferFailed; a file missing from the success list is confirmed at
-the destination before it is called failed. Failed files are offered again as FileArrived (source
+the destination (by the backend) before it is called failed. Failed files are offered again as FileArrived (source
 RETRY, attempt + 1) after a backoff, until ``max_attempts``, after which the failure is final.
 
 Offsets advance only past batches whose every file has a final event out, so after a restart the
@@ -26,7 +26,7 @@ from consumers.batches import transfer_items
 from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
 from schemas.codec import Codec
 from terra_xfer.config import Config
-from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.errors import TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
@@ -177,9 +177,8 @@ class Monitor:
             log.warning("batch %s: outcomes not available yet: %s", t.batch_id, exc)
             return []
         outputs = []
-        for file, item, outcome in zip(t.record["files"], items, outcomes, strict=True):
-            if not outcome.ok:
-                outcome = self._confirm(item, outcome)
+        # The backend has already checked, at the destination, any file a task did not list.
+        for file, outcome in zip(t.record["files"], outcomes, strict=True):
             outputs.append(self._outcome_event(t, file, outcome, now))
         t.done = not t.retries
         log.info(
@@ -190,15 +189,6 @@ class Monitor:
             sum(not o.ok for o in outcomes),
         )
         return outputs
-
-    def _confirm(self, item: TransferItem, outcome: FileOutcome) -> FileOutcome:
-        """A file not listed as transferred may be identical at the destination already."""
-        try:
-            confirmed = self.backend.confirm(item)
-        except (TransientError, PermanentError) as exc:
-            log.info("%s: destination check failed: %s", item.key, exc)
-            return outcome
-        return confirmed if confirmed.ok else outcome
 
     def _outcome_event(
         self, t: Tracked, file: dict[str, Any], outcome: FileOutcome, now: float
