@@ -20,8 +20,9 @@ TOOLS = {
 }
 
 
-def run_tool(version: str, tool: str, args: Sequence[str], timeout_s: float = 300.0,
-             capture: bool = True) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    version: str, tool: str, args: Sequence[str], timeout_s: float = 300.0, capture: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run Kafka's ``tool`` (a key of TOOLS) with ``args``; the caller checks the return code."""
     java = require_tool("java")
     libs = resolve_jars(version)

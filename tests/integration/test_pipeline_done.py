@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -113,9 +114,7 @@ def test_two_thousand_files_to_done_then_a_replay_changes_nothing(config: Config
     finally:
         pipeline.close()
     assert {k for k, v in states.items() if v["state"] == "DONE"} == keys
-    for rel, digest in sources.items():
-        dest = config.transfer.destination_root / states[f"ua-mac/{rel}"]["path"]
-        assert not (cache / rel).exists()
+    assert not any((cache / rel).exists() for rel in shipped)
     transferred = events(config, "files.transferred")
     for v in transferred:
         assert sha256(config.transfer.destination_root / v["dest_path"]) == sources[v["path"]]
@@ -183,3 +182,50 @@ def test_a_reupload_after_deletion_is_a_new_version(config: Config) -> None:
         v["dest_path"] for v in events(config, "files.transferred") if v["key"] == key
     )
     assert dest.read_bytes() == b"second version"
+
+
+def test_status_and_report_from_the_compacted_topic(config: Config) -> None:
+    from click.testing import CliRunner
+
+    from terra_xfer.cli import cli
+    from tests.kafka_read import env_for
+
+    shipped = sorted(set(write_night(config, 40, seed=9)))
+    with config.gantry.xferlog.open("ab") as log:
+        log.write(b"this line is not xferlog\n")
+    pipeline = Pipeline(config)
+    try:
+        pipeline.run_until_done({f"ua-mac/{rel}" for rel in shipped})
+    finally:
+        pipeline.close()
+    env = env_for(config)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["status", "--json"], env=env, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert sorted(r["path"] for r in rows) == shipped
+    assert {r["state"] for r in rows} == {"DONE"}
+    assert all(r["version"] and r["updated_at"].endswith("Z") for r in rows)
+    sensor = runner.invoke(cli, ["status", "--json", "--sensor", "stereoTop"], env=env)
+    assert {r["sensor"] for r in json.loads(sensor.output)} == {"stereoTop"}
+    none_failed = runner.invoke(cli, ["status", "--json", "--state", "failed"], env=env)
+    assert json.loads(none_failed.output) == []
+    one = runner.invoke(cli, ["status", shipped[0]], env=env)
+    assert one.exit_code == 0
+    assert [line.split()[2] for line in one.output.splitlines()[2:]] == [
+        "ARRIVED",
+        "BATCHED",
+        "TRANSFERRED",
+        "INGESTED",
+        "DONE",
+    ] or "DELETED" in one.output
+    config.status.index_path.unlink()  # a lost index is rebuilt from the topic
+    again = runner.invoke(cli, ["status", "--json"], env=env)
+    assert json.loads(again.output) == rows
+    report = runner.invoke(cli, ["report", "--json"], env=env)
+    doc = json.loads(report.output)
+    assert sum(line["files_deleted"] for line in doc["files"]) == len(shipped)
+    assert (
+        doc["dead_letters"] == {"gantry:xferlog: line has": 1}
+        or sum(doc["dead_letters"].values()) == 1
+    )

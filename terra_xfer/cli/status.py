@@ -1,0 +1,165 @@
+"""``terra-xfer status`` and ``terra-xfer report``: what happened to the files, from files.state.
+
+Both read the on-disk index ([status] index_path), first bringing it up to date from the compacted
+topic (rebuilding it from the start when the file is missing), so they answer for 10 million files
+in bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from terra_xfer.cli import State
+from terra_xfer.config import Config
+
+
+def _follower(config: Config) -> Any:
+    from consumers.state_view import StateFollower
+
+    follower = StateFollower(config, config.status.index_path)
+    follower.catch_up()
+    return follower
+
+
+def file_key(config: Config, path: str) -> str:
+    """Accept a key (``ua-mac/...``), a path relative to the cache root, or an absolute cache path."""
+    site = config.gantry.site
+    if path.startswith(f"{site}/"):
+        return path
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.relative_to(config.gantry.cache_root)
+        except ValueError:
+            raise click.UsageError(
+                f"{path} is not under the cache root {config.gantry.cache_root}"
+            ) from None
+    return f"{site}/{p.as_posix()}"
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+@click.command()
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (or object for PATH).")
+@click.option("--state", "state_filter", help="Only files in this state (e.g. FAILED, DONE).")
+@click.option("--sensor", help="Only files of this sensor (e.g. stereoTop).")
+@click.pass_obj
+def status(
+    state: State, path: str | None, as_json: bool, state_filter: str | None, sensor: str | None
+) -> None:
+    """Show one file's whole history (PATH), or list files with their state.
+
+    \b
+    Examples:
+      terra-xfer status LemnaTec/MovingSensor/stereoTop/2017-08-24/.../x_left.bin
+      terra-xfer status --json --state QUARANTINED | jq '.[].reason'
+    """
+    follower = _follower(state.config)
+    try:
+        if path is not None:
+            _show_one(follower, file_key(state.config, path), as_json)
+            return
+        rows = follower.index.query(
+            state=state_filter.upper() if state_filter else None, sensor=sensor
+        )
+        if as_json:
+            _json_array(rows)
+            return
+        counts = follower.index.counts_by_state()
+        click.echo("  ".join(f"{k}={v}" for k, v in counts.items()) or "no files yet")
+        for row in rows:
+            reason = f"  ({row['reason']})" if row.get("reason") else ""
+            click.echo(f"{row['state']:<12} {row['updated_at']}  {row['path']}{reason}")
+    finally:
+        follower.close()
+
+
+def _json_array(rows: Any) -> None:
+    """Stream a JSON array row by row (never the whole list in memory)."""
+    click.echo("[", nl=False)
+    for i, row in enumerate(rows):
+        doc = {
+            k: row.get(k)
+            for k in (
+                "path",
+                "state",
+                "version",
+                "updated_at",
+                "reason",
+                "sensor",
+                "date",
+                "size",
+                "key",
+            )
+        }
+        click.echo(("," if i else "") + "\n  " + json.dumps(doc), nl=False)
+    click.echo("\n]")
+
+
+def _show_one(follower: Any, key: str, as_json: bool) -> None:
+    record = follower.get(key)
+    if record is None:
+        raise click.ClickException(f"no record of {key} in files.state")
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(
+        f"{record['path']}\n  state {record['state']}  version {record['version']}  "
+        f"size {record['size']}" + (f"\n  reason {record['reason']}" if record["reason"] else "")
+    )
+    for t in record["history"]:
+        evidence = " ".join(f"{k}={v}" for k, v in sorted(t["evidence"].items()))
+        click.echo(f"  {_when(t['at_ms'])}  {t['state']:<12} {evidence}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def report(state: State, as_json: bool) -> None:
+    """Per sensor and per day: files and bytes arrived, transferred, ingested, deleted, failed;
+    and the dead letters by reason."""
+    from terra_xfer.deadletters import count_dead_letters
+
+    follower = _follower(state.config)
+    try:
+        lines = follower.index.report()
+    finally:
+        follower.close()
+    dead = count_dead_letters(state.config)
+    if as_json:
+        click.echo(json.dumps({"files": lines, "dead_letters": dead}, indent=2))
+        return
+    click.echo(render_report(lines, dead))
+
+
+def render_report(lines: list[dict[str, Any]], dead: dict[str, int]) -> str:
+    """The report as a fixed-width table."""
+    stages = ("arrived", "transferred", "ingested", "deleted", "failed")
+    head = f"{'day':<10} {'sensor':<18}" + "".join(f" {s:>17}" for s in stages)
+    out = [head, "-" * len(head)]
+    for line in lines:
+        cells = "".join(f" {line[f'files_{s}']:>7} {_size(line[f'bytes_{s}']):>9}" for s in stages)
+        out.append(f"{line['date']:<10} {(line['sensor'] or '-'):<18}{cells}")
+    out.append("")
+    out.append(
+        "dead letters: "
+        + (", ".join(f"{r}: {n}" for r, n in sorted(dead.items())) if dead else "none")
+    )
+    return "\n".join(out)
+
+
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
