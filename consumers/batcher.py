@@ -92,7 +92,7 @@ class Batcher:
         """Consume what is there, close full or due windows, record and submit them."""
         self._start()
         if self._backpressure():
-            self.consumer.poll(0.2)  # serves rebalances while paused; returns nothing
+            self._idle_poll()
             return 0
         wait = self.windows.seconds_until_due(self.clock())
         timeout = 0.5 if wait is None else min(0.5, wait)
@@ -110,6 +110,16 @@ class Batcher:
                 self._reset()
                 return 0
         return len(messages)
+
+    def _idle_poll(self) -> None:
+        """Poll while paused (keeps the group membership); a message from a partition assigned
+        since the pause is put back by seeking to it, so nothing is skipped."""
+        msg = self.consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            self.consumer.pause([TopicPartition(topic, partition)])
+            self.consumer.seek(TopicPartition(topic, partition, offset))
 
     def _window(self, messages: list[Message]) -> tuple[list[Window], list[Output]]:
         if messages:

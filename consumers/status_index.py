@@ -93,7 +93,11 @@ def _guarded(path: Path) -> Iterator[None]:
 
 
 class StatusIndex:
-    """The on-disk view of files.state. One writer at a time; any number of readers."""
+    """The on-disk view of files.state. One writer at a time; any number of readers.
+
+    An instance may move between threads (a stage is built in one and run in another) but must
+    not be used by two at once.
+    """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
@@ -207,7 +211,9 @@ class StatusIndex:
 
     def _connect(self) -> sqlite3.Connection:
         with _guarded(self.path):
-            return sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            return sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -152,8 +152,7 @@ class TransactionalLoop:
         """Handle one batch; return the number of messages consumed (0 when idle)."""
         self._subscribe()
         if time.monotonic() < self._retry_at:
-            self.consumer.poll(0.1)  # keeps group membership while backing off; returns nothing
-            return 0
+            return 0  # backing off after a transient failure (well within max.poll.interval.ms)
         raw = self.consumer.consume(self.batch_size, self.poll_timeout_s)
         messages = [m for m in raw if check(m) is not None]
         if not messages:
@@ -170,14 +169,22 @@ class TransactionalLoop:
                     )
                 self.producer.send_offsets(self.consumer, next_offsets(messages))
         except TransientError as exc:
+            self._failures += 1
+            delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + delay
             log.warning(
-                "%s: batch of %d aborted, will retry: %s", self.group_id, len(messages), exc
+                "%s: batch of %d aborted, retrying in %.1f s: %s",
+                self.group_id,
+                len(messages),
+                delay,
+                exc,
             )
             rewind_to_committed(self.consumer)
             return 0
         except BaseException:
             rewind_to_committed(self.consumer)
             raise
+        self._failures = 0
         return len(messages)
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Protocol
 
 from producers.gantry.night import log_line, uploads, write_upload
 from terra_xfer.config import Config
+from terra_xfer.runner import StageRunner
 
 START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
 
@@ -51,18 +51,23 @@ def write_night(config: Config, count: int, seed: int = 1, size: int = 64) -> li
 def run_until(
     stages: Iterable[Steppable], done: Callable[[], bool], timeout_s: float = 120.0
 ) -> None:
-    """Step every stage in turn until ``done()`` holds (checked between rounds) or time runs out."""
-    stages = list(stages)
-    deadline = time.monotonic() + timeout_s
-    checked = 0.0
-    while True:
-        if time.monotonic() - checked >= 1.0:  # done() may read whole topics: not every round
-            if done():
-                return
-            checked = time.monotonic()
-        assert time.monotonic() < deadline, "the pipeline did not get there in time"
-        for stage in stages:
-            stage.step()
+    """Run every stage in its own thread (as `terra-xfer up` does) until ``done()`` holds.
+
+    The stages are not closed: the caller closes them (and may run them again).
+    """
+    runner = StageRunner([(type(s).__name__, s) for s in stages])  # type: ignore[misc]
+    runner.start()
+    try:
+        reached = runner.wait(done, timeout_s)
+    finally:
+        runner.join(close=False)
+    assert reached, "the pipeline did not get there in time"
+
+
+def drain(stage: Steppable) -> None:
+    """Step one stage until it has nothing left to do."""
+    while stage.step():
+        pass
 
 
 def sha256(path: Path) -> str:

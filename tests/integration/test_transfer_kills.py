@@ -16,7 +16,7 @@ from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import env_for, read_all, wait_for
-from tests.pipeline import gantry_config, run_until, write_night
+from tests.pipeline import drain, gantry_config, write_night
 
 pytestmark = pytest.mark.broker
 
@@ -27,7 +27,7 @@ def test_random_kills_of_batcher_and_monitor(pipeline_config: Config) -> None:
     shipped = set(write_night(config, 3000, seed=8))
     producer = GantryProducer(config, log_source(config, "xferlog"))
     try:
-        run_until([producer], lambda: producer.step() == 0 and producer.events > 0)
+        drain(producer)
     finally:
         producer.close()
     env = {

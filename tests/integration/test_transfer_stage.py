@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
-from tests.pipeline import gantry_config, run_until, sha256, write_night
+from tests.pipeline import drain, gantry_config, run_until, sha256, write_night
 
 pytestmark = pytest.mark.broker
 
@@ -80,7 +79,7 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
     producer = GantryProducer(config, log_source(config, "xferlog"))
     batcher = Batcher(config, lost)
     try:
-        run_until([producer], lambda: producer.step() == 0 and producer.events > 0)
+        drain(producer)
         with pytest.raises(SystemExit):
             run_until([batcher], lambda: False, timeout_s=60)
     finally:
