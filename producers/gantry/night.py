@@ -67,19 +67,29 @@ def xferlog_line(
 
 
 def uploads(start: datetime, count: int, seed: int = 7, size: int = 4096) -> Iterator[Upload]:
-    """``count`` uploads spread over the sensors, in time order, a few seconds apart."""
+    """``count`` uploads spread over the sensors, in time order, a few seconds apart.
+
+    Every path is uploaded once (names stamped to the second move on a second when taken).
+    """
     rng = random.Random(seed)
     when = start
+    taken: set[str] = set()
     while count > 0:
         template, suffixes, whitelisted = SENSORS[rng.randrange(len(SENSORS))]
         local = when.astimezone(PHOENIX)
-        folder = template.format(
-            date=f"{local:%Y-%m-%d}",
-            ts=f"{local:%Y-%m-%d__%H-%M-%S}-{local.microsecond // 1000:03d}",
-        )
         stem = str(uuid.UUID(int=rng.getrandbits(128)))
-        if "EnvironmentLogger" in template or "weather" in template or not whitelisted:
-            stem = f"{local:%Y-%m-%d_%H-%M-%S}"
+        by_second = "EnvironmentLogger" in template or "weather" in template or not whitelisted
+        while True:
+            folder = template.format(
+                date=f"{local:%Y-%m-%d}",
+                ts=f"{local:%Y-%m-%d__%H-%M-%S}-{local.microsecond // 1000:03d}",
+            )
+            if by_second:
+                stem = f"{local:%Y-%m-%d_%H-%M-%S}"
+            if f"{folder}/{stem}" not in taken:
+                break
+            local += timedelta(seconds=1)
+        taken.add(f"{folder}/{stem}")
         for suffix in suffixes[:count]:
             yield Upload(f"{folder}/{stem}{suffix}", size, when, whitelisted)
             count -= 1

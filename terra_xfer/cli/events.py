@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Message, TopicPartitio
 
 from schemas.codec import Codec, CodecError
 from terra_xfer.cli import State
+from terra_xfer.config import Config
 from terra_xfer.kafka import check, make_consumer
 from terra_xfer.topics import CATALOGUE
 
@@ -130,3 +131,32 @@ def _print_loop(
                 f"key={doc['key']} {json.dumps(body, ensure_ascii=False)}"
             )
         printed += 1
+
+
+def read_committed(config: Config, topic: str, timeout_s: float = 60.0) -> list[tuple[str, Any]]:
+    """Every committed event of a catalogue topic up to its end now, decoded (for reports)."""
+    name = config.topic(topic)
+    consumer = make_consumer(
+        config.kafka, f"terra-xfer-read-{uuid.uuid4().hex[:8]}", {"enable.partition.eof": True}
+    )
+    codec = Codec()
+    out: list[tuple[str, Any]] = []
+    try:
+        parts = sorted(consumer.list_topics(name, timeout=timeout_s).topics[name].partitions)
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
+        remaining = set(parts)
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                remaining.discard(msg.partition())  # partition EOF
+                continue
+            try:
+                out.append(codec.decode(msg.value() or b""))
+            except CodecError:
+                continue
+    finally:
+        consumer.close()
+    return out

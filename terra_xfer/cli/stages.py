@@ -127,3 +127,29 @@ def deleter(state: State, once: bool, idle_exit: float | None) -> None:
         backend.close()
 
     run_stage("deleter", stage.step, close, once=once, idle_exit=idle_exit)
+
+
+@click.command()
+@once_option
+@idle_exit_option
+@click.pass_obj
+def sweeper(state: State, once: bool, idle_exit: float | None) -> None:
+    """Walk the whitelisted cache at start and every [sweeper] interval_s; re-queue files older
+    than min_age_s that never transferred, and report files stuck in one state.
+
+    \b
+    Example:
+      terra-xfer --config site.toml sweeper --once
+    """
+    from consumers.state_view import StateFollower
+    from consumers.sweeper import Sweeper
+
+    config = state.config
+    view = StateFollower(config, config.status.index_path.with_name("sweeper-view.sqlite"))
+    stage = Sweeper(config, view)
+
+    def close() -> None:
+        stage.close()
+        view.close()
+
+    run_stage("sweeper", stage.step, close, once=once, idle_exit=idle_exit)

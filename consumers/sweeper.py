@@ -1,0 +1,160 @@
+"""The sweeper: finds cache files that never made it into the pipeline, and files stuck in it.
+
+At start and every ``interval_s`` it walks the whitelisted part of the cache. A regular file older
+than ``min_age_s`` whose version has no record in files.state (or only an ARRIVED one, or an older
+version) is offered again as FileArrived (source SWEEPER): an upload whose log line was lost or
+malformed, or a name vsftpd logged ambiguously, still reaches the destination. A version that is
+batched, in flight or transferred is never re-queued. Files sitting in one state longer than
+``stuck_after_s`` are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from consumers.state_fold import needs_requeue
+from consumers.state_view import StateFollower
+from producers.gantry.paths import CachePath, cache_path
+from producers.gantry.service import path_rules
+from schemas.codec import Codec
+from terra_xfer.config import Config
+from terra_xfer.kafka import TxProducer
+from terra_xfer.stage import now_ms
+from terra_xfer.topics import FILES_ARRIVED
+
+log = logging.getLogger(__name__)
+CHUNK = 1000
+
+
+def walk(root: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, os.stat_result]]:
+    """Every regular file under ``root/prefix`` (no symlinks followed, hidden names skipped)."""
+    stack = [os.path.join(root, p.rstrip("/")) for p in prefixes]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield os.path.relpath(entry.path, root), st
+
+
+class Sweeper:
+    """Walks the cache on a schedule; ``step`` sweeps when one is due."""
+
+    def __init__(self, config: Config, view: StateFollower) -> None:
+        self.config = config
+        self.view = view
+        self.rules = path_rules(config)
+        self.codec = Codec()
+        self.producer = TxProducer(config.kafka, "terra-xfer-sweeper")
+        self.next_run = 0.0
+        self.requeued = 0
+        self.stuck: dict[str, int] = {}
+
+    def step(self) -> int:
+        if time.monotonic() < self.next_run:
+            return 0
+        self.next_run = time.monotonic() + self.config.sweeper.interval_s
+        self.view.catch_up()
+        found = self.sweep()
+        self.stuck = self.report_stuck()
+        return found
+
+    def sweep(self) -> int:
+        """One walk; returns the number of files re-queued."""
+        walk_id = f"{now_ms():x}"
+        oldest = time.time() - self.config.sweeper.min_age_s
+        pending: list[dict[str, Any]] = []
+        count = 0
+        root = str(self.config.gantry.cache_root)
+        for rel, st in walk(root, self.config.gantry.whitelist):
+            if st.st_mtime > oldest:
+                continue
+            where = cache_path(rel, self.rules)
+            if not isinstance(where, CachePath):
+                continue
+            key = f"{where.site}/{where.rel}"
+            version = f"{st.st_size}:{st.st_mtime_ns}"
+            if not needs_requeue(self.view.get(key), version):
+                continue
+            pending.append(self._event(walk_id, key, where, st, version))
+            if len(pending) >= CHUNK:
+                count += self._emit(pending)
+                pending = []
+        count += self._emit(pending)
+        if count:
+            log.info(
+                "sweeper: re-queued %d file(s) older than %.0f s with no transfer",
+                count,
+                self.config.sweeper.min_age_s,
+            )
+        self.requeued += count
+        return count
+
+    def _event(
+        self, walk_id: str, key: str, where: CachePath, st: os.stat_result, version: str
+    ) -> dict[str, Any]:
+        return {
+            "event_id": f"sweep:{walk_id}:{key}",
+            "key": key,
+            "version": version,
+            "site": where.site,
+            "path": where.rel,
+            "raw_path": None,
+            "sensor": where.sensor,
+            "date": where.date,
+            "timestamp": where.timestamp,
+            "dest_path": where.dest_rel,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "source": "SWEEPER",
+            "source_ref": f"sweep {walk_id}",
+            "logged_ms": None,
+            "remote_host": None,
+            "username": None,
+            "emitted_ms": now_ms(),
+            "attempt": 1,
+        }
+
+    def _emit(self, events: list[dict[str, Any]]) -> int:
+        if not events:
+            return 0
+        topic = self.config.topic(FILES_ARRIVED)
+        with self.producer.transaction():
+            for value in events:
+                self.producer.produce(topic, self.codec.encode("FileArrived", value), value["key"])
+        return len(events)
+
+    def report_stuck(self) -> dict[str, int]:
+        """Files not DONE whose state has not changed for ``stuck_after_s``, counted by state."""
+        before = now_ms() - int(self.config.sweeper.stuck_after_s * 1000)
+        counts: dict[str, int] = {}
+        for row in self.view.index.query(updated_before_ms=before):
+            if row["state"] != "DONE":
+                counts[row["state"]] = counts.get(row["state"], 0) + 1
+        if counts:
+            log.warning(
+                "sweeper: files stuck longer than %.0f s: %s",
+                self.config.sweeper.stuck_after_s,
+                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            )
+        return counts
+
+    def close(self) -> None:
+        self.producer.close()
