@@ -34,16 +34,19 @@ class StateFollower:
         self._consumer: Any = None
         self._partitions: list[int] = []
 
-    def _assign(self) -> None:
-        if self._consumer is not None:
+    def _assign(self, again: bool = False) -> None:
+        """Assign every partition at the index's offsets (``again``: re-assign, which makes the
+        consumer report the end of each partition anew)."""
+        if self._consumer is not None and not again:
             return
-        self._consumer = make_consumer(
-            self.config.kafka,
-            f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
-            {"enable.partition.eof": True},
-        )
-        meta = self._consumer.list_topics(self.topic, timeout=30)
-        self._partitions = sorted(meta.topics[self.topic].partitions)
+        if self._consumer is None:
+            self._consumer = make_consumer(
+                self.config.kafka,
+                f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
+                {"enable.partition.eof": True},
+            )
+            meta = self._consumer.list_topics(self.topic, timeout=30)
+            self._partitions = sorted(meta.topics[self.topic].partitions)
         stored = self.index.offsets()
         self._consumer.assign(
             [
@@ -74,7 +77,7 @@ class StateFollower:
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
         """Apply everything committed up to now (reading to the end of every partition)."""
-        self._assign()
+        self._assign(again=True)
         applied = 0
         remaining = set(self._partitions)
         deadline = time.monotonic() + timeout_s

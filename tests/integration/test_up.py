@@ -1,0 +1,143 @@
+"""`terra-xfer up` as a user runs it, the sweeper, and a SIGTERM in the middle of a night."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from consumers.catalog.local import LocalCatalog
+from consumers.state_view import StateFollower
+from consumers.sweeper import Sweeper
+from producers.gantry.night import Upload, write_upload
+from terra_xfer.config import Config
+from terra_xfer.topics import create_topics
+from tests.kafka_read import env_for, read_all, wait_for
+from tests.pipeline import START, gantry_config, sha256, write_night
+
+pytestmark = pytest.mark.broker
+
+
+def up(config: Config, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **env_for(config)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "terra_xfer", "--log-json", "up", "--quiet", *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def states(config: Config) -> dict[str, str]:
+    return {v["key"]: v["state"] for _, v in read_all(config.kafka, config.topic("files.state"))}
+
+
+@pytest.fixture
+def config(pipeline_config: Config) -> Config:
+    cfg = gantry_config(pipeline_config)
+    create_topics(cfg)
+    return cfg
+
+
+def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
+    shipped = set(write_night(config, 1500, seed=21))
+    cache = config.gantry.cache_root
+    kept = {p for p in cache.rglob("*") if p.is_file() and "ScriptBackup" in str(p)}
+    digests = {rel: sha256(cache / rel) for rel in shipped}
+    keys = {f"ua-mac/{rel}" for rel in shipped}
+    first = up(config)
+    try:
+        wait_for(
+            lambda: sum(s == "DONE" for s in states(config).values()) > 100,
+            timeout_s=120,
+            what="the first files DONE",
+        )
+        began = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        assert time.monotonic() - began < 10  # the shutdown budget
+    finally:
+        if first.poll() is None:
+            first.kill()
+        stderr = first.stderr.read() if first.stderr else b""
+        if first.stderr:
+            first.stderr.close()
+    assert b"all stages stopped" in stderr
+    assert {k for k, s in states(config).items() if s == "DONE"} != keys  # it was mid-night
+    second = up(config, "--exit-when-idle", "4")
+    try:
+        assert second.wait(240) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+        if second.stderr:
+            second.stderr.close()
+    final = states(config)
+    assert {k for k in keys if final.get(k) == "DONE"} == keys
+    dest = config.transfer.destination_root
+    for v in [
+        v
+        for name, v in read_all(config.kafka, config.topic("files.transferred"))
+        if name == "FileTransferred"
+    ]:
+        assert sha256(dest / v["dest_path"]) == digests[v["path"]]
+    assert not any((cache / rel).exists() for rel in shipped)
+    assert {p for p in cache.rglob("*") if p.is_file()} == kept
+    catalog = LocalCatalog(config.catalog.path)
+    try:
+        counts = catalog.counts()
+    finally:
+        catalog.close()
+    metadata = sum(rel.endswith("_metadata.json") for rel in shipped)
+    assert counts["files"] == len(shipped) - metadata  # nothing duplicated by the restart
+
+
+def test_sweeper_requeues_only_old_unlogged_files(config: Config, tmp_path: Path) -> None:
+    old = START.replace(year=2016)
+    files = {
+        "old": Upload("MAC/weather/2016-08-24/2016-08-24_01-00-00_weather.dat", 64, old, True),
+        "old2": Upload(
+            "LemnaTec/EnvironmentLogger/2016-08-24/2016-08-24_01-00-00_e.json", 64, old, True
+        ),
+        "hidden": Upload("MAC/weather/2016-08-24/.partial.dat", 64, old, True),
+        "other": Upload("ScriptBackup/2016-08-24/old.tar", 64, old, False),
+    }
+    for up_ in files.values():
+        write_upload(config.gantry.cache_root, up_)
+    young_path = config.gantry.cache_root / "MAC/weather/2016-08-25/2016-08-25_01-00-00_w.dat"
+    young_path.parent.mkdir(parents=True)
+    young_path.write_bytes(b"just uploaded")  # mtime now: younger than min_age_s
+    view = StateFollower(config, tmp_path / "sweeper-view.sqlite")
+    sweeper = Sweeper(config, view)
+    try:
+        assert sweeper.step() == 2
+        arrived = [v for _, v in read_all(config.kafka, config.topic("files.arrived"))]
+        assert {v["path"] for v in arrived} == {files["old"].rel, files["old2"].rel}
+        assert {v["source"] for v in arrived} == {"SWEEPER"}
+        assert sweeper.step() == 0  # not due again before interval_s
+        # The same files, now batched (in flight) per files.state, are not offered again.
+        from consumers.batcher import Batcher
+        from consumers.monitor import Monitor
+        from consumers.state_keeper import StateKeeper
+        from consumers.transfer.local import LocalTransfer
+        from tests.pipeline import run_until
+
+        backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
+        stages = [Batcher(config, backend), Monitor(config, backend), StateKeeper(config)]
+        try:
+            run_until(stages, lambda: {s for s in states(config).values()} == {"TRANSFERRED"})
+        finally:
+            for s in stages:
+                s.close()  # type: ignore[attr-defined]
+            backend.close()
+        sweeper.next_run = 0.0
+        assert sweeper.step() == 0
+        assert len(read_all(config.kafka, config.topic("files.arrived"))) == 2
+    finally:
+        sweeper.close()
+        view.close()
