@@ -9,6 +9,7 @@ os.stat per line, no delivery at all) over the same log, as the floor the produc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -57,18 +58,25 @@ def original_scan(log: Path, cache: Path) -> float:
         for line in fh:
             m = ORIGINAL.match(line.rstrip("\n"))
             if m:
-                try:
-                    os.stat(str(cache) + m.group(3)[len("/gantry_data"):])
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    os.stat(str(cache) + m.group(3)[len("/gantry_data") :])
             n += 1
     return n / (time.perf_counter() - started)
 
 
 def producer_run(config: Config, lines: int) -> tuple[float, int]:
     env = {**os.environ, **env_for(config)}
-    cmd = [sys.executable, "-m", "terra_xfer", "--log-json", "--log-level", "WARNING", "gantry",
-           "--idle-exit", "1.5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "terra_xfer",
+        "--log-json",
+        "--log-level",
+        "WARNING",
+        "gantry",
+        "--idle-exit",
+        "1.5",
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, env=env, check=True)
     elapsed = time.perf_counter() - started - 1.5
@@ -84,9 +92,25 @@ def kcat_run(bootstrap: str, log: Path, partitions: int, lines: int) -> float:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
     started = time.perf_counter()
-    subprocess.run([kcat, "-P", "-b", bootstrap, "-t", topic, "-l", str(log),
-                    "-X", "enable.idempotence=true", "-X", "linger.ms=5",
-                    "-X", "compression.type=lz4"], check=True)
+    subprocess.run(
+        [
+            kcat,
+            "-P",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-l",
+            str(log),
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "linger.ms=5",
+            "-X",
+            "compression.type=lz4",
+        ],
+        check=True,
+    )
     return lines / (time.perf_counter() - started)
 
 
@@ -102,18 +126,29 @@ def main() -> None:
         base = Config()
         config = dataclasses.replace(
             base,
-            kafka=dataclasses.replace(base.kafka, bootstrap_servers=args.bootstrap,
-                                      topic_prefix=f"bench{uuid.uuid4().hex[:6]}."),
-            gantry=dataclasses.replace(base.gantry, cache_root=cache, xferlog=log,
-                                       log_root="/gantry_data", chunk_lines=5000),
+            kafka=dataclasses.replace(
+                base.kafka,
+                bootstrap_servers=args.bootstrap,
+                topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+            ),
+            gantry=dataclasses.replace(
+                base.gantry,
+                cache_root=cache,
+                xferlog=log,
+                log_root="/gantry_data",
+                chunk_lines=5000,
+            ),
         )
         create_topics(config)
         scan = original_scan(log, cache)
         kcat = kcat_run(args.bootstrap, log, config.kafka.partitions, args.lines)
         events, rss = producer_run(config, args.lines)
     figures = {
-        "lines": args.lines, "producer_events_per_s": round(events), "kcat_lines_per_s": round(kcat),
-        "ratio_to_kcat": round(events / kcat, 3), "original_scan_lines_per_s": round(scan),
+        "lines": args.lines,
+        "producer_events_per_s": round(events),
+        "kcat_lines_per_s": round(kcat),
+        "ratio_to_kcat": round(events / kcat, 3),
+        "original_scan_lines_per_s": round(scan),
         "producer_peak_rss_mb": rss,
     }
     print(json.dumps(figures, indent=2))

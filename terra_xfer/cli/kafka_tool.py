@@ -1,0 +1,26 @@
+"""``terra-xfer kafka-tool``: Kafka's own console tools, from the embedded broker's jars."""
+
+from __future__ import annotations
+
+import click
+
+from terra_xfer.cli import State
+from terra_xfer.kafka_tools import TOOLS, run_tool
+
+
+@click.command(
+    name="kafka-tool", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("tool", type=click.Choice(sorted(TOOLS)))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def kafka_tool(state: State, tool: str, args: tuple[str, ...]) -> None:
+    """Run one of Kafka's console tools exactly as kafka-<TOOL>.sh would (same jars as the broker).
+
+    \b
+    Example (replay the ingest stage from the start; stop the stage first):
+      terra-xfer kafka-tool consumer-groups --bootstrap-server 127.0.0.1:9092 \\
+          --group terra-xfer-ingest --reset-offsets --to-earliest --all-topics --execute
+    """
+    done = run_tool(state.config.broker.kafka_version, tool, args, capture=False, timeout_s=3600)
+    raise SystemExit(done.returncode)
