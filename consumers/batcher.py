@@ -32,7 +32,7 @@ from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
-GROUP = "terra-xfer-batcher"
+GROUP = "batcher"
 PENDING_RECHECK_S = 2.0
 
 
@@ -41,6 +41,8 @@ class TransferredView(Protocol):
 
     def refresh(self) -> object: ...
 
+    def catch_up(self) -> object: ...
+
     def transferred(self, key: str, version: str) -> bool: ...
 
 
@@ -48,6 +50,9 @@ class NoView:
     """Before files.state exists (or when told not to look): nothing counts as transferred."""
 
     def refresh(self) -> None:
+        return None
+
+    def catch_up(self) -> None:
         return None
 
     def transferred(self, key: str, version: str) -> bool:
@@ -71,8 +76,8 @@ class Batcher:
         self.codec = Codec()
         self.topic = config.topic(FILES_ARRIVED)
         self.windows = Windows(self.topic, config.batcher.max_files, config.batcher.max_wait_s)
-        self.consumer = make_consumer(config.kafka, GROUP)
-        self.producer = TxProducer(config.kafka, f"{GROUP}-{instance_id()}")
+        self.consumer = make_consumer(config.kafka, config.group(GROUP))
+        self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.pending: set[str] = set()
         self._pending_checked = 0.0
         self._paused = False
@@ -82,6 +87,7 @@ class Batcher:
     def _start(self) -> None:
         if not self._started:
             self.producer.init()
+            self.view.catch_up()  # everything transferred so far is known before the first batch
             self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
             self._started = True
 

@@ -22,7 +22,7 @@ from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
 from terra_xfer.topics import FILES_DELETED, FILES_TRANSFERRED
 
 log = logging.getLogger(__name__)
-GROUP = "terra-xfer-deleter"
+GROUP = "deleter"
 
 
 class Deleter:

@@ -24,7 +24,7 @@ from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
 from terra_xfer.topics import FILES_INGESTED, FILES_TRANSFERRED
 
 log = logging.getLogger(__name__)
-GROUP = "terra-xfer-ingest"
+GROUP = "ingest"
 
 
 class Ingest:

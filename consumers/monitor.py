@@ -32,7 +32,7 @@ from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
 
 log = logging.getLogger(__name__)
-GROUP = "terra-xfer-monitor"
+GROUP = "monitor"
 
 
 @dataclass
@@ -64,8 +64,8 @@ class Monitor:
         self.clock = clock
         self.codec = Codec()
         self.topic = config.topic(BATCHES_SUBMITTED)
-        self.consumer = make_consumer(config.kafka, GROUP)
-        self.producer = TxProducer(config.kafka, f"{GROUP}-{instance_id()}")
+        self.consumer = make_consumer(config.kafka, config.group(GROUP))
+        self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.tracked: dict[str, Tracked] = {}
         self.consumed: dict[int, int] = {}
         self._started = False

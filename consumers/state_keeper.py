@@ -32,7 +32,7 @@ from terra_xfer.topics import (
 )
 
 log = logging.getLogger(__name__)
-GROUP = "terra-xfer-state-keeper"
+GROUP = "state-keeper"
 INPUTS = (FILES_ARRIVED, BATCHES_SUBMITTED, FILES_TRANSFERRED, FILES_INGESTED, FILES_DELETED)
 RECORDS = frozenset(
     {

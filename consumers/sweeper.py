@@ -62,7 +62,7 @@ class Sweeper:
         self.view = view
         self.rules = path_rules(config)
         self.codec = Codec()
-        self.producer = TxProducer(config.kafka, "terra-xfer-sweeper")
+        self.producer = TxProducer(config.kafka, config.group("sweeper"))
         self.next_run = 0.0
         self.requeued = 0
         self.stuck: dict[str, int] = {}

@@ -286,8 +286,7 @@ class EmbeddedBroker:
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
             STORAGE_TOOL,
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",  # one argument: an id may begin with "-"
             "-c",
             str(config),
         ]

@@ -181,6 +181,11 @@ class Config:
     sweeper: SweeperConfig = field(default_factory=SweeperConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
 
+    def group(self, stage: str) -> str:
+        """Consumer group (and transactional id stem) of a stage: ``terra.batcher``. Prefixed like
+        the topics, so two pipelines sharing a cluster never share a group."""
+        return self.kafka.topic_prefix + stage
+
     def topic(self, name: str) -> str:
         """Full topic name for a catalogue name (``files.arrived`` → ``terra.files.arrived``)."""
         return self.kafka.topic_prefix + name

@@ -200,6 +200,8 @@ class TxProducer:
 
 def _wrap(exc: KafkaException, what: str) -> Exception:
     err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError) and err.code() == KafkaError._PREV_IN_PROGRESS:
+        return TransientError(f"{what}: still in progress from an earlier call")
     if isinstance(err, KafkaError) and (err.fatal() or not err.retriable()):
         return PermanentError(f"{what}: {err.str()}")
     return TransientError(f"{what}: {exc}")

@@ -10,18 +10,18 @@ from terra_xfer.config import Config
 from terra_xfer.kafka import make_consumer
 
 # Each stage's consumer group and the topics it consumes (catalogue names).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "terra-xfer-batcher": ("files.arrived",),
-    "terra-xfer-monitor": ("batches.submitted",),
-    "terra-xfer-state-keeper": (
+STAGES: dict[str, tuple[str, ...]] = {
+    "batcher": ("files.arrived",),
+    "monitor": ("batches.submitted",),
+    "state-keeper": (
         "files.arrived",
         "batches.submitted",
         "files.transferred",
         "files.ingested",
         "files.deleted",
     ),
-    "terra-xfer-ingest": ("files.transferred",),
-    "terra-xfer-deleter": ("files.transferred",),
+    "ingest": ("files.transferred",),
+    "deleter": ("files.transferred",),
 }
 
 
@@ -71,4 +71,4 @@ def group_lag(
 
 def total_lag(config: Config) -> dict[str, int]:
     """Messages not yet consumed, per stage's group."""
-    return {g: sum(r.lag for r in group_lag(config, g, t)) for g, t in GROUPS.items()}
+    return {s: sum(r.lag for r in group_lag(config, config.group(s), t)) for s, t in STAGES.items()}

@@ -3,7 +3,8 @@
 Every stage keeps its own Kafka clients and consumer group, exactly as in its own Deployment; the
 threads only share the stop event. A stage whose step raises stops the whole runner (the error is
 kept and re-raised by :meth:`StageRunner.join`), because a half-running pipeline would silently
-pile up work: better to stop, with the reason, and be restarted.
+pile up work: better to stop, with the reason, and be restarted. Transient errors (the broker or a
+remote service away for a while) are retried after a pause instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from terra_xfer.errors import TransientError
+
 log = logging.getLogger(__name__)
+RETRY_S = 2.0
 
 
 class Stage(Protocol):
@@ -50,7 +54,12 @@ class StageRunner:
     def _loop(self, st: StageThread) -> None:
         try:
             while not self.stop.is_set():
-                count = st.stage.step()
+                try:
+                    count = st.stage.step()
+                except TransientError as exc:  # the broker or a service is away: try again soon
+                    log.warning("stage %s: %s; retrying in %.0f s", st.name, exc, RETRY_S)
+                    self.stop.wait(RETRY_S)
+                    continue
                 st.handled += count
                 if not count:
                     self.stop.wait(self.idle_wait_s)

@@ -132,8 +132,8 @@ class TransactionalLoop:
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.codec = Codec()
-        self.consumer = make_consumer(config.kafka, group_id, consumer_overrides)
-        self.producer = TxProducer(config.kafka, f"{group_id}-{instance_id()}")
+        self.consumer = make_consumer(config.kafka, config.group(group_id), consumer_overrides)
+        self.producer = TxProducer(config.kafka, f"{config.group(group_id)}-{instance_id()}")
         self._on_assign = on_assign
         self._subscribed = False
         self._failures = 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from terra_xfer.errors import ConfigError
 
@@ -192,17 +193,29 @@ def classify_logged(
 
 def _rewrite(rel: str, parts: list[str], rules: PathRules) -> CachePath | PathRejected:
     """Read sensor, date and timestamp from a whitelisted path and build its destination."""
-    dirs = [d for d in parts[:-1] if not any(fnmatchcase(d, p) for p in rules.removed_components)]
-    if len(dirs) < 2 or not _is_date(dirs[1]):
+    folder = _folder(tuple(parts[:-1]), rules)
+    if folder is None:
         return PathRejected(
             RejectKind.UNRECOGNISED,
             f"path {rel!r} does not follow <sensor>/<YYYY-MM-DD>/ after its removed components",
         )
+    sensor, day, timestamp, dest_dir = folder
+    return CachePath(rel, rules.site, sensor, day, timestamp, f"{dest_dir}/{parts[-1]}")
+
+
+@lru_cache(maxsize=4096)
+def _folder(parents: tuple[str, ...], rules: PathRules) -> tuple[str, str, str | None, str] | None:
+    """Sensor, date, timestamp and destination directory of a cache directory (or None).
+
+    Cached: a timestamp directory holds every file of one capture, so the rules run once for it.
+    """
+    dirs = [d for d in parents if not any(fnmatchcase(d, p) for p in rules.removed_components)]
+    if len(dirs) < 2 or not _is_date(dirs[1]):
+        return None
     sensor = dict(rules.sensor_aliases).get(dirs[0], dirs[0])
     timestamp = dirs[2] if len(dirs) > 2 and _TIMESTAMP.fullmatch(dirs[2]) else None
     prefix = rules.dest_prefix.format(site=rules.site)
-    dest = "/".join((prefix, *dirs, parts[-1]))
-    return CachePath(rel, rules.site, sensor, dirs[1], timestamp, dest)
+    return sensor, dirs[1], timestamp, "/".join((prefix, *dirs))
 
 
 def _is_date(text: str) -> bool:

@@ -43,10 +43,6 @@ class LogSource:
     def source_id(self) -> str:
         return f"gantry:{self.kind}:{self.path}"
 
-    @property
-    def transactional_id(self) -> str:
-        return f"terra-xfer-gantry-{self.kind}"
-
 
 def log_source(config: Config, kind: str) -> LogSource:
     path = config.gantry.xferlog if kind == "xferlog" else config.gantry.nas_log
@@ -63,7 +59,8 @@ class GantryProducer:
         self.source = source
         self.codec = Codec()
         self.handler = LineHandler(path_rules(config), source.kind, config.gantry.timezone)
-        self.producer = TxProducer(config.kafka, source.transactional_id)
+        # One instance per log: a restart fences its previous incarnation by this id.
+        self.producer = TxProducer(config.kafka, config.group(f"gantry-{source.kind}"))
         self.tailer: Tailer | None = None
         self.events = 0
         self.committed: Checkpoint | None = None

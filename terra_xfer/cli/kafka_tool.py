@@ -20,7 +20,7 @@ def kafka_tool(state: State, tool: str, args: tuple[str, ...]) -> None:
     \b
     Example (replay the ingest stage from the start; stop the stage first):
       terra-xfer kafka-tool consumer-groups --bootstrap-server 127.0.0.1:9092 \\
-          --group terra-xfer-ingest --reset-offsets --to-earliest --all-topics --execute
+          --group terra.ingest --reset-offsets --to-earliest --all-topics --execute
     """
     done = run_tool(state.config.broker.kafka_version, tool, args, capture=False, timeout_s=3600)
     raise SystemExit(done.returncode)

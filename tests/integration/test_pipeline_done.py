@@ -21,18 +21,13 @@ from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.kafka_tools import run_tool
+from terra_xfer.runner import StageRunner
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
 from tests.pipeline import START, gantry_config, run_until, sha256, write_night
 
 pytestmark = pytest.mark.broker
-GROUPS = (
-    "terra-xfer-batcher",
-    "terra-xfer-monitor",
-    "terra-xfer-state-keeper",
-    "terra-xfer-ingest",
-    "terra-xfer-deleter",
-)
+STAGES = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
 
 
 class Pipeline:
@@ -80,7 +75,7 @@ def config(pipeline_config: Config) -> Iterator[Config]:
 
 
 def reset_groups(config: Config) -> None:
-    for group in GROUPS:
+    for group in map(config.group, STAGES):
         done = run_tool(
             BrokerConfig().kafka_version,
             "consumer-groups",
@@ -132,12 +127,21 @@ def test_two_thousand_files_to_done_then_a_replay_changes_nothing(config: Config
     batches_before = len(events(config, "batches.submitted"))
 
     reset_groups(config)
+    replayed = len(transferred)  # every stage reads its whole input again
     pipeline = Pipeline(config)
+    runner = StageRunner([(type(s).__name__, s) for s in pipeline.stages]).start()
     try:
-        run_until(
-            pipeline.stages, lambda: all(s.step() == 0 for s in pipeline.stages[1:]), timeout_s=300
+        seen = {t.name: t for t in runner.threads}
+        assert runner.wait(
+            lambda: (
+                seen["Ingest"].handled >= replayed
+                and seen["Deleter"].handled >= replayed
+                and seen["Batcher"].handled >= len(shipped)
+            ),
+            timeout_s=300,
         )
     finally:
+        runner.join(close=False)
         pipeline.close()
     catalog = LocalCatalog(config.catalog.path)
     try:
