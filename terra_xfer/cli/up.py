@@ -30,17 +30,31 @@ class Progress:
         self.started = time.monotonic()
         self.last_done = 0
         self.last_at = self.started
+        self.calls = 0
+        self.slow = ""
 
     def line(self, runner: StageRunner) -> str:
+        """One status line; lag, bytes and dead letters (costlier to read) every 5th call."""
         self.view.refresh(100_000, 0.2)
         counts = self.view.index.counts_by_state()
         done = counts.get("DONE", 0)
         now = time.monotonic()
         rate = (done - self.last_done) / max(now - self.last_at, 1e-6)
         self.last_done, self.last_at = done, now
+        if self.calls % 5 == 0:
+            self.slow = self._slow_part()
+        self.calls += 1
         states = " ".join(f"{s}={n}" for s, n in sorted(counts.items())) or "no files yet"
-        handled = " ".join(f"{t.name}:{t.handled}" for t in runner.threads)
-        return f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s done | {handled}"
+        return f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
+
+    def _slow_part(self) -> str:
+        from terra_xfer.deadletters import count_dead_letters
+        from terra_xfer.lag import total_lag
+
+        moved = sum(int(line["bytes_transferred"]) for line in self.view.index.report())
+        lag = " ".join(f"{stage}:{n}" for stage, n in total_lag(self.config).items())
+        dead = sum(count_dead_letters(self.config, timeout_s=5).values())
+        return f"{moved / 1e6:.1f} MB moved | lag {lag} | dead letters {dead}"
 
     def close(self) -> None:
         self.view.close()
