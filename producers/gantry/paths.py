@@ -175,10 +175,10 @@ def cache_path(rel: str | bytes, rules: PathRules) -> CachePath | PathRejected:
     parts = _components(text)
     if isinstance(parts, PathRejected):
         return parts
-    if any(p.startswith(".") for p in parts):
-        return PathRejected(RejectKind.HIDDEN, f"path {text!r} has a hidden component")
     norm = "/".join(parts)
-    if not any(norm.startswith(prefix) for prefix in rules.whitelist):
+    if norm.startswith(".") or "/." in norm:  # a component starting with "."
+        return PathRejected(RejectKind.HIDDEN, f"path {text!r} has a hidden component")
+    if not norm.startswith(rules.whitelist):
         return PathRejected(RejectKind.NOT_WHITELISTED, f"path {norm!r} is not whitelisted")
     return _rewrite(norm, parts, rules)
 
