@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
-
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from schemas.codec import Codec
 from terra_xfer.config import KafkaConfig
-from terra_xfer.kafka import make_consumer
+from terra_xfer.reading import read_to_end
 
 
 def read_all(
     kafka: KafkaConfig, topic: str, timeout_s: float = 60.0
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every committed event of ``topic`` up to its end now, as (record name, value)."""
-    consumer = make_consumer(
-        kafka, f"test-read-{uuid.uuid4().hex[:8]}", {"enable.partition.eof": True}
-    )
     codec = Codec()
-    out: list[tuple[str, dict[str, Any]]] = []
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        remaining = set(parts)
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            assert time.monotonic() < deadline, f"reading {topic} timed out"
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err.str()
-                remaining.discard(msg.partition())
-                continue
-            if msg.value() is not None:
-                out.append(codec.decode(msg.value() or b""))
-    finally:
-        consumer.close()
-    return out
+    return [
+        codec.decode(m.value() or b"")
+        for m in read_to_end(kafka, topic, timeout_s)
+        if m.value() is not None
+    ]
 
 
 def wait_for(

@@ -14,6 +14,7 @@ from schemas.codec import Codec, CodecError
 from terra_xfer.cli import State
 from terra_xfer.config import Config
 from terra_xfer.kafka import check, make_consumer
+from terra_xfer.reading import read_to_end
 from terra_xfer.topics import CATALOGUE
 
 
@@ -135,28 +136,11 @@ def _print_loop(
 
 def read_committed(config: Config, topic: str, timeout_s: float = 60.0) -> list[tuple[str, Any]]:
     """Every committed event of a catalogue topic up to its end now, decoded (for reports)."""
-    name = config.topic(topic)
-    consumer = make_consumer(
-        config.kafka, f"terra-xfer-read-{uuid.uuid4().hex[:8]}", {"enable.partition.eof": True}
-    )
     codec = Codec()
     out: list[tuple[str, Any]] = []
-    try:
-        parts = sorted(consumer.list_topics(name, timeout=timeout_s).topics[name].partitions)
-        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
-        remaining = set(parts)
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                remaining.discard(msg.partition())  # partition EOF
-                continue
-            try:
-                out.append(codec.decode(msg.value() or b""))
-            except CodecError:
-                continue
-    finally:
-        consumer.close()
+    for msg in read_to_end(config.kafka, config.topic(topic), timeout_s):
+        try:
+            out.append(codec.decode(msg.value() or b""))
+        except CodecError:
+            continue
     return out
