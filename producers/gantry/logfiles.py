@@ -114,7 +114,7 @@ class Checkpoint:
         return cls(name, dev, ino, digest, fp_len, offset, after)
 
 
-class _LogFile:
+class LogFile:
     """One open log file, plain or gzip, read forward from a position; keeps its inode alive."""
 
     def __init__(self, path: str) -> None:
@@ -206,10 +206,10 @@ class _LogFile:
         self._raw.close()
 
 
-def _open(path: str, tolerate_corrupt: bool = False) -> _LogFile | None:
+def open_log(path: str, tolerate_corrupt: bool = False) -> LogFile | None:
     """Open a log file, or None if it vanished, is not a regular file, or (if tolerated) corrupt."""
     try:
-        return _LogFile(path)
+        return LogFile(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
     except CorruptLogError:
@@ -226,35 +226,35 @@ def rotated_siblings(path: str) -> list[str]:
     except FileNotFoundError:
         return []
     rotated = [n for n in names if n.startswith(base + "-")]
-    rotated.sort(key=lambda n: (_stem(n), n.endswith(_GZ)))
+    rotated.sort(key=lambda n: (log_stem(n), n.endswith(_GZ)))
     return [os.path.join(folder, n) for n in rotated]
 
 
-def _stem(path: str) -> str:
+def log_stem(path: str) -> str:
     """A sibling's name without ``.gz``: what orders it among the others."""
     return os.path.basename(path).removesuffix(_GZ)
 
 
-def _floor(siblings: list[str]) -> str | None:
+def floor_sibling(siblings: list[str]) -> str | None:
     """The newest sibling's stem: every sibling up to it is older than the live file."""
-    return _stem(siblings[-1]) if siblings else None
+    return log_stem(siblings[-1]) if siblings else None
 
 
-def _holds(f: _LogFile, cp: Checkpoint) -> bool:
+def holds_checkpoint(f: LogFile, cp: Checkpoint) -> bool:
     try:
         return f.holds(cp)
     except CorruptLogError:
         return False
 
 
-def _locate(path: str, cp: Checkpoint, exclude: tuple[int, int] | None = None) -> _LogFile | None:
+def locate(path: str, cp: Checkpoint, exclude: tuple[int, int] | None = None) -> LogFile | None:
     """Open the file holding ``cp``: the same plain inode if it does, else the oldest that does."""
-    found: _LogFile | None = None
+    found: LogFile | None = None
     for candidate in [*rotated_siblings(path), path]:
-        f = _open(candidate, tolerate_corrupt=True)
+        f = open_log(candidate, tolerate_corrupt=True)
         if f is None:
             continue
-        if (f.dev, f.ino) == exclude or not _holds(f, cp):
+        if (f.dev, f.ino) == exclude or not holds_checkpoint(f, cp):
             f.close()
         elif (f.dev, f.ino) == (cp.dev, cp.ino) and not f.gz:
             if found is not None:
@@ -267,7 +267,7 @@ def _locate(path: str, cp: Checkpoint, exclude: tuple[int, int] | None = None) -
     return found
 
 
-def _lost(path: str, cp: Checkpoint) -> CheckpointLostError:
+def lost_error(path: str, cp: Checkpoint) -> CheckpointLostError:
     looked = ", ".join(os.path.basename(p) for p in [*rotated_siblings(path), path])
     return CheckpointLostError(
         f"no log file holds fingerprint {cp.fingerprint[:16]} ({cp.fingerprint_len} bytes) "

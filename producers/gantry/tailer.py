@@ -39,15 +39,15 @@ from producers.gantry.logfiles import (
     CheckpointFormatError,
     CheckpointLostError,
     CorruptLogError,
+    LogFile,
     LogIdentity,
     LogReadError,
-    _floor,
-    _locate,
-    _LogFile,
-    _lost,
-    _open,
-    _stem,
     fingerprint,
+    floor_sibling,
+    locate,
+    log_stem,
+    lost_error,
+    open_log,
     rotated_siblings,
 )
 
@@ -116,7 +116,7 @@ class Tailer:
         self._cp = self._initial  # the checkpoint unless a line was yielded since it was set
         self._last: TailedLine | None = None
         self._placed = self._closed = False
-        self._file: _LogFile | None = None
+        self._file: LogFile | None = None
         self._ident = LogIdentity(self._initial.name, 0, 0, fingerprint(b""), 0)
         self._live = False
         self._after: str | None = None  # siblings whose stem sorts up to this are done
@@ -180,7 +180,7 @@ class Tailer:
     def _set_checkpoint(self, cp: Checkpoint) -> None:
         self._cp, self._last = cp, None
 
-    def _enter(self, f: _LogFile, pos: int, after: str | None) -> None:
+    def _enter(self, f: LogFile, pos: int, after: str | None) -> None:
         """Make ``f`` the current file, to be read from ``pos``."""
         if self._file is not None and self._file is not f:
             self._file.close()
@@ -195,18 +195,18 @@ class Tailer:
     def _place(self) -> None:
         """Open the file holding the initial checkpoint, or wait for the log to appear."""
         cp = self._initial
-        f = _locate(self.path, cp) if cp.fingerprint_len > 0 else None
+        f = locate(self.path, cp) if cp.fingerprint_len > 0 else None
         if f is not None:
             live = f.path == self.path
-            after = _floor(rotated_siblings(self.path)) if live else _stem(f.path)
+            after = floor_sibling(rotated_siblings(self.path)) if live else log_stem(f.path)
             self._enter(f, cp.offset, after)
             return
         if cp.fingerprint_len > 0:
-            raise _lost(self.path, cp)
+            raise lost_error(self.path, cp)
         # An empty file's checkpoint continues with the files rotated since it was live (one of
         # them is that file by now), else the live log; not by inode, which may have been reused.
         # The start of the live log continues with the files rotated from now on.
-        self._after = (cp.after or None) if cp.ino else _floor(rotated_siblings(self.path))
+        self._after = (cp.after or None) if cp.ino else floor_sibling(rotated_siblings(self.path))
         self._open_waiting()
 
     def _open_waiting(self) -> bool:
@@ -218,10 +218,10 @@ class Tailer:
             if self._ident.fingerprint_len > 0:
                 self._set_checkpoint(Checkpoint.at(self._ident, 0))
             return True
-        f = _open(self.path)
+        f = open_log(self.path)
         if f is None:
             return False
-        floor = _floor(siblings)
+        floor = floor_sibling(siblings)
         self._enter(f, 0, floor)
         self._set_checkpoint(Checkpoint.at(self._ident, 0, floor))
         return True
@@ -236,9 +236,9 @@ class Tailer:
         assert f is not None
         if f.size() >= self._read_pos and f.head(len(self._seen)) == self._seen:
             return
-        copy = _locate(self.path, Checkpoint.at(ident, self._line_start), exclude=(f.dev, f.ino))
+        copy = locate(self.path, Checkpoint.at(ident, self._line_start), exclude=(f.dev, f.ino))
         if copy is not None:
-            self._enter(copy, self._line_start, _stem(copy.path))
+            self._enter(copy, self._line_start, log_stem(copy.path))
             return
         self._enter(f, 0, self._after)
         self._set_checkpoint(Checkpoint.at(self._ident, 0, self._after))
@@ -333,36 +333,38 @@ class Tailer:
         file was opened yet hold older lines, so the floor is only the fallback.
         """
         for p in reversed(rotated_siblings(self.path)):
-            f = _open(p, tolerate_corrupt=True)
+            f = open_log(p, tolerate_corrupt=True)
             if f is not None:
                 try:
                     if f.same_content(self._ident):
-                        return _stem(p)
+                        return log_stem(p)
                 finally:
                     f.close()
         return None
 
-    def _newer_sibling(self, siblings: list[str]) -> tuple[_LogFile, str] | None:
+    def _newer_sibling(self, siblings: list[str]) -> tuple[LogFile, str] | None:
         """The oldest sibling sorting after ``_after``, opened, with its stem."""
         for p in siblings:
-            if (self._after is None or _stem(p) > self._after) and (f := _open(p)) is not None:
-                return f, _stem(p)
+            if (self._after is None or log_stem(p) > self._after) and (
+                f := open_log(p)
+            ) is not None:
+                return f, log_stem(p)
         return None
 
-    def _next_file(self) -> tuple[_LogFile, str | None] | None:
+    def _next_file(self) -> tuple[LogFile, str | None] | None:
         """The file after the current one, opened, with the stem that newer siblings sort after."""
         assert self._file is not None
         siblings = rotated_siblings(self.path)
         newer = self._newer_sibling(siblings)
         if newer is not None:
             return newer
-        f = _open(self.path)
+        f = open_log(self.path)
         if f is None:
             return None
         if (f.dev, f.ino) == (self._file.dev, self._file.ino) or f.size() == 0:
             f.close()
             return None
-        return f, _floor(siblings)
+        return f, floor_sibling(siblings)
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -375,8 +377,8 @@ def _stat(path: str) -> os.stat_result | None:
 def checkpoint_at_end(path: str | os.PathLike[str]) -> Checkpoint:
     """A checkpoint after the last whole line of the live log: only lines to come will be read."""
     path = os.fspath(path)
-    floor = _floor(rotated_siblings(path))
-    f = _open(path)
+    floor = floor_sibling(rotated_siblings(path))
+    f = open_log(path)
     if f is None:
         return Checkpoint.start(os.path.basename(path))
     try:
@@ -415,7 +417,7 @@ def checkpoint_at_time(
 def _oldest(path: str) -> Checkpoint | None:
     """The start of the oldest non-empty rotated sibling, or None (the live log) if none."""
     for p in rotated_siblings(path):
-        f = _open(p, tolerate_corrupt=True)
+        f = open_log(p, tolerate_corrupt=True)
         if f is not None:
             try:
                 ident = f.identity()
