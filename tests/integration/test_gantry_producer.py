@@ -141,3 +141,38 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(config: Config) -> N
     assert final.returncode == 0, final.stderr[-2000:]
     arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
     assert arrived == expected
+
+
+def test_a_lost_position_is_a_clear_error_and_reseat_recovers(config: Config) -> None:
+    from click.testing import CliRunner
+
+    from producers.gantry.tailer import CheckpointLostError
+    from terra_xfer.cli import cli
+
+    lines, all_keys = night(config, 40, seed=31)
+    log = config.gantry.xferlog
+    log.write_bytes(b"".join(lines[:20]))
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    try:
+        drain(producer)
+    finally:
+        producer.close()
+    log.unlink()  # the log and every sibling gone: the committed position is nowhere
+    log.write_bytes(b"".join(lines[20:]))
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    try:
+        with pytest.raises(CheckpointLostError, match="no log file holds fingerprint"):
+            producer.step()
+    finally:
+        producer.close()
+    env = env_for(config)
+    result = CliRunner().invoke(cli, ["gantry", "reseat", "--from-time", "2017-08-24"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "position set to xferlog byte 0" in result.output
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    try:
+        drain(producer)
+    finally:
+        producer.close()
+    arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
+    assert arrived == Counter(k for k in all_keys if k)
