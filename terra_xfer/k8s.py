@@ -1,0 +1,238 @@
+"""Kubernetes manifests made from the project's own tables, so the cluster never drifts from the code.
+
+``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
+resources; ``stages`` turns :data:`STAGES` into one ``Deployment`` per pipeline stage, all with the
+same probes, security context and grace period. The output is deterministic (fixed key order,
+sorted configs), so ``--check DIR`` can compare it byte for byte with the committed files
+(``DIR/topics.yaml``, ``DIR/stages.yaml``) and fail when someone changed one side only.
+
+    python -m terra_xfer.k8s topics > deploy/k8s/base/topics.yaml
+    python -m terra_xfer.k8s stages > deploy/k8s/base/stages.yaml
+    python -m terra_xfer.k8s --check deploy/k8s/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terra_xfer.config import KafkaConfig
+from terra_xfer.topics import CATALOGUE
+
+CLUSTER = "terra"
+IMAGE = "ghcr.io/terra-ref/terra-xfer:0.1.0"
+METRICS_PORT = 9100
+CONFIG_DIR = "/etc/terra-xfer"
+CONFIG_FILE = "terra-xfer.toml"
+STATE_DIR = "/var/lib/terra-xfer"
+CACHE_DIR = "/gantry_data"
+LOG_DIR = "/var/log/gantry"
+RUN_AS = 10001
+# Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
+GRACE_S = 30
+HEADER = "# Made by `python -m terra_xfer.k8s {kind}`; edit terra_xfer/k8s.py, not this file.\n"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A PersistentVolumeClaim mounted into a stage's container."""
+
+    claim: str
+    path: str
+    read_only: bool
+
+
+CACHE_RW = Mount("gantry-cache", CACHE_DIR, read_only=False)
+CACHE_RO = Mount("gantry-cache", CACHE_DIR, read_only=True)
+LOGS_RO = Mount("gantry-log", LOG_DIR, read_only=True)
+GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
+CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One long-running ``terra-xfer <name>`` process and what it needs from the cluster.
+
+    ``single`` stages must never run two copies at once (one transactional producer, one walker of
+    the cache), so they roll with ``Recreate`` instead of surging a second pod.
+    """
+
+    name: str
+    mounts: tuple[Mount, ...] = ()
+    secrets: tuple[tuple[str, str, str], ...] = ()
+    single: bool = False
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("gantry", (CACHE_RO, LOGS_RO), single=True),
+    Stage("batcher", secrets=(GLOBUS_SECRET,)),
+    Stage("monitor", secrets=(GLOBUS_SECRET,)),
+    Stage("state-keeper"),
+    Stage("ingest", secrets=(CLOWDER_SECRET,)),
+    Stage("deleter", (CACHE_RW,), secrets=(GLOBUS_SECRET,), single=True),
+    Stage("sweeper", (CACHE_RO,), single=True),
+)
+
+
+def kafka_topics(
+    prefix: str = KafkaConfig.topic_prefix,
+    partitions: int = KafkaConfig.partitions,
+    replicas: int = 1,
+    cluster: str = CLUSTER,
+) -> list[dict[str, Any]]:
+    """One Strimzi ``KafkaTopic`` per catalogue entry, with its partitions and configs."""
+    return [
+        {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaTopic",
+            "metadata": {"name": prefix + s.name, "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {
+                "topicName": prefix + s.name,
+                "partitions": s.partitions(partitions),
+                "replicas": replicas,
+                "config": {k: s.configs[k] for k in sorted(s.configs)},
+            },
+        }
+        for s in CATALOGUE
+    ]
+
+
+def deployment(stage: Stage) -> dict[str, Any]:
+    """The Deployment of one stage: non-root, read-only root, probes on the metrics port."""
+    spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
+    if stage.single:
+        spec["strategy"] = {"type": "Recreate"}
+    spec["template"] = {
+        "metadata": {"labels": _labels(stage)},
+        "spec": {
+            "terminationGracePeriodSeconds": GRACE_S,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [_container(stage)],
+            "volumes": _volumes(stage),
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"terra-xfer-{stage.name}", "labels": _labels(stage)},
+        "spec": spec,
+    }
+
+
+def _labels(stage: Stage) -> dict[str, str]:
+    # A fresh dict on every call: shared objects would be written as YAML aliases (&id001).
+    return {"app.kubernetes.io/name": "terra-xfer", "app.kubernetes.io/component": stage.name}
+
+
+def _container(stage: Stage) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [
+        {"name": "TERRA_XFER_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"},
+        {"name": "TERRA_XFER_METRICS_PORT", "value": str(METRICS_PORT)},
+    ]
+    env += [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for var, secret, key in stage.secrets
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "state", "mountPath": STATE_DIR},
+    ]
+    mounts += [
+        {"name": m.claim, "mountPath": m.path, "readOnly": m.read_only} for m in stage.mounts
+    ]
+    return {
+        "name": stage.name,
+        "image": IMAGE,
+        "command": ["terra-xfer", stage.name],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "livenessProbe": _probe("/healthz", period_s=10, failures=3),
+        "readinessProbe": _probe("/readyz", period_s=5, failures=2),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "metrics"},
+        "initialDelaySeconds": 5,
+        "periodSeconds": period_s,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(stage: Stage) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": "terra-xfer-config"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        # Working copies only (state views, task records): rebuilt from Kafka after a restart.
+        {"name": "state", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+    claims = sorted({m.claim for m in stage.mounts})
+    volumes += [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
+    return volumes
+
+
+def render(kind: str) -> str:
+    """The YAML text of ``topics`` or ``stages``, exactly as committed under deploy/k8s/base."""
+    if kind == "topics":
+        docs = kafka_topics()
+    elif kind == "stages":
+        docs = [deployment(s) for s in STAGES]
+    else:
+        raise ValueError(f"unknown manifest kind {kind!r}: topics or stages")
+    body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))
+    return HEADER.format(kind=kind) + body
+
+
+def check(directory: Path) -> list[str]:
+    """Names of the files under ``directory`` that differ from what :func:`render` makes."""
+    stale = []
+    for kind in ("topics", "stages"):
+        path = directory / f"{kind}.yaml"
+        if not path.is_file() or path.read_text(encoding="utf-8") != render(kind):
+            stale.append(str(path))
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m terra_xfer.k8s", description=__doc__)
+    parser.add_argument("kind", nargs="?", choices=["topics", "stages"])
+    parser.add_argument("--check", type=Path, metavar="DIR", help="compare DIR's files instead")
+    args = parser.parse_args(argv)
+    if args.check is not None:
+        stale = check(args.check)
+        for path in stale:
+            print(f"{path} differs from the catalogue; rewrite it with python -m terra_xfer.k8s")
+        return 1 if stale else 0
+    if args.kind is None:
+        parser.error("name topics or stages, or give --check DIR")
+    sys.stdout.write(render(args.kind))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

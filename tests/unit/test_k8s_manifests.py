@@ -1,0 +1,408 @@
+"""The Kubernetes manifests under deploy/k8s agree with the code and with their operators' needs.
+
+Checked without a cluster: topics against the catalogue, Deployments against the stages and the
+house security rules, KEDA against partition counts, alert expressions against the exported metric
+names, Strimzi resources against the fields the operator requires. The overlays are built with
+kustomize (or ``kubectl kustomize``) when one is installed; the image's build steps (wheel, clean
+install, console script) run in the ``slow`` test at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from terra_xfer import k8s
+from terra_xfer.cli import COMMANDS
+from terra_xfer.config import Config, load
+from terra_xfer.topics import CATALOGUE
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "k8s" / "base"
+OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+Doc = dict[str, Any]
+
+EXPORTED = {
+    "terra_xfer_files_total",
+    "terra_xfer_bytes_total",
+    "terra_xfer_dead_letters_total",
+    "terra_xfer_batch_files",
+    "terra_xfer_tasks",
+    "terra_xfer_task_duration_seconds",
+    "terra_xfer_oldest_untransferred_age_seconds",
+    "terra_xfer_files_by_state",
+    "terra_xfer_tailer_bytes_behind",
+    "terra_xfer_cache_disk_used_ratio",
+    "terra_xfer_consumer_lag_messages",
+    "terra_xfer_consumer_lag_seconds",
+    "terra_xfer_committed_offset",
+    "terra_xfer_group_members",
+}
+HISTOGRAMS = {"terra_xfer_batch_files", "terra_xfer_task_duration_seconds"}
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def base_docs() -> list[Doc]:
+    """Every resource the base kustomization lists, parsed (the ConfigMap comes from a generator)."""
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))
+    docs: list[Doc] = []
+    for name in kustomization["resources"]:
+        text = (BASE / name).read_text(encoding="utf-8")
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def site_config() -> Config:
+    return load(BASE / "terra-xfer.toml", env={})
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads (histogram series folded to their family name)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", text):
+        word = match.group()
+        if text[match.end() :].lstrip().startswith("(") or word.lower() in PROMQL_WORDS:
+            continue  # a function or aggregation, or an operator keyword
+        family = re.sub(r"_(?:bucket|sum|count)$", "", word)
+        names.add(family if family in HISTOGRAMS else word)
+    return names
+
+
+def assert_hardened(deployment: Doc) -> None:
+    """Probes, resources, non-root and read-only, and a grace period above the 10 s budget."""
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > 10, name
+    assert pod["securityContext"]["runAsNonRoot"] is True, name
+    assert pod["securityContext"]["runAsUser"] != 0, name
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in pod["containers"]:
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert port["metrics"] == 9100, name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] in ("metrics", 9100), name
+        for part in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][part]), name
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, name
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert security["capabilities"]["drop"] == ["ALL"], name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], name
+
+
+def test_metric_names_reads_only_metric_identifiers() -> None:
+    expr = (
+        'sum by (group, le) (rate(a_total{x="y{z}"}[5m] offset 1h)) > 0.85 and on (group) '
+        "b_bucket or max(terra_xfer_batch_files_count) unless bool c"
+    )
+    assert metric_names(expr) == {"a_total", "b_bucket", "terra_xfer_batch_files", "c"}
+
+
+def test_kafka_topics_match_the_catalogue() -> None:
+    topics = of_kind(base_docs(), "KafkaTopic")
+    assert topics == k8s.kafka_topics()
+    config = site_config()
+    by_name = {t["spec"]["topicName"]: t["spec"] for t in topics}
+    assert set(by_name) == {config.topic(s.name) for s in CATALOGUE}
+    for s in CATALOGUE:
+        manifest = by_name[config.topic(s.name)]
+        assert manifest["partitions"] == s.partitions(config.kafka.partitions)
+        assert manifest["config"] == dict(s.configs)
+        assert (manifest["config"]["cleanup.policy"] == "compact") == s.compacted
+
+
+def test_committed_files_are_what_the_module_renders() -> None:
+    assert k8s.check(BASE) == []
+    assert k8s.main(["--check", str(BASE)]) == 0
+    assert k8s.render("stages") == k8s.render("stages")
+    assert "&id" not in k8s.render("stages")
+
+
+def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
+    for name in ("topics.yaml", "stages.yaml"):
+        shutil.copy(BASE / name, tmp_path / name)
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(topics.read_text().replace("partitions: 6", "partitions: 12", 1))
+    assert k8s.check(tmp_path) == [str(topics)]
+    assert k8s.main(["--check", str(tmp_path)]) == 1
+    (tmp_path / "stages.yaml").unlink()
+    assert len(k8s.check(tmp_path)) == 2
+
+
+def test_every_stage_has_a_hardened_deployment() -> None:
+    deployments = of_kind(base_docs(), "Deployment")
+    stages = {s.name for s in k8s.STAGES}
+    assert stages == {
+        "gantry",
+        "batcher",
+        "monitor",
+        "state-keeper",
+        "ingest",
+        "deleter",
+        "sweeper",
+    }
+    commands = {
+        tuple(d["spec"]["template"]["spec"]["containers"][0]["command"]) for d in deployments
+    }
+    assert commands == {("terra-xfer", s) for s in stages}
+    assert stages <= set(COMMANDS)
+    for deployment in deployments:
+        assert_hardened(deployment)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "ghcr.io/terra-ref/terra-xfer:0.1.0"
+
+
+def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
+    docs = base_docs()
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in of_kind(docs, "Secret")}
+    claims = {c["metadata"]["name"] for c in of_kind(docs, "PersistentVolumeClaim")}
+    config = site_config()
+    mounted: dict[str, set[str]] = {}
+    for deployment in of_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        config_path = Path(env["TERRA_XFER_CONFIG"]["value"])
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
+        assert config_volume["configMap"]["name"] == "terra-xfer-config"
+        assert mounts[str(config_path.parent)]["name"] == "config"
+        for var in env.values():
+            if "valueFrom" in var:
+                ref = var["valueFrom"]["secretKeyRef"]
+                assert ref["key"] in secrets[ref["name"]], var["name"]
+        for volume in pod["volumes"]:
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims
+        stage = container["command"][1]
+        mounted[stage] = {m["mountPath"] for m in container["volumeMounts"]}
+        if stage == "deleter":
+            assert mounts[str(config.gantry.cache_root)]["readOnly"] is False
+    assert str(config.gantry.cache_root) in mounted["gantry"] & mounted["deleter"]
+    assert str(config.gantry.xferlog.parent) in mounted["gantry"]
+    assert str(config.status.index_path.parent) in mounted["state-keeper"]
+
+
+def test_site_config_names_secrets_only_by_environment() -> None:
+    text = (BASE / "terra-xfer.toml").read_text(encoding="utf-8")
+    config = load(BASE / "terra-xfer.toml", env={})  # a secret in the file would raise ConfigError
+    assert config.transfer.backend == "globus" and config.catalog.backend == "clowder"
+    assert "REPLACE_WITH" not in text
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))
+    generator = kustomization["configMapGenerator"][0]
+    assert generator == {"name": "terra-xfer-config", "files": [k8s.CONFIG_FILE]}
+
+
+def assert_scaling_fits_partitions(docs: list[Doc], config: Config) -> None:
+    deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    partitions = {
+        t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
+    }
+    scaled = of_kind(docs, "ScaledObject")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
+        "terra-xfer-batcher",
+        "terra-xfer-ingest",
+    }
+    for scaled_object in scaled:
+        target = scaled_object["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments
+        (trigger,) = scaled_object["spec"]["triggers"]
+        assert trigger["type"] == "kafka"
+        meta = trigger["metadata"]
+        topic = meta["topic"]
+        catalogue = next(s for s in CATALOGUE if config.topic(s.name) == topic)
+        limit = min(catalogue.partitions(config.kafka.partitions), partitions[topic])
+        assert scaled_object["spec"]["minReplicaCount"] >= 1
+        assert scaled_object["spec"]["maxReplicaCount"] <= limit
+        assert meta["consumerGroup"] == config.group(target.removeprefix("terra-xfer-"))
+        assert meta["bootstrapServers"] == config.kafka.bootstrap_servers
+
+
+def test_keda_never_scales_past_the_partitions() -> None:
+    assert_scaling_fits_partitions(base_docs(), site_config())
+
+
+def test_alerts_read_only_exported_metrics_and_cover_the_failures() -> None:
+    (rule,) = of_kind(base_docs(), "PrometheusRule")
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    used: set[str] = set()
+    for r in rules:
+        names = metric_names(r["expr"])
+        assert names and names <= EXPORTED, (r["alert"], names - EXPORTED)
+        assert r["expr"].count("(") == r["expr"].count(")"), r["alert"]
+        assert r["labels"]["severity"] in ("warning", "critical")
+        assert r["annotations"]["summary"]
+        used |= names
+    assert {
+        "terra_xfer_consumer_lag_seconds",
+        "terra_xfer_consumer_lag_messages",
+        "terra_xfer_committed_offset",
+        "terra_xfer_group_members",
+        "terra_xfer_oldest_untransferred_age_seconds",
+        "terra_xfer_dead_letters_total",
+        "terra_xfer_cache_disk_used_ratio",
+        "terra_xfer_tasks",
+    } <= used
+    lag = next(r for r in rules if "terra_xfer_consumer_lag_seconds" in r["expr"])
+    assert re.search(r">\s*900\b", lag["expr"])  # 15 minutes
+    disk = next(r for r in rules if "terra_xfer_cache_disk_used_ratio" in r["expr"])
+    assert re.search(r">\s*0\.85\b", disk["expr"])
+    tasks = next(r for r in rules if "terra_xfer_tasks" in r["expr"])
+    assert "FAILED" in tasks["expr"] and "INACTIVE" in tasks["expr"]
+
+
+def test_service_monitor_scrapes_the_stages_metrics_port() -> None:
+    docs = base_docs()
+    (service,) = of_kind(docs, "Service")
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    for deployment in of_kind(docs, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+
+
+def assert_strimzi_complete(docs: list[Doc]) -> None:
+    (kafka,) = of_kind(docs, "Kafka")
+    cluster = kafka["metadata"]["name"]
+    annotations = kafka["metadata"]["annotations"]
+    assert annotations["strimzi.io/kraft"] == "enabled"
+    assert annotations["strimzi.io/node-pools"] == "enabled"
+    spec = kafka["spec"]["kafka"]
+    assert spec["version"] and spec["listeners"]
+    assert "zookeeper" not in kafka["spec"]
+    assert "topicOperator" in kafka["spec"]["entityOperator"]
+    pools = of_kind(docs, "KafkaNodePool")
+    roles: set[str] = set()
+    for pool in pools:
+        assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert pool["spec"]["replicas"] >= 1 and pool["spec"]["storage"]["type"]
+        assert set(pool["spec"]["roles"]) <= {"controller", "broker"}
+        roles |= set(pool["spec"]["roles"])
+    assert roles == {"controller", "broker"}
+    brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
+    config = spec["config"]
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor"):
+        assert 1 <= config[key] <= brokers
+    assert (
+        config["transaction.state.log.min.isr"]
+        <= config["transaction.state.log.replication.factor"]
+    )
+    for topic in of_kind(docs, "KafkaTopic"):
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert topic["spec"]["replicas"] <= brokers
+        min_isr = int(
+            topic["spec"]["config"].get("min.insync.replicas", config["min.insync.replicas"])
+        )
+        assert min_isr <= topic["spec"]["replicas"]
+
+
+def test_strimzi_resources_have_what_the_operator_requires() -> None:
+    assert_strimzi_complete(base_docs())
+
+
+def kustomize_command() -> list[str] | None:
+    exe = os.environ.get("KUSTOMIZE") or shutil.which("kustomize")
+    if exe:
+        return [exe, "build"]
+    kubectl = shutil.which("kubectl")
+    return [kubectl, "kustomize"] if kubectl else None
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl is installed (set KUSTOMIZE to a binary)")
+    built = subprocess.run(
+        [*command, str(OVERLAYS / overlay)], capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    (config_map,) = of_kind(docs, "ConfigMap")
+    config = site_config()
+    assert config_map["data"][k8s.CONFIG_FILE] == (BASE / k8s.CONFIG_FILE).read_text()
+    assert_strimzi_complete(docs)
+    assert_scaling_fits_partitions(docs, config)
+    for deployment in of_kind(docs, "Deployment"):
+        assert_hardened(deployment)
+        volume = next(
+            v for v in deployment["spec"]["template"]["spec"]["volumes"] if "configMap" in v
+        )
+        assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    (pool,) = of_kind(docs, "KafkaNodePool")
+    topics = of_kind(docs, "KafkaTopic")
+    kafka_config = of_kind(docs, "Kafka")[0]["spec"]["kafka"]["config"]
+    if overlay == "dev":
+        assert pool["spec"]["replicas"] == 1
+        assert {t["spec"]["replicas"] for t in topics} == {1}
+    else:
+        assert pool["spec"]["replicas"] == 3
+        assert {t["spec"]["replicas"] for t in topics} == {3}
+        assert {t["spec"]["config"]["min.insync.replicas"] for t in topics} == {"2"}
+        assert kafka_config["min.insync.replicas"] == 2
+        assert kafka_config["transaction.state.log.replication.factor"] == 3
+    assert len({d["metadata"].get("namespace") for d in docs}) == 1
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
+    """The Dockerfile's steps: copy the same sources, build the wheel, install it, run the CLI."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("terra_xfer", "producers", "consumers", "schemas"):
+        shutil.copytree(ROOT / package, src / package, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", ".", "--no-deps", "-w", str(wheels)], cwd=src, check=True)
+    (wheel,) = wheels.glob("terra_xfer-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "terra_xfer/broker_pom.xml" in names
+    assert any(n.startswith("schemas/published/") and n.endswith(".avsc") for n in names)
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    install = [str(bin_dir / "python"), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    subprocess.run([*install, str(wheel)], cwd=tmp_path, check=True)
+    help_run = subprocess.run(
+        [str(bin_dir / "terra-xfer"), "--help"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert help_run.returncode == 0, help_run.stderr
+    assert all(stage.name in help_run.stdout for stage in k8s.STAGES)
+    probe = "import schemas.codec as c, terra_xfer; print(terra_xfer.__file__, len(c.current_schemas()))"
+    imported = subprocess.run(
+        [str(bin_dir / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert imported.returncode == 0, imported.stderr
+    location, count = imported.stdout.split()
+    assert location.startswith(str(env_dir)) and int(count) > 0
