@@ -25,6 +25,7 @@ from consumers.batches import batch_record, transfer_items
 from consumers.batching import BatchItem, Window, Windows
 from consumers.transfer.base import TransferBackend
 from schemas.codec import Codec
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
@@ -206,6 +207,7 @@ class Batcher:
             self._produce_batch(submitted)
         self.pending.add(task_id)
         self.batches_submitted += 1
+        metrics.observe_batch(record["files"])
         log.info(
             "batch %s: %d files submitted as task %s",
             record["batch_id"],

@@ -16,6 +16,7 @@ from consumers.deletion import Decision, delete
 from consumers.transfer.base import TransferBackend, TransferItem
 from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
@@ -56,6 +57,8 @@ class Deleter:
             log.warning("%s: deletion refused: %s", event["key"], decision.reason)
         elif decision.outcome == "DELETED":
             self.deleted += 1
+            sensor = metrics.sensor_of(cache_path(event["path"], self.rules))
+            metrics.count_file("deleted", sensor, event["size"])
         value = {
             "key": event["key"],
             "version": event["version"],

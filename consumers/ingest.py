@@ -18,6 +18,7 @@ from consumers.catalog.base import Catalog, IngestItem
 from consumers.catalog.naming import catalog_names
 from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
@@ -89,6 +90,8 @@ class Ingest:
             value = base | {"reason": str(exc), "attempt": 1, "final": True}
             return Output(topic, event["key"], codec.encode("FileIngestFailed", value))
         self.ingested += 1
+        sensor = metrics.sensor_of(cache_path(event["path"], self.rules))
+        metrics.count_file("ingested", sensor, event["size"])
         value = base | {
             "dataset_id": result.dataset_id,
             "file_id": result.file_id,

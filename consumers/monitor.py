@@ -24,7 +24,10 @@ from confluent_kafka import TopicPartition
 
 from consumers.batches import transfer_items
 from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
+from producers.gantry.paths import cache_path
+from producers.gantry.service import path_rules
 from schemas.codec import Codec
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
@@ -63,6 +66,7 @@ class Monitor:
         self.backend = backend
         self.clock = clock
         self.codec = Codec()
+        self.rules = path_rules(config)
         self.topic = config.topic(BATCHES_SUBMITTED)
         self.consumer = make_consumer(config.kafka, config.group(GROUP))
         self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
@@ -142,6 +146,7 @@ class Monitor:
                     t.batch_id, t.record["submission_id"], self._items(t), t.record["label"]
                 )
             state = self.backend.task(t.task_id)
+            metrics.observe_task(t.task_id, state.status, state.is_final)
         except TransientError as exc:
             self._later(t, getattr(exc, "retry_after", None))
             log.warning("batch %s task %s: %s", t.batch_id, t.task_id, exc)
@@ -207,6 +212,8 @@ class Monitor:
             "emitted_ms": now_ms(),
         }
         topic = self.config.topic(FILES_TRANSFERRED)
+        sensor = metrics.sensor_of(cache_path(file["path"], self.rules))
+        metrics.count_file("transferred" if outcome.ok else "failed", sensor, file["size"])
         if outcome.ok:
             self.files_transferred += 1
             value = base | {

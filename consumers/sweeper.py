@@ -22,13 +22,16 @@ from consumers.state_view import StateFollower
 from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
 from schemas.codec import Codec
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.kafka import TxProducer
+from terra_xfer.lag import publish_lag
 from terra_xfer.stage import now_ms
 from terra_xfer.topics import FILES_ARRIVED
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
+GAUGES_EVERY_S = 30.0
 
 
 def walk(root: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, os.stat_result]]:
@@ -66,8 +69,16 @@ class Sweeper:
         self.next_run = 0.0
         self.requeued = 0
         self.stuck: dict[str, int] = {}
+        self.gauges = metrics.Periodic(GAUGES_EVERY_S, self._publish_gauges)
+
+    def _publish_gauges(self) -> None:
+        """Files by state and consumer lag, for the process's /metrics."""
+        self.view.refresh()
+        metrics.observe_states(self.view.index)
+        publish_lag(self.config)
 
     def step(self) -> int:
+        self.gauges.maybe()
         if time.monotonic() < self.next_run:
             return 0
         self.next_run = time.monotonic() + self.config.sweeper.interval_s
@@ -139,6 +150,8 @@ class Sweeper:
         with self.producer.transaction():
             for value in events:
                 self.producer.produce(topic, self.codec.encode("FileArrived", value), value["key"])
+        for value in events:
+            metrics.count_file("arrived", value["sensor"], value["size"])
         return len(events)
 
     def report_stuck(self) -> dict[str, int]:

@@ -167,6 +167,11 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 9100  # /metrics, /healthz and /readyz; 0 turns the server off
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; each service takes the sections it needs."""
 
@@ -180,6 +185,7 @@ class Config:
     deleter: DeleterConfig = field(default_factory=DeleterConfig)
     sweeper: SweeperConfig = field(default_factory=SweeperConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def group(self, stage: str) -> str:
         """Consumer group (and transactional id stem) of a stage: ``terra.batcher``. Prefixed like

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, Message
 
 from schemas.codec import Codec, CodecError
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import (
@@ -69,6 +70,7 @@ def now_ms() -> int:
 
 def dead_letter(config: Config, codec: Codec, source: str, reason: str, msg: Message) -> Output:
     """A DeadLetter output for a consumed message that cannot be processed."""
+    metrics.count_dead_letter(source, reason)
     raw = msg.value() or b""
     key = msg.key()
     value = {

@@ -16,6 +16,7 @@ from producers.gantry.lines import Arrival, LineHandler, Rejected, arrival_value
 from producers.gantry.paths import PathRules
 from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
 from schemas.codec import Codec
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import ConfigError
 from terra_xfer.kafka import TxProducer
@@ -88,6 +89,9 @@ class GantryProducer:
         assert self.tailer is not None
         lines = self.tailer.read(self.config.gantry.chunk_lines)
         checkpoint = self.tailer.checkpoint
+        metrics.observe_tailer(
+            self.source.kind, self.source.path, checkpoint, self.handler.rules.cache_root
+        )
         if not lines and checkpoint == self.committed:
             return 0
         outputs = [out for line in lines if (out := self._output(line)) is not None]
@@ -111,11 +115,13 @@ class GantryProducer:
             return self._dead_letter(line, result.reason)
         assert isinstance(result, Arrival)
         value = arrival_value(result, line, self.source.kind, now_ms())
+        metrics.count_file("arrived", value["sensor"], value["size"])
         return Output(
             self.config.topic(FILES_ARRIVED), value["key"], self.codec.encode("FileArrived", value)
         )
 
     def _dead_letter(self, line: TailedLine, reason: str) -> Output:
+        metrics.count_dead_letter(f"gantry:{self.source.kind}", reason)
         log.warning(
             "gantry %s: %s@%d dead-lettered: %s",
             self.source.kind,

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweeper": ("terra_xfer.cli.stages", "sweeper", "Re-queue old untransferred cache files."),
     "status": ("terra_xfer.cli.status", "status", "A file's history, or files by state."),
     "report": ("terra_xfer.cli.status", "report", "Files and bytes per sensor and day."),
+    "lag": ("terra_xfer.cli.lag", "lag", "Consumer lag per group and partition (messages, s)."),
     "kafka-tool": ("terra_xfer.cli.kafka_tool", "kafka_tool", "Kafka's console tools (replay)."),
 }
 

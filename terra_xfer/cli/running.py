@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import click
 
+from terra_xfer.metrics_http import serving
 from terra_xfer.service import install_signal_handlers, run
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,15 @@ def run_stage(
     stop = threading.Event()
     install_signal_handlers(stop)
     with contextlib.ExitStack() as teardown:
+        health = teardown.enter_context(serving(_metrics_port()))
         teardown.callback(close)
-        handled = run(step, stop, once=once, idle_exit_s=idle_exit)
+        handled = run(health.watch(name, step), stop, once=once, idle_exit_s=idle_exit)
     log.info("%s stopped after %d items", name, handled)
     return handled
+
+
+def _metrics_port() -> int:
+    """``[metrics] port`` of the running command's configuration (0, off, outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    config = getattr(ctx.find_root().obj, "config", None) if ctx is not None else None
+    return int(config.metrics.port) if config is not None else 0

@@ -12,6 +12,7 @@ import click
 
 from terra_xfer.cli import State
 from terra_xfer.config import Config
+from terra_xfer.metrics_http import serving, watched
 from terra_xfer.runner import StageRunner
 from terra_xfer.service import install_signal_handlers
 
@@ -66,8 +67,8 @@ def run_up(config: Config, exit_when_idle: float | None, show: bool) -> dict[str
 
     stop = threading.Event()
     install_signal_handlers(stop)
-    with build(config) as stages:
-        runner = StageRunner(stages).start()
+    with build(config) as stages, serving(config.metrics.port) as health:
+        runner = StageRunner(watched(stages, health)).start()
         progress = Progress(config) if show else None
         try:
             _watch(runner, stop, exit_when_idle, progress)

@@ -1,0 +1,56 @@
+"""``terra-xfer lag``: how far behind each stage's consumer group is, in messages and seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from terra_xfer.cli import State
+
+
+@click.command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: groups, their members, rows."
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS")
+@click.pass_obj
+def lag(state: State, as_json: bool, timeout: float) -> None:
+    """Per consumer group, topic and partition: the committed offset, the end (last stable
+    offset, as read_committed consumers see it), the lag in messages, and the age of the oldest
+    message not yet consumed. It never joins a group or commits: it reads offsets and the first
+    unconsumed message of each partition.
+
+    A partition whose remaining offsets hold only transaction markers shows lag 0.
+
+    \b
+    Examples:
+      terra-xfer --config site.toml lag
+      terra-xfer --config site.toml lag --json | jq '.rows[] | select(.lag > 0)'
+    """
+    from terra_xfer.lag import STAGES, group_members, pipeline_lag
+
+    config = state.config
+    rows = pipeline_lag(config, timeout)
+    members = group_members(config, [config.group(s) for s in STAGES], timeout)
+    if as_json:
+        doc = {
+            "groups": {
+                g: {"members": n, "lag": sum(r.lag for r in rows if r.group == g)}
+                for g, n in members.items()
+            },
+            "rows": [dataclasses.asdict(r) for r in rows],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(
+        f"{'group':28} {'topic':36} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8} age_s"
+    )
+    for r in rows:
+        committed = "-" if r.committed is None else str(r.committed)
+        click.echo(
+            f"{r.group:28} {r.topic:36} {r.partition:>4} {committed:>10} {r.end:>10}"
+            f" {r.lag:>8} {r.lag_seconds:.1f}"
+        )
+    click.echo("members: " + ", ".join(f"{g}={n}" for g, n in members.items()))

@@ -1,0 +1,283 @@
+"""Prometheus metrics of every stage: one registry, the metric definitions and their updates.
+
+One registry for the process (``REGISTRY``), so ``terra-xfer up`` serves every stage's series from
+one port. Metric names are a contract with the alert rules and the Grafana dashboard
+(``deploy/grafana/terra-xfer.json``): rename nothing without changing both.
+
+Counters count events as a stage emits them, inside its transaction: a transaction aborted and
+retried counts its events again, so the counters are an upper bound of what was committed (the
+difference is rare and small; files.state stays the authority on what happened to each file).
+
+Nothing is served at import time: ``terra_xfer.metrics_http.serve`` exposes ``REGISTRY`` when the
+CLI runs a stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
+
+log = logging.getLogger(__name__)
+UNKNOWN_SENSOR = "unknown"
+
+REGISTRY = CollectorRegistry()
+FILES = PromCounter(
+    "terra_xfer_files_total",
+    "Files per stage event (arrived, transferred, failed, ingested, deleted) and sensor.",
+    ["stage", "sensor"],
+    registry=REGISTRY,
+)
+BYTES = PromCounter(
+    "terra_xfer_bytes_total",
+    "Bytes of the files counted in terra_xfer_files_total.",
+    ["stage", "sensor"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = PromCounter(
+    "terra_xfer_dead_letters_total",
+    "Messages or log lines sent to the dead-letter topic, by source and reason class.",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+BATCH_FILES = Histogram(
+    "terra_xfer_batch_files",
+    "Files per submitted transfer batch.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
+    registry=REGISTRY,
+)
+BATCH_AGE = Histogram(
+    "terra_xfer_batch_age_seconds",
+    "Age (since its mtime) of a batch's oldest file when the batch is submitted.",
+    buckets=(1, 10, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400),
+    registry=REGISTRY,
+)
+TASKS = Gauge(
+    "terra_xfer_tasks",
+    "Transfer tasks being followed, by last status.",
+    ["status"],
+    registry=REGISTRY,
+)
+TASK_DURATION = Histogram(
+    "terra_xfer_task_duration_seconds",
+    "From the first poll of a transfer task to its final status.",
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 2 * 3600, 6 * 3600, 12 * 3600, 86400),
+    registry=REGISTRY,
+)
+OLDEST_UNTRANSFERRED = Gauge(
+    "terra_xfer_oldest_untransferred_age_seconds",
+    "Since the last state change of the oldest file not yet transferred (0: none).",
+    registry=REGISTRY,
+)
+FILES_BY_STATE = Gauge(
+    "terra_xfer_files_by_state", "Files per state in files.state.", ["state"], registry=REGISTRY
+)
+TAILER_POSITION = Gauge(
+    "terra_xfer_tailer_position_bytes",
+    "Byte offset of the gantry tailer's checkpoint in the file it reads.",
+    ["source"],
+    registry=REGISTRY,
+)
+TAILER_BEHIND = Gauge(
+    "terra_xfer_tailer_bytes_behind",
+    "Bytes of the live log not yet read (the whole live log while a rotated file is read).",
+    ["source"],
+    registry=REGISTRY,
+)
+CACHE_DISK = Gauge(
+    "terra_xfer_cache_disk_used_ratio",
+    "Used fraction of the file system holding the cache root.",
+    registry=REGISTRY,
+)
+_GTP = ["group", "topic", "partition"]
+CONSUMER_LAG = Gauge(
+    "terra_xfer_consumer_lag_messages", "Offsets not yet consumed.", _GTP, registry=REGISTRY
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "terra_xfer_consumer_lag_seconds",
+    "Age of the oldest message not yet consumed (0 when none).",
+    _GTP,
+    registry=REGISTRY,
+)
+COMMITTED_OFFSET = Gauge(
+    "terra_xfer_committed_offset", "Committed offset of the group.", _GTP, registry=REGISTRY
+)
+GROUP_MEMBERS = Gauge(
+    "terra_xfer_group_members", "Members of a consumer group.", ["group"], registry=REGISTRY
+)
+
+# Short reason classes for dead letters: the first pattern found in the reason text names it.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("longer than the", "oversize"),
+    ("middle of a line", "fragment"),
+    ("missing from the cache", "missing"),
+    ("not a regular file", "not_regular"),
+    ("NUL byte", "unsafe"),
+    ("'..'", "unsafe"),
+    ("outside the log root", "unsafe"),
+    ("names a directory", "unsafe"),
+    ("does not follow", "unrecognised"),
+    ("no published schema", "unknown_schema"),
+    ("corrupt", "corrupt_event"),
+    ("not an Avro", "corrupt_event"),
+    ("is not an event", "unexpected_event"),
+)
+
+
+def reason_class(reason: str, default: str = "malformed") -> str:
+    """A short, bounded class for a dead letter's free-text reason (a safe label value)."""
+    for pattern, name in _REASONS:
+        if pattern in reason:
+            return name
+    return default
+
+
+def sensor_of(where: object) -> str:
+    """The sensor of a classified cache path, or ``unknown`` for a path that has none."""
+    sensor = getattr(where, "sensor", None)
+    return sensor if isinstance(sensor, str) and sensor else UNKNOWN_SENSOR
+
+
+def count_file(stage: str, sensor: str | None, size: int) -> None:
+    """One file event of ``stage`` (arrived, transferred, failed, ingested, deleted)."""
+    label = sensor or UNKNOWN_SENSOR
+    FILES.labels(stage, label).inc()
+    BYTES.labels(stage, label).inc(max(0, size))
+
+
+def count_dead_letter(source: str, reason: str) -> None:
+    DEAD_LETTERS.labels(source, reason_class(reason)).inc()
+
+
+def observe_batch(files: Sequence[Mapping[str, Any]], now_s: float | None = None) -> None:
+    """A submitted batch: its size, and the age of its oldest file (by mtime)."""
+    BATCH_FILES.observe(len(files))
+    if files:
+        oldest_s = min(int(f["mtime_ns"]) for f in files) / 1e9
+        BATCH_AGE.observe(max(0.0, (time.time() if now_s is None else now_s) - oldest_s))
+
+
+class TaskGauge:
+    """Tasks in flight by last status, and each task's duration once it is final."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.tasks: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, task_id: str, status: str, final: bool) -> None:
+        with self._lock:
+            _, first = self.tasks.get(task_id, (status, self.clock()))
+            if final:
+                self.tasks.pop(task_id, None)
+                TASK_DURATION.observe(self.clock() - first)
+            else:
+                self.tasks[task_id] = (status, first)
+            counts: dict[str, int] = {s: 0 for s in ("ACTIVE", "INACTIVE")}
+            for s, _ in self.tasks.values():
+                counts[s] = counts.get(s, 0) + 1
+        for s, n in counts.items():
+            TASKS.labels(s).set(n)
+
+
+TASK_GAUGE = TaskGauge()
+
+
+def observe_task(task_id: str, status: object, final: bool) -> None:
+    """A polled transfer task (``status`` as the backend names it)."""
+    TASK_GAUGE.observe(task_id, str(getattr(status, "value", status)), final)
+
+
+class Position(Protocol):
+    """A tailer checkpoint: the file it is in (device, inode) and the offset in it."""
+
+    @property
+    def dev(self) -> int: ...
+
+    @property
+    def ino(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+def observe_tailer(source: str, live_log: str, checkpoint: Position, cache_root: str) -> None:
+    """The tailer's checkpoint, the bytes of the live log behind it, and the cache disk usage."""
+    TAILER_POSITION.labels(source).set(checkpoint.offset)
+    try:
+        st = os.stat(live_log)
+    except OSError:
+        behind = 0
+    else:
+        on_live = (st.st_dev, st.st_ino) == (checkpoint.dev, checkpoint.ino)
+        behind = max(0, st.st_size - checkpoint.offset) if on_live else st.st_size
+    TAILER_BEHIND.labels(source).set(behind)
+    with contextlib.suppress(OSError):
+        usage = shutil.disk_usage(cache_root)
+        CACHE_DISK.set(usage.used / usage.total if usage.total else 0.0)
+
+
+class StateCounts(Protocol):
+    def counts_by_state(self) -> dict[str, int]: ...
+
+    def query(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
+
+
+UNTRANSFERRED = ("ARRIVED", "BATCHED", "FAILED")
+
+
+def observe_states(index: StateCounts, now_ms: int | None = None) -> None:
+    """Files per state, and how long the oldest untransferred file has been in its state."""
+    counts = index.counts_by_state()
+    for state in {*counts, *UNTRANSFERRED, "DONE"}:
+        FILES_BY_STATE.labels(state).set(counts.get(state, 0))
+    oldest: int | None = None
+    for state in UNTRANSFERRED:
+        for row in index.query(state):
+            ms = int(row["updated_ms"])
+            oldest = ms if oldest is None else min(oldest, ms)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    OLDEST_UNTRANSFERRED.set(0.0 if oldest is None else max(0, now - oldest) / 1000)
+
+
+class Periodic:
+    """Runs ``action`` at most every ``interval_s``; a failure is logged, never raised."""
+
+    def __init__(
+        self,
+        interval_s: float,
+        action: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval_s = interval_s
+        self.action = action
+        self.clock = clock
+        self._next = 0.0
+
+    def maybe(self) -> bool:
+        if self.clock() < self._next:
+            return False
+        self._next = self.clock() + self.interval_s
+        try:
+            self.action()
+        except Exception as exc:  # metrics must never stop a stage; the next call tries again
+            log.warning("publishing metrics failed: %s", exc)
+        return True
+
+
+def exported_names() -> set[str]:
+    """Every series name the registry can expose (``_total``, ``_bucket``, ``_sum``, ``_count``)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }

@@ -1,0 +1,159 @@
+"""The HTTP side of the metrics: /metrics, /healthz and /readyz, served from a daemon thread.
+
+``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 once every stage of the
+process has finished a step and none has gone ``stale_after_s`` without one, else 503 with the
+reason. Started by the CLI (``run_stage``, ``terra-xfer up``), never at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from terra_xfer.metrics import REGISTRY
+
+log = logging.getLogger(__name__)
+READY_STALE_S = 300.0  # a stage whose last step ended longer ago than this is not ready
+
+
+class Health:
+    """Liveness and readiness of the stages in this process.
+
+    Ready once every expected stage has finished a step, as long as each one's last step ended
+    within ``stale_after_s`` (a stage stuck in one call, or stopped, turns the process unready).
+    """
+
+    def __init__(
+        self, stale_after_s: float = READY_STALE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self._last: dict[str, float | None] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, name: str) -> None:
+        with self._lock:
+            self._last.setdefault(name, None)
+
+    def beat(self, name: str) -> None:
+        with self._lock:
+            self._last[name] = self.clock()
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, one line saying why not)."""
+        now = self.clock()
+        with self._lock:
+            last = dict(self._last)
+        if not last:
+            return False, "no stage has started"
+        waiting = sorted(n for n, t in last.items() if t is None)
+        if waiting:
+            return False, "not started: " + ", ".join(waiting)
+        stale = sorted(n for n, t in last.items() if t is not None and now - t > self.stale_after_s)
+        if stale:
+            return False, f"no step for {self.stale_after_s:.0f} s: " + ", ".join(stale)
+        return True, "ready"
+
+    def watch(self, name: str, step: Callable[[], int]) -> Callable[[], int]:
+        """``step``, reporting each finished call as a beat of ``name``."""
+        self.expect(name)
+
+        def watched() -> int:
+            count = step()
+            self.beat(name)
+            return count
+
+        return watched
+
+
+class _Watched:
+    """A runner stage whose steps beat ``health``."""
+
+    def __init__(self, name: str, stage: Any, health: Health) -> None:
+        self.step = health.watch(name, stage.step)
+        self.close = stage.close
+
+
+def watched(stages: Sequence[tuple[str, Any]], health: Health) -> list[tuple[str, Any]]:
+    """The ``(name, stage)`` pairs of a runner, each stage's steps reported to ``health``."""
+    return [(name, _Watched(name, stage, health)) for name, stage in stages]
+
+
+def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ok, why = health.ready()
+                self._send(200 if ok else 503, why.encode() + b"\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics http: " + format, *args)
+
+    return Handler
+
+
+class MetricsServer:
+    """The running HTTP server; ``close`` stops it and releases the port."""
+
+    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self.httpd = httpd
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def serve(port: int, health: Health, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve /metrics, /healthz and /readyz on ``port`` (0: any free port) in a daemon thread."""
+    httpd = ThreadingHTTPServer((host, port), _handler(health))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    log.info("metrics on http://%s:%d/metrics", host, httpd.server_address[1])
+    return MetricsServer(httpd, thread)
+
+
+@contextlib.contextmanager
+def serving(port: int) -> Iterator[Health]:
+    """A ``Health`` for the block, served on ``port`` unless it is 0 (metrics off).
+
+    A port that cannot be bound is logged as an error and the block runs unserved."""
+    health = Health()
+    server = None
+    if port:
+        try:
+            server = serve(port, health)
+        except OSError as exc:  # a busy port must not keep the pipeline from running
+            log.error("metrics not served: port %d: %s", port, exc)
+    try:
+        yield health
+    finally:
+        if server is not None:
+            server.close()

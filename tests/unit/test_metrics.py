@@ -1,0 +1,263 @@
+"""The metrics registry, its updates, and the /metrics, /healthz and /readyz endpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from terra_xfer import metrics
+from terra_xfer.config import load
+from terra_xfer.metrics_http import Health, serve, serving, watched
+
+CONTRACT = {
+    "terra_xfer_files_total",
+    "terra_xfer_bytes_total",
+    "terra_xfer_dead_letters_total",
+    "terra_xfer_batch_files_bucket",
+    "terra_xfer_batch_age_seconds_bucket",
+    "terra_xfer_tasks",
+    "terra_xfer_task_duration_seconds_bucket",
+    "terra_xfer_oldest_untransferred_age_seconds",
+    "terra_xfer_files_by_state",
+    "terra_xfer_tailer_position_bytes",
+    "terra_xfer_tailer_bytes_behind",
+    "terra_xfer_cache_disk_used_ratio",
+    "terra_xfer_consumer_lag_messages",
+    "terra_xfer_consumer_lag_seconds",
+    "terra_xfer_committed_offset",
+    "terra_xfer_group_members",
+}
+
+
+def value(name: str, **labels: str) -> float:
+    got = metrics.REGISTRY.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_contracted_series_name_is_exported() -> None:
+    assert metrics.exported_names() >= CONTRACT
+
+
+def test_file_counts_go_by_stage_and_sensor() -> None:
+    before = value("terra_xfer_files_total", stage="ingested", sensor="stereoTop")
+    before_bytes = value("terra_xfer_bytes_total", stage="ingested", sensor="stereoTop")
+    metrics.count_file("ingested", "stereoTop", 8_147_712)
+    metrics.count_file("ingested", "stereoTop", 4096)
+    assert value("terra_xfer_files_total", stage="ingested", sensor="stereoTop") == before + 2
+    assert value("terra_xfer_bytes_total", stage="ingested", sensor="stereoTop") == (
+        before_bytes + 8_147_712 + 4096
+    )
+    metrics.count_file("deleted", None, 1)
+    assert value("terra_xfer_files_total", stage="deleted", sensor="unknown") >= 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("line longer than the 65536-byte bound", "oversize"),
+        ("file 'MAC/x/2017-08-24/a.dat' is missing from the cache", "missing"),
+        ("logged path '/etc/passwd' is outside the log root", "unsafe"),
+        ("no published schema has fingerprint 00ff00ff00ff00ff", "unknown_schema"),
+        ("corrupt FileArrived body: EOFError: ", "corrupt_event"),
+        ("FileDeleted is not an event batcher expects on t.files.arrived", "unexpected_event"),
+        ("line has 3 words; an xferlog line has at least 18", "malformed"),
+    ],
+)
+def test_dead_letter_reasons_fall_into_short_classes(reason: str, kind: str) -> None:
+    assert metrics.reason_class(reason) == kind
+    before = value("terra_xfer_dead_letters_total", source="gantry:xferlog", reason=kind)
+    metrics.count_dead_letter("gantry:xferlog", reason)
+    assert value("terra_xfer_dead_letters_total", source="gantry:xferlog", reason=kind) == (
+        before + 1
+    )
+
+
+def test_sensor_of_reads_a_classified_path() -> None:
+    class Where:
+        sensor = "flirIrCamera"
+
+    assert metrics.sensor_of(Where()) == "flirIrCamera"
+    assert metrics.sensor_of(object()) == "unknown"
+
+
+def test_a_batch_records_its_size_and_the_age_of_its_oldest_file() -> None:
+    count = value("terra_xfer_batch_files_count")
+    age_sum = value("terra_xfer_batch_age_seconds_sum")
+    files = [{"mtime_ns": 100 * 10**9}, {"mtime_ns": 40 * 10**9}, {"mtime_ns": 90 * 10**9}]
+    metrics.observe_batch(files, now_s=160.0)
+    assert value("terra_xfer_batch_files_count") == count + 1
+    assert value("terra_xfer_batch_files_bucket", le="5.0") >= 1
+    assert value("terra_xfer_batch_age_seconds_sum") == pytest.approx(age_sum + 120.0)
+
+
+def test_tasks_in_flight_by_status_and_their_duration_when_final() -> None:
+    clock = Clock()
+    tasks = metrics.TaskGauge(clock)
+    durations = value("terra_xfer_task_duration_seconds_sum")
+    tasks.observe("t1", "ACTIVE", False)
+    tasks.observe("t2", "ACTIVE", False)
+    tasks.observe("t2", "INACTIVE", False)
+    assert value("terra_xfer_tasks", status="ACTIVE") == 1
+    assert value("terra_xfer_tasks", status="INACTIVE") == 1
+    clock.now += 42.0
+    tasks.observe("t1", "SUCCEEDED", True)
+    assert value("terra_xfer_tasks", status="ACTIVE") == 0
+    assert value("terra_xfer_task_duration_seconds_sum") == pytest.approx(durations + 42.0)
+
+
+class Index:
+    def __init__(self, rows: dict[str, list[int]]) -> None:
+        self.rows = rows
+
+    def counts_by_state(self) -> dict[str, int]:
+        return {s: len(r) for s, r in self.rows.items()}
+
+    def query(self, state: str | None = None) -> Iterator[dict[str, Any]]:
+        return iter([{"updated_ms": ms} for ms in self.rows.get(state or "", [])])
+
+
+def test_files_by_state_and_the_oldest_untransferred_age() -> None:
+    metrics.observe_states(
+        Index({"ARRIVED": [95_000], "BATCHED": [70_000, 99_000], "DONE": [1, 2, 3]}),
+        now_ms=100_000,
+    )
+    assert value("terra_xfer_files_by_state", state="BATCHED") == 2
+    assert value("terra_xfer_files_by_state", state="DONE") == 3
+    assert value("terra_xfer_files_by_state", state="FAILED") == 0
+    assert value("terra_xfer_oldest_untransferred_age_seconds") == 30.0
+    metrics.observe_states(Index({"DONE": [1]}), now_ms=100_000)
+    assert value("terra_xfer_oldest_untransferred_age_seconds") == 0.0
+    assert value("terra_xfer_files_by_state", state="BATCHED") == 0
+
+
+class Cp:
+    def __init__(self, dev: int, ino: int, offset: int) -> None:
+        self.dev, self.ino, self.offset = dev, ino, offset
+
+
+def test_tailer_position_bytes_behind_and_cache_disk(tmp_path: Path) -> None:
+    live = tmp_path / "xferlog"
+    live.write_bytes(b"x" * 1000)
+    st = os.stat(live)
+    metrics.observe_tailer("xferlog", str(live), Cp(st.st_dev, st.st_ino, 300), str(tmp_path))
+    assert value("terra_xfer_tailer_position_bytes", source="xferlog") == 300
+    assert value("terra_xfer_tailer_bytes_behind", source="xferlog") == 700
+    assert 0.0 < value("terra_xfer_cache_disk_used_ratio") <= 1.0
+    # Still in a rotated file: the whole live log is behind.
+    metrics.observe_tailer("xferlog", str(live), Cp(st.st_dev, st.st_ino + 1, 50), str(tmp_path))
+    assert value("terra_xfer_tailer_bytes_behind", source="xferlog") == 1000
+
+
+def test_periodic_runs_at_most_once_per_interval_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    calls: list[float] = []
+
+    def action() -> None:
+        calls.append(clock.now)
+        if len(calls) == 2:
+            raise RuntimeError("broker away")
+
+    periodic = metrics.Periodic(30.0, action, clock)
+    assert periodic.maybe() and not periodic.maybe()
+    clock.now += 30.0
+    with caplog.at_level(logging.WARNING):
+        assert periodic.maybe()
+    assert "broker away" in caplog.text and len(calls) == 2
+
+
+def test_readiness_needs_every_stage_to_have_stepped_recently() -> None:
+    clock = Clock()
+    health = Health(stale_after_s=60.0, clock=clock)
+    assert health.ready()[0] is False
+    stages = watched([("batcher", Stage()), ("monitor", Stage())], health)
+    assert health.ready() == (False, "not started: batcher, monitor")
+    for _, stage in stages:
+        assert stage.step() == 3
+    assert health.ready() == (True, "ready")
+    clock.now += 61.0
+    stages[0][1].step()
+    assert health.ready() == (False, "no step for 60 s: monitor")
+
+
+class Stage:
+    closed = False
+
+    def step(self) -> int:
+        return 3
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def test_the_endpoints_serve_metrics_liveness_and_readiness() -> None:
+    clock = Clock()
+    health = Health(stale_after_s=60.0, clock=clock)
+    step = health.watch("gantry", lambda: 1)
+    server = serve(0, health, host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        metrics.count_file("arrived", "VNIR", 68)
+        code, body = get(base + "/metrics")
+        assert code == 200
+        assert 'terra_xfer_files_total{sensor="VNIR",stage="arrived"}' in body
+        assert "# TYPE terra_xfer_batch_age_seconds histogram" in body
+        assert get(base + "/healthz")[0] == 200
+        assert get(base + "/readyz") == (503, "not started: gantry\n")
+        step()
+        assert get(base + "/readyz") == (200, "ready\n")
+        clock.now += 61.0  # the stage stalls
+        assert get(base + "/readyz") == (503, "no step for 60 s: gantry\n")
+        step()
+        assert get(base + "/readyz")[0] == 200
+        assert get(base + "/nothing")[0] == 404
+    finally:
+        server.close()
+
+
+def test_serving_port_zero_is_off_and_a_busy_port_does_not_stop_the_stage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with serving(0) as health:
+        assert isinstance(health, Health)
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.ERROR), serving(port) as health:
+            assert isinstance(health, Health)
+    assert f"metrics not served: port {port}" in caplog.text
+
+
+def test_metrics_port_is_configurable(tmp_path: Path) -> None:
+    assert load(None, env={}).metrics.port == 9100
+    file = tmp_path / "site.toml"
+    file.write_text("[metrics]\nport = 0\n")
+    assert load(file, env={}).metrics.port == 0
+    assert load(file, env={"TERRA_XFER_METRICS_PORT": "9200"}).metrics.port == 9200
