@@ -27,7 +27,7 @@ from consumers.transfer.base import TransferBackend
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
-from terra_xfer.errors import TransientError
+from terra_xfer.errors import PermanentError, TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
@@ -195,7 +195,7 @@ class Batcher:
             task_id = self.backend.submit(
                 record["batch_id"], record["submission_id"], items, record["label"]
             )
-        except TransientError as exc:
+        except (TransientError, PermanentError) as exc:
             log.warning(
                 "batch %s: submit failed, the monitor will submit it again: %s",
                 record["batch_id"],

@@ -29,7 +29,7 @@ from producers.gantry.service import path_rules
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
-from terra_xfer.errors import TransientError
+from terra_xfer.errors import PermanentError, TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
@@ -151,6 +151,17 @@ class Monitor:
             self._later(t, getattr(exc, "retry_after", None))
             log.warning("batch %s task %s: %s", t.batch_id, t.task_id, exc)
             return []
+        except PermanentError as exc:
+            # The service refused the batch or no longer knows its task: every file of it failed
+            # this attempt, with the reason, and is retried in a new batch.
+            log.error("batch %s task %s: %s", t.batch_id, t.task_id, exc)
+            failed = FileOutcome.failed
+            outputs = [
+                self._outcome_event(t, f, failed(f["key"], str(exc)), now)
+                for f in t.record["files"]
+            ]
+            t.done = not t.retries
+            return outputs
         if not state.is_final:
             if state.status == "INACTIVE" or state.deadline_expired:
                 log.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,39 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
     assert Counter(v["key"] for _, v in transferred(config)) == Counter(
         f"ua-mac/{r}" for r in set(shipped)
     )
+
+
+def test_a_refused_batch_fails_its_files_and_they_go_again(config: Config) -> None:
+    from consumers.transfer.base import TransferPermanentError
+
+    shipped = set(write_night(config, 30, seed=41))
+
+    class RefusesOnce(LocalTransfer):
+        victim: str | None = None
+        refused = 0
+
+        def submit(self, batch_id: str, *args: Any, **kwargs: Any) -> str:
+            RefusesOnce.victim = RefusesOnce.victim or batch_id
+            if batch_id == RefusesOnce.victim and RefusesOnce.refused < 2:
+                RefusesOnce.refused += 1  # the batcher's submit, then the monitor's
+                raise TransferPermanentError("403 endpoint permission denied")
+            return super().submit(batch_id, *args, **kwargs)
+
+    backend = RefusesOnce(config.transfer.destination_root, config.transfer.state_dir)
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    stages = [producer, Batcher(config, backend), Monitor(config, backend)]
+    try:
+        run_until(
+            stages,
+            lambda: (
+                {v["key"] for n, v in transferred(config) if n == "FileTransferred"}
+                == {f"ua-mac/{r}" for r in shipped}
+            ),
+        )
+    finally:
+        for s in stages:
+            s.close()  # type: ignore[attr-defined]
+        backend.close()
+    failed = [v for n, v in transferred(config) if n == "FileTransferFailed"]
+    assert failed and all("403" in f["reason"] and not f["final"] for f in failed)
+    assert {f["attempt"] for f in failed} == {1}
