@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CONFIG := examples/demo.toml
 
-.PHONY: demo test lint unit deps system-deps clean
+.PHONY: demo test lint unit deps system-deps tools clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python >= 3.11 is required"; exit 1; }
@@ -17,7 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-deps: system-deps $(STAMP)
+deps: system-deps $(STAMP) tools
+
+# kustomize, for the tests that build the Kubernetes overlays (kubectl's own is used when present).
+KUSTOMIZE_BIN := $(CURDIR)/.cache/bin/kustomize
+tools:
+	@if ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null \
+	   && [ ! -x $(KUSTOMIZE_BIN) ] && command -v go >/dev/null; then \
+	  GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1; \
+	fi
 
 # Debian packages the tests use (installed only when missing, and only as root). vsftpd's packaged
 # daemon is stopped again: the tests run their own instance on a loopback port.
@@ -42,7 +50,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not broker"
 
 test: deps lint
-	@set -o pipefail; status=0; $(BIN)/pytest || status=$$?; \
+	@set -o pipefail; status=0; $(if $(wildcard $(KUSTOMIZE_BIN)),KUSTOMIZE=$(KUSTOMIZE_BIN)) $(BIN)/pytest || status=$$?; \
 	pkill -f 'terra[.]xfer[.]tag=terra-xfer-test-broker' 2>/dev/null || true; \
 	exit $$status
 
