@@ -19,8 +19,8 @@ from producers.gantry.service import path_rules
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
-from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
-from terra_xfer.topics import FILES_DELETED, FILES_TRANSFERRED
+from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
+from terra_xfer.topics import FILES_DELETED
 
 log = logging.getLogger(__name__)
 GROUP = "deleter"
@@ -33,14 +33,7 @@ class Deleter:
         self.config = config
         self.backend = backend
         self.rules = path_rules(config)
-        self.loop = TransactionalLoop(
-            config,
-            GROUP,
-            [config.topic(FILES_TRANSFERRED)],
-            self._handle,
-            frozenset({"FileTransferred", "FileTransferFailed"}),
-            batch_size=200,
-        )
+        self.loop = transferred_loop(config, GROUP, self._handle)
         self.deleted = 0
         self.refused = 0
 

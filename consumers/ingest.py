@@ -21,8 +21,8 @@ from producers.gantry.service import path_rules
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
-from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
-from terra_xfer.topics import FILES_INGESTED, FILES_TRANSFERRED
+from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
+from terra_xfer.topics import FILES_INGESTED
 
 log = logging.getLogger(__name__)
 GROUP = "ingest"
@@ -35,14 +35,7 @@ class Ingest:
         self.config = config
         self.catalog = catalog
         self.rules = path_rules(config)
-        self.loop = TransactionalLoop(
-            config,
-            GROUP,
-            [config.topic(FILES_TRANSFERRED)],
-            self._handle,
-            frozenset({"FileTransferred", "FileTransferFailed"}),
-            batch_size=200,
-        )
+        self.loop = transferred_loop(config, GROUP, self._handle)
         self.ingested = 0
 
     def step(self) -> int:

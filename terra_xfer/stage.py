@@ -194,3 +194,15 @@ class TransactionalLoop:
             self.consumer.close()
         finally:
             self.producer.close()
+
+
+TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
+
+
+def transferred_loop(config: Config, stage: str, handler: Handler) -> TransactionalLoop:
+    """The loop of a stage that reacts to transfer outcomes (ingest, deleter)."""
+    from terra_xfer.topics import FILES_TRANSFERRED
+
+    return TransactionalLoop(
+        config, stage, [config.topic(FILES_TRANSFERRED)], handler, TRANSFER_OUTCOMES, batch_size=200
+    )

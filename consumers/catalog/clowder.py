@@ -27,14 +27,13 @@ from consumers.catalog.base import (
     CatalogTransientError,
     IngestItem,
     IngestResult,
-    dataset_metadata_content,
 )
 from consumers.catalog.clowder_files import FileAdder, Mount
 from consumers.catalog.clowder_http import ClowderHttp, objects_with_ids, segment
 from consumers.catalog.naming import (
     UAMAC_VOCAB,
-    clean_metadata_keys,
     content_hash,
+    dataset_metadata_of,
     jsonld_document,
 )
 from terra_xfer.config import Secret
@@ -109,9 +108,7 @@ class ClowderCatalog:
 
     def ingest(self, item: IngestItem) -> IngestResult:
         """Register ``item``; transient failures retry the whole ingest with backoff."""
-        metadata = None
-        if item.as_dataset_metadata or item.dataset_metadata is not None:
-            metadata = clean_metadata_keys(dataset_metadata_content(item))
+        metadata = dataset_metadata_of(item)
         attempt, fresh = 0, False
         while True:
             self._used_memory = False

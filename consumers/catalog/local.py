@@ -24,9 +24,8 @@ from consumers.catalog.base import (
     CatalogTransientError,
     IngestItem,
     IngestResult,
-    dataset_metadata_content,
 )
-from consumers.catalog.naming import clean_metadata_keys, content_hash
+from consumers.catalog.naming import clean_metadata_keys, content_hash, dataset_metadata_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,9 +105,7 @@ class LocalCatalog:
 
     def ingest(self, item: IngestItem) -> IngestResult:
         """Get-or-create the item's collections, dataset, file and metadata in one transaction."""
-        metadata = None
-        if item.as_dataset_metadata or item.dataset_metadata is not None:
-            metadata = clean_metadata_keys(dataset_metadata_content(item))
+        metadata = dataset_metadata_of(item)
         result = self._retry_busy(
             lambda: self._transaction(lambda: _ingest(self._db, item, metadata))
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 from typing import Any
 
-from consumers.catalog.base import CatalogNameError
+from consumers.catalog.base import CatalogNameError, IngestItem, dataset_metadata_content
 
 METADATA_SUFFIX = "_metadata.json"
 CLOWDER_METADATA_CONTEXT = "https://clowder.ncsa.illinois.edu/contexts/metadata.jsonld"
@@ -125,3 +125,10 @@ def _check_date(date: str) -> None:
         Date.fromisoformat(date)
     except ValueError as exc:
         raise CatalogNameError(f"date {date!r} is not a calendar date") from exc
+
+
+def dataset_metadata_of(item: IngestItem) -> Any | None:
+    """The cleaned JSON-LD content ``item`` attaches to its dataset, or None when it has none."""
+    if item.as_dataset_metadata or item.dataset_metadata is not None:
+        return clean_metadata_keys(dataset_metadata_content(item))
+    return None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from schemas.codec import Codec, current_schemas
@@ -180,15 +179,3 @@ def test_events_tail_on_a_missing_topic_is_a_usage_error(bootstrap: str) -> None
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
-
-
-def test_make_consumer_is_read_committed(kafka_config: KafkaConfig) -> None:
-    # The consumer config is part of the exactly-once contract; a change here must be deliberate.
-    cfg = dataclasses.asdict(kafka_config)
-    assert cfg["bootstrap_servers"]
-    consumer = make_consumer(kafka_config, "g-unused")
-    try:
-        assert consumer.assignment() == []
-    finally:
-        consumer.close()
-    assert TopicPartition("t", 0, 0).offset == 0
