@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from terra_xfer.cli import State
-from terra_xfer.cli.running import idle_exit_option, once_option, run_stage
+from terra_xfer.cli.running import closing, idle_exit_option, once_option, run_stage
 
 
 @click.command()
@@ -33,11 +33,7 @@ def batcher(state: State, once: bool, idle_exit: float | None) -> None:
     view = StateFollower(config, config.status.index_path.with_name("batcher-view.sqlite"))
     stage = Batcher(config, backend, view)
 
-    def close() -> None:
-        stage.close()
-        view.close()
-        backend.close()
-
+    close = closing(stage, view, backend)
     run_stage("batcher", stage.step, close, once=once, idle_exit=idle_exit)
 
 
@@ -59,10 +55,7 @@ def monitor(state: State, once: bool, idle_exit: float | None) -> None:
     backend = make_transfer(state.config)
     stage = Monitor(state.config, backend)
 
-    def close() -> None:
-        stage.close()
-        backend.close()
-
+    close = closing(stage, backend)
     run_stage("monitor", stage.step, close, once=once, idle_exit=idle_exit)
 
 
@@ -122,10 +115,7 @@ def deleter(state: State, once: bool, idle_exit: float | None) -> None:
     backend = make_transfer(state.config)
     stage = Deleter(state.config, backend)
 
-    def close() -> None:
-        stage.close()
-        backend.close()
-
+    close = closing(stage, backend)
     run_stage("deleter", stage.step, close, once=once, idle_exit=idle_exit)
 
 
@@ -148,8 +138,5 @@ def sweeper(state: State, once: bool, idle_exit: float | None) -> None:
     view = StateFollower(config, config.status.index_path.with_name("sweeper-view.sqlite"))
     stage = Sweeper(config, view)
 
-    def close() -> None:
-        stage.close()
-        view.close()
-
+    close = closing(stage, view)
     run_stage("sweeper", stage.step, close, once=once, idle_exit=idle_exit)
