@@ -21,6 +21,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.writer import UnsupportedSchema, Writer, compile_writer
 from terra_xfer.errors import PermanentError
 
 MAGIC = b"\xc3\x01"
@@ -70,6 +71,14 @@ class SchemaVersion:
         return MAGIC + struct.pack("<Q", self.fingerprint)
 
 
+def _compiled(version: SchemaVersion) -> Writer | None:
+    """A compiled writer of ``version``'s header and body, or None to use fastavro."""
+    try:
+        return compile_writer(version.parsed, version.header)
+    except UnsupportedSchema:
+        return None
+
+
 def _version(schema: dict[str, Any]) -> SchemaVersion:
     parsed = fastavro.parse_schema(schema)
     canonical = to_parsing_canonical_form(parsed)
@@ -117,9 +126,16 @@ class Codec:
         self._known = dict(published_schemas())
         for version in [*self._writers.values(), *self._readers.values()]:
             self._known.setdefault(version.fingerprint, version)
+        self._compiled = {name: _compiled(version) for name, version in self._writers.items()}
 
     def encode(self, record_name: str, value: Mapping[str, Any]) -> bytes:
         """Encode ``value`` as the current version of ``record_name`` (e.g. ``"FileArrived"``)."""
+        compiled = self._compiled.get(record_name)
+        if compiled is not None:
+            try:
+                return compiled(value)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise CodecError(f"cannot encode {record_name}: {exc}") from exc
         writer = self._writer(record_name)
         buf = io.BytesIO()
         buf.write(writer.header)

@@ -1,0 +1,113 @@
+"""Compiled Avro writers: byte-for-byte what fastavro writes, and the same refusals."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import Codec, CodecError, current_schemas
+from schemas.writer import UnsupportedSchema, compile_writer, varint
+from tests.samples import sample
+
+_LONG = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
+_INT = st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1)
+_PRIMITIVES: dict[str, st.SearchStrategy[Any]] = {
+    "null": st.none(),
+    "boolean": st.booleans(),
+    "int": _INT,
+    "long": _LONG,
+    "string": st.text(),
+    "bytes": st.binary(),
+}
+
+
+def values_of(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
+    """Random values conforming to a parsed schema (the subset the event schemas use)."""
+    named = {} if named is None else named
+    if isinstance(schema, list):
+        return st.one_of(*(values_of(branch, named) for branch in schema))
+    if isinstance(schema, str):
+        return _PRIMITIVES[schema] if schema in _PRIMITIVES else values_of(named[schema], named)
+    named[schema.get("name", "")] = schema
+    if schema["type"] == "enum":
+        return st.sampled_from(schema["symbols"])
+    if schema["type"] == "record":
+        return st.fixed_dictionaries(
+            {f["name"]: values_of(f["type"], named) for f in schema["fields"]}
+        )
+    return values_of(schema["type"], named)
+
+
+def fastavro_bytes(parsed: Any, value: Any) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, value)
+    return buf.getvalue()
+
+
+COMPILED = [name for name in sorted(current_schemas()) if Codec()._compiled[name] is not None]
+
+
+def test_the_hot_events_are_compiled() -> None:
+    assert {"FileArrived", "DeadLetter", "Checkpoint", "FileTransferred"} <= set(COMPILED)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_compiled_writer_matches_fastavro(name: str, data: st.DataObject) -> None:
+    version = current_schemas()[name]
+    value = data.draw(values_of(version.parsed))
+    write = compile_writer(version.parsed, b"HDR")
+    assert write(value) == b"HDR" + fastavro_bytes(version.parsed, value)
+
+
+@given(_LONG)
+def test_varint_matches_fastavro_for_every_long(n: int) -> None:
+    assert varint((n << 1) ^ (n >> 63)) == fastavro_bytes("long", n)
+
+
+def test_a_missing_field_takes_its_default() -> None:
+    version = current_schemas()["FileArrived"]
+    value = dict(Codec().decode(Codec().encode("FileArrived", _arrival()))[1])
+    del value["attempt"], value["raw_path"]
+    write = compile_writer(version.parsed)
+    assert write(value) == fastavro_bytes(version.parsed, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"size": 1 << 63}, "does not fit"),
+        ({"attempt": 1 << 31}, "does not fit"),
+        ({"source": "CARRIER_PIGEON"}, "CARRIER_PIGEON"),
+        ({"sensor": 7}, "int"),
+        ({"site": None}, "NoneType"),
+    ],
+)
+def test_bad_values_are_codec_errors(change: dict[str, Any], why: str) -> None:
+    with pytest.raises(CodecError, match=why):
+        Codec().encode("FileArrived", {**_arrival(), **change})
+
+
+def test_a_missing_required_field_is_a_codec_error() -> None:
+    value = _arrival()
+    del value["key"]
+    with pytest.raises(CodecError, match="key"):
+        Codec().encode("FileArrived", value)
+
+
+def test_unsupported_types_are_left_to_fastavro() -> None:
+    schema = {"type": "record", "name": "M", "fields": [{"name": "m", "type": "double"}]}
+    with pytest.raises(UnsupportedSchema):
+        compile_writer(fastavro.parse_schema(schema))
+    codec = Codec(writers={"M": schema})
+    assert codec.decode(codec.encode("M", {"m": 1.5})) == ("M", {"m": 1.5})
+
+
+def _arrival() -> dict[str, Any]:
+    return dict(sample("FileArrived"))
