@@ -136,7 +136,6 @@ def main() -> None:
                 cache_root=cache,
                 xferlog=log,
                 log_root="/gantry_data",
-                chunk_lines=5000,
             ),
         )
         create_topics(config)

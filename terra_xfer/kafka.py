@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -153,6 +153,23 @@ class TxProducer:
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: serve delivery reports, then retry
+
+    def produce_all(self, topic: str, events: Iterable[tuple[str | bytes | None, bytes]]) -> None:
+        """Queue (key, value) events on ``topic`` inside the open transaction, without reports.
+
+        The bulk path of a producer emitting many events per transaction: no Python callback per
+        message. A message that cannot be delivered still fails the transaction, since
+        ``commit_transaction`` flushes and refuses to commit past a failed delivery.
+        """
+        self._raise_latched()
+        produce = self._producer.produce
+        for key, value in events:
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # local queue full: let librdkafka send, then retry
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -146,10 +146,10 @@ def sensor_of(where: object) -> str:
     return sensor if isinstance(sensor, str) and sensor else UNKNOWN_SENSOR
 
 
-def count_file(stage: str, sensor: str | None, size: int) -> None:
-    """One file event of ``stage`` (arrived, transferred, failed, ingested, deleted)."""
+def count_file(stage: str, sensor: str | None, size: int, files: int = 1) -> None:
+    """``files`` file events of ``stage`` (arrived, transferred, failed, ingested, deleted)."""
     label = sensor or UNKNOWN_SENSOR
-    FILES.labels(stage, label).inc()
+    FILES.labels(stage, label).inc(files)
     BYTES.labels(stage, label).inc(max(0, size))
 
 

@@ -11,9 +11,15 @@ import stat as statmod
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from producers.gantry.paths import CachePath, PathRejected, PathRules, cache_path, classify_logged
+from producers.gantry.paths import (
+    CachePath,
+    PathClassifier,
+    PathRejected,
+    PathRules,
+    cache_path,
+)
 from producers.gantry.paths import matching_paths as candidate_paths
 from producers.gantry.tailer import LineKind, TailedLine
 from producers.gantry.xferlog import (
@@ -41,8 +47,7 @@ class LineCounts:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(frozen=True)
-class Arrival:
+class Arrival(NamedTuple):
     """A whitelisted upload found in the cache."""
 
     where: CachePath
@@ -79,6 +84,8 @@ class LineHandler:
         if kind not in ("xferlog", "nas_log"):
             raise ValueError(f"unknown log kind {kind!r}")
         self.rules = rules
+        self.classify = PathClassifier(rules)
+        self._root = os.path.join(rules.cache_root, "")
         self.kind = kind
         self.parser = parser_for(zone)
         self.stat = stat
@@ -106,7 +113,7 @@ class LineHandler:
         assert isinstance(result, Upload)
         record = result.record
         chrooted = record.access_mode in (AccessMode.ANONYMOUS, AccessMode.GUEST)
-        return self._found(classify_logged(record.filename, self.rules, chrooted), record)
+        return self._found(self.classify(record.filename, chrooted), record)
 
     def _nas(self, data: bytes) -> Arrival | Rejected | None:
         entry = parse_nas_line(data)
@@ -116,7 +123,7 @@ class LineHandler:
         if isinstance(entry, Malformed):
             return self._reject(entry.reason, "malformed")
         assert isinstance(entry, NasEntry)
-        return self._found(classify_logged(entry.path, self.rules), None)
+        return self._found(self.classify(entry.path), None)
 
     def _found(
         self, where: CachePath | PathRejected, record: XferRecord | None
@@ -126,7 +133,7 @@ class LineHandler:
                 return self._reject(where.reason, str(where.kind))
             self.counts.skipped[str(where.kind)] += 1
             return None
-        st = self.stat(os.path.join(self.rules.cache_root, where.rel))
+        st = self.stat(self._root + where.rel)  # rel is relative and normalised
         if st is None:
             resolved = self._resolve(where)
             if resolved is None:
@@ -166,12 +173,13 @@ def arrival_value(
 ) -> dict[str, Any]:
     """The FileArrived event of an arrival read from ``line``."""
     where, record = arrival.where, arrival.record
-    raw = os.fsencode(where.rel)
-    try:
-        raw.decode("utf-8")
-        path, raw_path = where.rel, None
-    except UnicodeDecodeError:
-        path, raw_path = raw.decode("utf-8", "backslashreplace"), raw
+    path, raw_path = where.rel, None
+    if not path.isascii():
+        raw = os.fsencode(path)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            path, raw_path = raw.decode("utf-8", "backslashreplace"), raw
     return {
         "event_id": f"{line.source.fingerprint[:16]}:{line.offset}",
         "key": f"{where.site}/{path}",

@@ -24,6 +24,7 @@ from datetime import date
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import NamedTuple
 
 from terra_xfer.errors import ConfigError
 
@@ -53,6 +54,9 @@ _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}__\d{2}-\d{2}-\d{2}(?:-\d{1,6})?")
 _UNDERSCORE, _SPACE, _QUESTION = ord("_"), ord(" "), ord("?")
 
 
+_DOT = ord(".")
+
+
 class RejectKind(StrEnum):
     """Why a path is not shipped; ``dead_letter`` on ``PathRejected`` says what to do with it."""
 
@@ -75,8 +79,7 @@ class PathRejected:
         return self.kind in (RejectKind.UNSAFE, RejectKind.UNRECOGNISED)
 
 
-@dataclass(frozen=True, slots=True)
-class CachePath:
+class CachePath(NamedTuple):
     """A whitelisted file in the cache: where it is (``rel``), what it is, and where it goes."""
 
     rel: str
@@ -189,6 +192,53 @@ def classify_logged(
     """Map a logged path onto the cache and classify it; see ``rel_from_logged``."""
     rel = rel_from_logged(logged, rules, chrooted)
     return rel if isinstance(rel, PathRejected) else cache_path(rel, rules)
+
+
+class PathClassifier:
+    """``classify_logged`` with the per-directory work done once per directory.
+
+    Everything but the final name is decided by the directory: whitelist prefixes end with ``/``,
+    and sensor, date, timestamp and destination come from the parents. So a directory is classified
+    once (through ``classify_logged`` with a plain probe name) and each file in it only needs its
+    name checked. Names the shortcut cannot vouch for (empty, hidden, ``.``/``..``, NUL) and
+    directories that are rejected take the full path, so results are those of ``classify_logged``.
+    """
+
+    _LIMIT = 65_536
+    _PROBE = "f"
+
+    def __init__(self, rules: PathRules) -> None:
+        self.rules = rules
+        self._dirs: dict[tuple[bytes, bool], CachePath | None] = {}
+
+    def __call__(self, logged: bytes, chrooted: bool = False) -> CachePath | PathRejected:
+        head, slash, name = logged.rpartition(b"/")
+        if not slash or not name or name[0] == _DOT or b"\0" in name:
+            return classify_logged(logged, self.rules, chrooted)
+        key = (head, chrooted)
+        try:
+            probe = self._dirs[key]
+        except KeyError:
+            probe = self._directory(head, chrooted)
+        if probe is None:
+            return classify_logged(logged, self.rules, chrooted)
+        text = name.decode("utf-8", "surrogateescape")
+        return CachePath(
+            probe.rel[:-1] + text,
+            probe.site,
+            probe.sensor,
+            probe.date,
+            probe.timestamp,
+            probe.dest_rel[:-1] + text,
+        )
+
+    def _directory(self, head: bytes, chrooted: bool) -> CachePath | None:
+        probe = classify_logged(head + b"/" + self._PROBE.encode(), self.rules, chrooted)
+        found = probe if isinstance(probe, CachePath) else None
+        if len(self._dirs) >= self._LIMIT:
+            self._dirs.clear()
+        self._dirs[(head, chrooted)] = found
+        return found
 
 
 def _rewrite(rel: str, parts: list[str], rules: PathRules) -> CachePath | PathRejected:

@@ -9,10 +9,11 @@ checkpoint and goes on from there: no line is lost and none is emitted twice.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from producers.checkpoints import checkpoint_output, last_checkpoint
-from producers.gantry.lines import Arrival, LineHandler, Rejected, arrival_value
+from producers.gantry.lines import LineHandler, Rejected, arrival_value
 from producers.gantry.paths import PathRules
 from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
 from schemas.codec import Codec
@@ -94,31 +95,42 @@ class GantryProducer:
         )
         if not lines and checkpoint == self.committed:
             return 0
-        outputs = [out for line in lines if (out := self._output(line)) is not None]
-        self.events += sum(1 for o in outputs if o.topic.endswith(FILES_ARRIVED))
-        outputs.append(
+        arrived, other = self._outputs(lines)
+        self.events += len(arrived)
+        other.append(
             checkpoint_output(
                 self.config, self.codec, self.source.source_id, checkpoint.to_dict(), self.events
             )
         )
         with self.producer.transaction():
-            for out in outputs:
+            self.producer.produce_all(self.config.topic(FILES_ARRIVED), arrived)
+            for out in other:
                 self.producer.produce(out.topic, out.value, out.key)
         self.committed = checkpoint
         return len(lines)
 
-    def _output(self, line: TailedLine) -> Output | None:
-        result = self.handler.handle(line)
-        if result is None:
-            return None
-        if isinstance(result, Rejected):
-            return self._dead_letter(line, result.reason)
-        assert isinstance(result, Arrival)
-        value = arrival_value(result, line, self.source.kind, now_ms())
-        metrics.count_file("arrived", value["sensor"], value["size"])
-        return Output(
-            self.config.topic(FILES_ARRIVED), value["key"], self.codec.encode("FileArrived", value)
-        )
+    def _outputs(self, lines: list[TailedLine]) -> tuple[list[tuple[str, bytes]], list[Output]]:
+        """The (key, value) FileArrived events of ``lines``, and their dead letters."""
+        arrived: list[tuple[str, bytes]] = []
+        dead: list[Output] = []
+        sensors: Counter[str | None] = Counter()
+        sizes: Counter[str | None] = Counter()
+        emitted = now_ms()  # one time per chunk: its events are emitted together
+        handle, encode, kind = self.handler.handle, self.codec.encode, self.source.kind
+        for line in lines:
+            result = handle(line)
+            if result is None:
+                continue
+            if isinstance(result, Rejected):
+                dead.append(self._dead_letter(line, result.reason))
+                continue
+            value = arrival_value(result, line, kind, emitted)
+            arrived.append((value["key"], encode("FileArrived", value)))
+            sensors[value["sensor"]] += 1
+            sizes[value["sensor"]] += value["size"]
+        for sensor, files in sensors.items():
+            metrics.count_file("arrived", sensor, sizes[sensor], files)
+        return arrived, dead
 
     def _dead_letter(self, line: TailedLine, reason: str) -> Output:
         metrics.count_dead_letter(f"gantry:{self.source.kind}", reason)

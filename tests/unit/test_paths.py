@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producers.gantry.paths import (
     CachePath,
+    PathClassifier,
     PathRejected,
     PathRules,
     RejectKind,
@@ -272,3 +275,76 @@ def test_matching_paths_resolves_each_component() -> None:
     assert matching_paths(b"nowhere/a_b", listdir) == []
     assert matching_paths(b"MAC//my_dir/a_b.dat", listdir)[0] == b"MAC/my_dir/a_b.dat"
     assert matching_paths(b"MAC/my_dir/a_b.dat", listdir, limit=1) == [b"MAC/my_dir/a_b.dat"]
+
+
+_PARTS = st.sampled_from(
+    [
+        "gantry_data",
+        "LemnaTec",
+        "MovingSensor",
+        "MovingSensor.reproc2",
+        "stereoTop",
+        "MAC",
+        "EnvironmentLogger",
+        "3DScannerRawDataTmp",
+        "ScriptBackup",
+        "2017-08-24",
+        "2017-02-30",
+        "2017-08-24__12-40-01-916",
+        ".",
+        "..",
+        "",
+        ".hidden",
+        "a b",
+        "x_left.bin",
+        "caf\u00e9",
+        "\udcff",
+        "nul\0",
+        "f",
+    ]
+)
+
+
+_BASES = st.sampled_from(
+    [
+        "",
+        "gantry_data",
+        "gantry_data/LemnaTec/MovingSensor/stereoTop/2017-08-24",
+        "gantry_data/LemnaTec/MovingSensor.reproc2/VNIR/2017-08-24/2017-08-24__12-40-01-916",
+        "gantry_data/LemnaTec/3DScannerRawDataTmp/scanner3DTop/2017-08-24",
+        "gantry_data/LemnaTec/EnvironmentLogger/2017-08-24",
+        "gantry_data/MAC/weather/2017-08-24",
+        "gantry_data/ScriptBackup",
+        "LemnaTec/MovingSensor/stereoTop/2017-08-24",
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(
+    base=_BASES,
+    parts=st.lists(_PARTS, min_size=0, max_size=4),
+    absolute=st.booleans(),
+    trailing=st.booleans(),
+    chrooted=st.booleans(),
+)
+def test_directory_shortcut_classifies_as_the_full_rules(
+    base: str, parts: list[str], absolute: bool, trailing: bool, chrooted: bool
+) -> None:
+    rules = PathRules(cache_root="/cache", log_root="/gantry_data")
+    classify = PathClassifier(rules)
+    logged = ("/" if absolute else "") + "/".join([base, *parts]) + ("/" if trailing else "")
+    raw = logged.encode("utf-8", "surrogateescape")
+    # Twice: the second answer comes from the directory cache.
+    assert classify(raw, chrooted) == classify_logged(raw, rules, chrooted)
+    assert classify(raw, chrooted) == classify_logged(raw, rules, chrooted)
+
+
+def test_directory_shortcut_names_each_file_of_a_directory() -> None:
+    rules = PathRules(cache_root="/cache", log_root="/gantry_data")
+    classify = PathClassifier(rules)
+    stem = b"/gantry_data/LemnaTec/MovingSensor/stereoTop/2017-08-24/2017-08-24__12-40-01-916/"
+    first, second = classify(stem + b"a_left.bin"), classify(stem + b"b_right.bin")
+    assert isinstance(first, CachePath) and isinstance(second, CachePath)
+    assert first.rel.endswith("/a_left.bin") and second.dest_rel.endswith("/b_right.bin")
+    assert second == classify_logged(stem + b"b_right.bin", rules)

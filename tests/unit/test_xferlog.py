@@ -226,6 +226,41 @@ def test_parser_never_raises(line: bytes) -> None:
     assert isinstance(parse_line(line), XferRecord | Malformed)
 
 
+_FIELD_CHOICES = [
+    [b"Tue", b"Mon", b"Xyz"],
+    [b"Apr", b"Feb", b"Foo"],
+    [b"5", b"30", b"x"],
+    [b"12:35:58", b"24:00:00", b"12:35"],
+    [b"2016", b"16"],
+    [b"1", b"-1"],
+    [b"::ffff:150.135.84.81", b"gantry.example.org", b"h\xff"],
+    [b"4061858", b"4e3"],
+    [b"/gantry_data/MAC/w/2016-04-05/a.dat", b"/x\xffy"],
+    [b"b", b"a", b"z"],
+    [b"_", b"C", b"Q"],
+    [b"i", b"o", b"d", b"x"],
+    [b"r", b"a", b"g", b"q"],
+    [b"lemnatec", b"\xfe"],
+    [b"ftp"],
+    [b"0", b"1", b"2"],
+    [b"*"],
+    [b"c", b"i", b"?"],
+]
+
+
+@given(st.tuples(*(st.sampled_from(choices) for choices in _FIELD_CHOICES)), st.integers(0, 3))
+def test_the_one_split_shortcut_classifies_as_the_full_parse(
+    fields: tuple[bytes, ...], spaces: int
+) -> None:
+    line = (b" " * (1 + spaces)).join(fields) + b"\n"
+    parsed = parse_line(line)
+    result = classify_line(line)
+    if isinstance(parsed, Malformed):
+        assert result == parsed
+    else:
+        assert not isinstance(result, Malformed) and result.record == parsed
+
+
 def test_time_extractor_reads_the_line_start() -> None:
     extract = time_extractor()
     assert extract(TERRA_LINE) == datetime(2016, 4, 5, 19, 35, 58, tzinfo=UTC)
