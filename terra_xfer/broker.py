@@ -4,6 +4,10 @@ Kafka's jars are resolved from Maven Central with Maven once per version into th
 reused. The node is combined (broker + controller), listens on 127.0.0.1 only, and is started with the
 machine's Java. There is deliberately no fallback: without ``java`` or ``mvn`` this fails with a clear
 sentence, never with a stand-in broker.
+
+With a :class:`~terra_xfer.broker_scram.ScramUser` the client listener is SASL_PLAINTEXT with
+SCRAM-SHA-512 instead of PLAINTEXT, so a client without that user's credentials is refused (see
+``terra_xfer.broker_scram``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from terra_xfer.config import cache_home
+from terra_xfer.broker_scram import ScramUser, client_security, sasl_listener
+from terra_xfer.config import KafkaConfig, cache_home
 from terra_xfer.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -118,14 +123,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request and lists itself."""
+def answers_metadata(kafka: str | KafkaConfig, timeout_s: float = 5.0) -> bool:
+    """True when a broker at ``kafka`` (bootstrap servers, or a whole client config with its
+    credentials) answers a metadata request and lists itself."""
     from confluent_kafka.admin import AdminClient
+
+    from terra_xfer.kafka import client_config
 
     quiet = logging.getLogger("terra_xfer.broker.probe")
     quiet.propagate = False
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
-    admin = AdminClient(conf)
+    kafka = KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    admin = AdminClient(client_config(kafka, logger=quiet))
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)
     except Exception:  # KafkaException and transport errors all mean "not answering yet"
@@ -153,6 +161,7 @@ class EmbeddedBroker:
         controller_port: int | None = None,
         extra_properties: dict[str, str] | None = None,
         tag: str = "terra-xfer-broker",
+        scram_user: ScramUser | None = None,
     ):
         self.port = port
         self.controller_port = controller_port or port + 1
@@ -161,11 +170,17 @@ class EmbeddedBroker:
         self.heap = heap
         self.extra = dict(extra_properties or {})
         self.tag = tag  # on the java command line, so leftover nodes can be found with pgrep -f
+        self.scram_user = scram_user
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def kafka_config(self, **fields: Any) -> KafkaConfig:
+        """A client config for this node: its bootstrap and, with SASL, the user's credentials."""
+        security = client_security(self.scram_user) if self.scram_user is not None else {}
+        return KafkaConfig(**({"bootstrap_servers": self.bootstrap} | security | fields))
 
     @property
     def pidfile(self) -> Path:
@@ -197,6 +212,8 @@ class EmbeddedBroker:
             "num.partitions": "1",
             "log.cleaner.backoff.ms": "1000",
         }
+        if self.scram_user is not None:
+            props.update(sasl_listener(self.scram_user, self.port, self.controller_port))
         props.update(self.extra)
         return props
 
@@ -218,7 +235,7 @@ class EmbeddedBroker:
     def status(self) -> BrokerStatus:
         pid = self.pid()
         answering = (
-            pid is not None and port_open(self.port) and answers_metadata(self.bootstrap, 3.0)
+            pid is not None and port_open(self.port) and answers_metadata(self.kafka_config(), 3.0)
         )
         return BrokerStatus(pid is not None, pid, self.bootstrap, answering, self.data_dir)
 
@@ -290,13 +307,22 @@ class EmbeddedBroker:
             "-c",
             str(config),
         ]
+        if self.scram_user is not None:
+            cmd += ["--add-scram", self.scram_user.add_scram_argument()]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BrokerError(f"formatting the broker storage failed:\n{done.stdout}{done.stderr}")
+            output = done.stdout + done.stderr
+            if self.scram_user is not None:
+                output = output.replace(self.scram_user.password.reveal(), "***")
+            raise BrokerError(f"formatting the broker storage failed:\n{output}")
 
     def _write_config(self) -> Path:
         config = self.data_dir / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        # Owner-only: with SASL the file holds the broker's password (in its JAAS line).
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in self.properties().items()))
         (self.data_dir / "log4j2.yaml").write_text(
             resources.files("terra_xfer").joinpath("broker_log4j2.yaml").read_text()
         )
@@ -312,7 +338,7 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"the broker exited with code {proc.returncode}:\n{self.log_tail()}"
                 )
-            if port_open(self.port) and answers_metadata(self.bootstrap, 2.0):
+            if port_open(self.port) and answers_metadata(self.kafka_config(), 2.0):
                 return BrokerStatus(True, pid, self.bootstrap, True, self.data_dir)
             time.sleep(0.2)
         raise BrokerError(

@@ -73,6 +73,7 @@ class KafkaConfig:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = field(default=None, metadata={"secret": "KAFKA_SASL_PASSWORD"})
+    ssl_ca_location: Path | None = None  # CA bundle that signed the brokers' TLS certificates
 
 
 @dataclass(frozen=True)

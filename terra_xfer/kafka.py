@@ -29,6 +29,7 @@ from confluent_kafka import (
 
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.kafka_security import security_settings
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
@@ -47,15 +48,9 @@ def client_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     """Common client settings (bootstrap, security) merged with ``overrides``."""
     conf: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
-        "security.protocol": kafka.security_protocol,
         "logger": _librdkafka_log,
     }
-    if kafka.sasl_mechanism:
-        conf["sasl.mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        conf["sasl.username"] = kafka.sasl_username
-    if kafka.sasl_password is not None:
-        conf["sasl.password"] = kafka.sasl_password.reveal()
+    conf.update(security_settings(kafka))  # the only place the SASL password is revealed
     conf.update(overrides)
     return conf
 

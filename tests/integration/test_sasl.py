@@ -1,0 +1,137 @@
+"""Kafka with SASL/SCRAM-SHA-512: the embedded broker's SASL listener and our clients on it.
+
+This module starts its own broker (free ports, its own data directory) with a SCRAM user created
+at format time, and stops it at the end; the session's PLAINTEXT broker is not touched. A client
+with the user's credentials produces, consumes and runs transactions; one without credentials or
+with a wrong password is refused with a clear KafkaAuthError from ``check_access``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from terra_xfer.broker import EmbeddedBroker, free_port, port_open
+from terra_xfer.broker_scram import ScramUser
+from terra_xfer.config import BrokerConfig, KafkaConfig, Secret, load
+from terra_xfer.kafka import TxProducer, client_config, make_consumer
+from terra_xfer.kafka_security import KafkaAuthError, check_access
+from terra_xfer.reading import read_to_end
+
+pytestmark = pytest.mark.broker
+USER = "terra-admin"
+PASSWORD = "Scram-Test-Pw-5d1e+/"
+TAG = f"terra-xfer-test-sasl-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(
+        free_port(),
+        tmp_path_factory.mktemp("sasl-broker"),
+        BrokerConfig().kafka_version,
+        heap="512m",
+        controller_port=free_port(),
+        tag=TAG,
+        scram_user=ScramUser(USER, Secret(PASSWORD)),
+    )
+    broker.start(timeout_s=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+    assert broker.pid() is None and not port_open(broker.port)
+    left = subprocess.run(["pgrep", "-f", TAG], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", f"a broker was left running: {left.stdout}"
+
+
+@pytest.fixture(scope="module")
+def kafka(node: EmbeddedBroker) -> KafkaConfig:
+    """The client config as an operator writes it: a file, and the password in the environment."""
+    env = {
+        "TERRA_XFER_KAFKA_BOOTSTRAP_SERVERS": node.bootstrap,
+        "TERRA_XFER_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "TERRA_XFER_KAFKA_SASL_USERNAME": USER,
+        "TERRA_XFER_KAFKA_SASL_PASSWORD": PASSWORD,
+    }
+    return load(env=env).kafka
+
+
+def new_topic(kafka: KafkaConfig, partitions: int = 1) -> str:
+    name = f"sasl-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient(client_config(kafka))
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+    return name
+
+
+def test_the_right_credentials_produce_and_consume(kafka: KafkaConfig) -> None:
+    assert check_access(kafka) == 1
+    topic = new_topic(kafka, partitions=2)
+    producer = Producer(client_config(kafka))
+    for i in range(10):
+        producer.produce(topic, value=b"event %d" % i, key=b"k%d" % i)
+    assert producer.flush(30) == 0
+    consumer = make_consumer(kafka, f"sasl-group-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([topic])
+    got: list[bytes] = []
+    try:
+        for _ in range(120):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append(msg.value() or b"")
+            if len(got) == 10:
+                break
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted(b"event %d" % i for i in range(10))
+
+
+def test_a_transactional_producer_commits_and_aborts(kafka: KafkaConfig) -> None:
+    topic = new_topic(kafka)
+    producer = TxProducer(kafka, f"sasl-tx-{uuid.uuid4().hex[:6]}")
+    with producer.transaction():
+        for i in range(3):
+            producer.produce(topic, b"committed %d" % i, b"k")
+    with pytest.raises(RuntimeError), producer.transaction():
+        producer.produce(topic, b"aborted", b"k")
+        raise RuntimeError("abort this one")
+    producer.close()
+    values = [m.value() for m in read_to_end(kafka, topic, timeout_s=30)]
+    assert values == [b"committed 0", b"committed 1", b"committed 2"]
+
+
+def test_a_client_without_credentials_is_refused(kafka: KafkaConfig) -> None:
+    anonymous = KafkaConfig(bootstrap_servers=kafka.bootstrap_servers)
+    with pytest.raises(KafkaAuthError, match="requires authentication"):
+        check_access(anonymous, timeout_s=10)
+
+
+@pytest.mark.parametrize("who", ["wrong password", "unknown user"])
+def test_wrong_credentials_are_refused_by_name(kafka: KafkaConfig, who: str) -> None:
+    if who == "wrong password":
+        wrong = dataclasses.replace(kafka, sasl_password=Secret("not-the-password"))
+        user = USER
+    else:
+        wrong = dataclasses.replace(kafka, sasl_username="mallory")
+        user = "mallory"
+    with pytest.raises(KafkaAuthError, match=f"refused the credentials of user '{user}'") as info:
+        check_access(wrong, timeout_s=10)
+    assert PASSWORD not in str(info.value) and "not-the-password" not in str(info.value)
+
+
+def test_the_password_stays_out_of_the_broker_log_and_is_owner_only_on_disk(
+    node: EmbeddedBroker,
+) -> None:
+    assert node.status().answering
+    assert PASSWORD not in node.logfile.read_text(errors="replace")
+    config_file = Path(node.data_dir) / "server.properties"
+    assert PASSWORD in config_file.read_text()  # the broker's own JAAS login needs it
+    assert os.stat(config_file).st_mode & 0o077 == 0
