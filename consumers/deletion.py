@@ -93,6 +93,8 @@ def delete(
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return Decision("ALREADY_GONE")
+        except OSError as exc:  # a name too long for the filesystem, a permission, an I/O error
+            return refuse(f"cannot stat {rel!r}: {exc.strerror}")
         evidence = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         if not stat.S_ISREG(st.st_mode):
             return refuse(f"{rel!r} is not a regular file", **evidence)

@@ -19,6 +19,7 @@ from typing import Any
 
 from consumers.state_fold import needs_requeue
 from consumers.state_view import StateFollower
+from producers.gantry.lines import file_fields
 from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
 from schemas.codec import Codec
@@ -100,11 +101,11 @@ class Sweeper:
             where = cache_path(rel, self.rules)
             if not isinstance(where, CachePath):
                 continue
-            key = f"{where.site}/{where.rel}"
+            fields = file_fields(where)
             version = f"{st.st_size}:{st.st_mtime_ns}"
-            if not needs_requeue(self.view.get(key), version):
+            if not needs_requeue(self.view.get(fields["key"]), version):
                 continue
-            pending.append(self._event(walk_id, key, where, st, version))
+            pending.append(self._event(walk_id, fields, st, version))
             if len(pending) >= CHUNK:
                 count += self._emit(pending)
                 pending = []
@@ -119,19 +120,12 @@ class Sweeper:
         return count
 
     def _event(
-        self, walk_id: str, key: str, where: CachePath, st: os.stat_result, version: str
+        self, walk_id: str, fields: dict[str, Any], st: os.stat_result, version: str
     ) -> dict[str, Any]:
         return {
-            "event_id": f"sweep:{walk_id}:{key}",
-            "key": key,
+            "event_id": f"sweep:{walk_id}:{fields['key']}",
             "version": version,
-            "site": where.site,
-            "path": where.rel,
-            "raw_path": None,
-            "sensor": where.sensor,
-            "date": where.date,
-            "timestamp": where.timestamp,
-            "dest_path": where.dest_rel,
+            **fields,
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
             "source": "SWEEPER",

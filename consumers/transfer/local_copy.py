@@ -158,7 +158,7 @@ class FileCopier:
                 _check_version(item, os.fstat(src), "source changed during the check")
                 return CopyResult(_ok(item, digest, skipped=True), ())
         dirs = self._ensure_dir(dest.parent)
-        tmp = dest.parent / f".{dest.name}.{self._tag}.part"
+        tmp = dest.parent / f".{_short(dest.name)}.{self._tag}.part"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             digest = self._fill(src, fd)
@@ -298,3 +298,9 @@ def _ok(item: TransferItem, digest: str, *, skipped: bool) -> FileOutcome:
 
 def _failed(item: TransferItem, reason: str) -> CopyResult:
     return CopyResult(FileOutcome.failed(item.key, reason), ())
+
+
+def _short(name: str, limit: int = 128) -> str:
+    """``name``, or a digest of it when long: the temporary name must fit the filesystem's limit."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= limit else hashlib.sha256(raw).hexdigest()[:32]

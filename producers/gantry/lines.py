@@ -33,6 +33,9 @@ from producers.gantry.xferlog import (
     parser_for,
 )
 
+_UNCHECKED = object()
+_DIR_CHECKS_LIMIT = 65_536
+
 Stat = Callable[[str], os.stat_result | None]
 ListDir = Callable[[bytes], Iterable[bytes]]
 
@@ -86,6 +89,7 @@ class LineHandler:
         self.rules = rules
         self.classify = PathClassifier(rules)
         self._root = os.path.join(rules.cache_root, "")
+        self._dir_checks: dict[str, str | None] = {}
         self.kind = kind
         self.parser = parser_for(zone)
         self.stat = stat
@@ -133,16 +137,53 @@ class LineHandler:
                 return self._reject(where.reason, str(where.kind))
             self.counts.skipped[str(where.kind)] += 1
             return None
-        st = self.stat(self._root + where.rel)  # rel is relative and normalised
-        if st is None:
-            resolved = self._resolve(where)
-            if resolved is None:
-                return self._reject(f"file {where.rel!r} is missing from the cache", "missing")
-            where, st = resolved
+        try:
+            unsafe = self._symlinked_parent(where.rel)
+            if unsafe is not None:
+                return self._reject(unsafe, "symlink")
+            st = self.stat(self._root + where.rel)  # rel is relative and normalised
+            if st is None:
+                resolved = self._resolve(where)
+                if resolved is None:
+                    return self._reject(f"file {where.rel!r} is missing from the cache", "missing")
+                where, st = resolved
+        except OSError as exc:  # a name too long, a symlink loop, an unreadable directory
+            return self._reject(
+                f"cannot stat {where.rel!r} in the cache: {exc.strerror}", "unreadable"
+            )
         if not statmod.S_ISREG(st.st_mode):
             return self._reject(f"{where.rel!r} is not a regular file in the cache", "not_regular")
         self.counts.uploads += 1
         return Arrival(where, st.st_size, st.st_mtime_ns, record)
+
+    def _symlinked_parent(self, rel: str) -> str | None:
+        """Why the directories above ``rel`` are not plain directories of the cache, or None.
+
+        The file itself is lstat()ed; a symlink among its parents would lead outside the cache,
+        so each directory is checked (once: the answer is kept per directory).
+        """
+        parent = rel.rpartition("/")[0]
+        if not parent:
+            return None
+        known = self._dir_checks.get(parent, _UNCHECKED)
+        if known is not _UNCHECKED:
+            return known  # type: ignore[return-value]
+        reason: str | None = None
+        prefix = self._root
+        for part in parent.split("/"):
+            prefix += part
+            st = self.stat(prefix)
+            if st is None:
+                return None  # missing: the file is reported missing; not cached
+            if not statmod.S_ISDIR(st.st_mode):
+                kind = "a symlink" if statmod.S_ISLNK(st.st_mode) else "not a directory"
+                reason = f"{prefix[len(self._root) :]!r} in the cache is {kind}"
+                break
+            prefix += "/"
+        if len(self._dir_checks) >= _DIR_CHECKS_LIMIT:
+            self._dir_checks.clear()
+        self._dir_checks[parent] = reason
+        return reason
 
     def _resolve(self, where: CachePath) -> tuple[CachePath, os.stat_result] | None:
         """vsftpd logs spaces as ``_`` and odd bytes as ``?``: find the one file the name stands for."""
@@ -168,38 +209,59 @@ class LineHandler:
         return Rejected(reason)
 
 
-def arrival_value(
-    arrival: Arrival, line: TailedLine, source: str, emitted_ms: int
-) -> dict[str, Any]:
-    """The FileArrived event of an arrival read from ``line``."""
-    where, record = arrival.where, arrival.record
-    path, raw_path = where.rel, None
+def _text(value: str | None) -> str | None:
+    """``value`` as valid UTF-8 text: bytes that were not UTF-8 (kept as surrogates) become \\xNN."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def file_fields(where: CachePath) -> dict[str, Any]:
+    """The fields naming a cache file in its events, as valid UTF-8 text.
+
+    A name that is not UTF-8 is written with ``\\xNN`` escapes in ``path`` (and so in ``key``)
+    and kept exactly, as bytes, in ``raw_path``.
+    """
+    path, raw_path, dest = where.rel, None, where.dest_rel
     if not path.isascii():
         raw = os.fsencode(path)
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             path, raw_path = raw.decode("utf-8", "backslashreplace"), raw
+            dest = os.fsencode(dest).decode("utf-8", "backslashreplace")
     return {
-        "event_id": f"{line.source.fingerprint[:16]}:{line.offset}",
         "key": f"{where.site}/{path}",
-        "version": f"{arrival.size}:{arrival.mtime_ns}",
         "site": where.site,
         "path": path,
         "raw_path": raw_path,
-        "sensor": where.sensor,
-        "date": where.date,
-        "timestamp": where.timestamp,
-        "dest_path": where.dest_rel
-        if raw_path is None
-        else os.fsencode(where.dest_rel).decode("utf-8", "backslashreplace"),
+        "sensor": _text(where.sensor),
+        "date": _text(where.date),
+        "timestamp": _text(where.timestamp),
+        "dest_path": dest,
+    }
+
+
+def arrival_value(
+    arrival: Arrival, line: TailedLine, source: str, emitted_ms: int
+) -> dict[str, Any]:
+    """The FileArrived event of an arrival read from ``line``."""
+    record = arrival.record
+    return {
+        "event_id": f"{line.source.fingerprint[:16]}:{line.offset}",
+        "version": f"{arrival.size}:{arrival.mtime_ns}",
+        **file_fields(arrival.where),
         "size": arrival.size,
         "mtime_ns": arrival.mtime_ns,
         "source": "XFERLOG" if source == "xferlog" else "NAS_LOG",
         "source_ref": f"{line.source.name}@{line.offset}",
         "logged_ms": int(record.time.timestamp() * 1000) if record else None,
         "remote_host": record.remote_host if record else None,
-        "username": record.username if record else None,
+        "username": _text(record.username) if record else None,
         "emitted_ms": emitted_ms,
         "attempt": 1,
     }

@@ -278,6 +278,11 @@ class Tailer:
         if chunk_at < FINGERPRINT_BYTES:
             self._seen += chunk[: FINGERPRINT_BYTES - chunk_at]
         self._read_pos += len(chunk)
+        # Before any line of this chunk is emitted: a checkpoint past the file's first bytes must
+        # carry their fingerprint, or it could not be placed again.
+        f = self._file
+        if self._ident.fingerprint_len < FINGERPRINT_BYTES and f is not None and not f.gz:
+            self._ident = f.identity()
         if self._oversize is None:
             self._buf, self._pos = self._buf[self._pos :] + chunk, 0
         else:
@@ -290,9 +295,6 @@ class Tailer:
                 )
                 self._oversize = None
                 self._buf, self._pos, self._line_start = chunk[nl + 1 :], 0, end
-        f = self._file
-        if self._ident.fingerprint_len < FINGERPRINT_BYTES and f is not None and not f.gz:
-            self._ident = f.identity()
 
     def _move_on(self, out: list[TailedLine]) -> bool:
         """At the end of the current file: follow a rotation, or open the log once it appears.
@@ -332,7 +334,14 @@ class Tailer:
         Siblings up to it are older; a copytruncate copy can sort after the floor taken when the
         file was opened yet hold older lines, so the floor is only the fallback.
         """
-        for p in reversed(rotated_siblings(self.path)):
+        siblings = list(reversed(rotated_siblings(self.path)))
+        for p in siblings:
+            # A renamed file keeps its inode: that match is exact, where equal first bytes (a
+            # banner at the top of every file) are not. Content decides only for compressed copies.
+            st = _stat(p)
+            if st is not None and (st.st_dev, st.st_ino) == (self._ident.dev, self._ident.ino):
+                return log_stem(p)
+        for p in siblings:
             f = open_log(p, tolerate_corrupt=True)
             if f is not None:
                 try:

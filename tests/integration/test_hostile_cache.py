@@ -184,15 +184,6 @@ def test_the_sweeper_ships_odd_names_exactly_and_leaves_symlinks_alone(
     assert (cache / FOLDER / "link.dat").is_symlink()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(UnicodeEncodeError, CodecError),
-    reason="consumers/sweeper.py: Sweeper.sweep builds the file key from where.rel as is; for a "
-    "file name that is not UTF-8 it holds surrogate escapes, so the state view's SQLite lookup "
-    "(and then the Avro encoding of FileArrived.path) raises, and one such file stops every "
-    "sweep. Fix: key, path, raw_path and dest_path as producers.gantry.lines.arrival_value "
-    "builds them (backslashreplace text plus the raw bytes).",
-)
 def test_the_sweeper_offers_a_file_whose_name_is_not_utf8(config: Config, tmp_path: Path) -> None:
     rel = f"{FOLDER}/latin1-caf\udce9.dat"
     plant(cache := config.gantry.cache_root, rel)

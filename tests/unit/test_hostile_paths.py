@@ -132,14 +132,6 @@ def test_a_hostile_name_is_deleted_exactly_and_nothing_else(tmp_path: Path, name
     assert neighbour.read_bytes() == b"keep"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="consumers/deletion.py: delete() catches only FileNotFoundError around its stat, so a "
-    "name longer than NAME_MAX (from a hostile or corrupted files.transferred event) raises "
-    "OSError(ENAMETOOLONG) out of the deleter's step instead of a refusal event. Fix: catch "
-    "OSError there and refuse with exc.strerror.",
-)
 def test_an_overlong_name_is_refused_not_raised(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     planted_tree(cache)
@@ -191,15 +183,6 @@ def test_the_producer_does_not_ship_a_symlinked_file(tmp_path: Path, aim: str) -
     assert isinstance(result, Rejected) and "not a regular file" in result.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="producers/gantry/lines.py: LineHandler lstat()s only the last component, so a "
-    "symlinked directory in the cache is followed and the file it leads to (outside the cache) "
-    "becomes a FileArrived that the transfer then copies (the deleter alone refuses it). Fix: "
-    "reach the file from the cache root without following symlinks (as "
-    "consumers.deletion.open_no_symlinks does, or lstat each component) and dead-letter it.",
-)
 def test_the_producer_does_not_ship_through_a_symlinked_directory(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     planted_tree(cache)
@@ -213,13 +196,6 @@ def test_the_producer_does_not_ship_through_a_symlinked_directory(tmp_path: Path
     assert isinstance(result, Rejected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="producers/gantry/lines.py: a symlink loop in the cache makes lstat raise "
-    "OSError(ELOOP), which escapes LineHandler.handle and stops the producer (same fix as for "
-    "ENAMETOOLONG: catch OSError in lstat_or_none and dead-letter the line).",
-)
 def test_a_symlink_loop_in_the_cache_is_a_dead_letter(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     planted_tree(cache)
@@ -234,14 +210,6 @@ def test_safe_relative_paths_classify_the_same_in_the_producer_and_the_deleter()
     assert isinstance(where, CachePath) and where.rel == REL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="consumers/transfer/local_copy.py: the temporary copy is named "
-    "'.<name>.<tag>.part' beside the destination, which exceeds NAME_MAX for names longer than "
-    "about 235 bytes; such a file fails every attempt, is quarantined and stays in the cache. "
-    "Fix: a temporary name of bounded length (e.g. '.<tag>.<sha1 of the name>.part').",
-)
 def test_the_local_copier_copies_a_name_of_the_longest_length(tmp_path: Path) -> None:
     from consumers.transfer.base import TransferItem
     from consumers.transfer.local_copy import FileCopier

@@ -259,17 +259,6 @@ def test_the_log_replaced_by_a_directory_or_fifo_is_waited_for(tmp_path: Path) -
         assert [line.data for line in tailer.read()] == [b"finally"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CheckpointFormatError,
-    reason="producers/gantry/tailer.py: when the first line of a file is longer than max_line "
-    "and its newline arrives in a later read, Tailer._absorb emits the OVERSIZE line with the "
-    "identity taken before the file had a newline (fingerprint_len 0) but an offset > 0. If it "
-    "is the last line of a chunk the gantry producer commits that checkpoint, and on restart "
-    "Checkpoint.from_dict refuses it (CheckpointFormatError): the producer cannot start again. "
-    "Unstored, a restart from it re-reads the line. Fix: refresh self._ident before emitting "
-    "the oversize line in _absorb.",
-)
 def test_oversize_first_line_checkpoint_survives_storage(tmp_path: Path) -> None:
     log = tmp_path / "xferlog"
     log.write_bytes(b"x" * 20)
@@ -284,16 +273,6 @@ def test_oversize_first_line_checkpoint_survives_storage(tmp_path: Path) -> None
         assert again.read() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="producers/gantry/tailer.py: when the live file is rotated, Tailer._rotated_stem takes "
-    "the newest sibling whose first bytes match the current file's fingerprint, before looking "
-    "for the sibling with the same inode. If a later rotated file starts with the same bytes (a "
-    "banner the server writes at the top of every file, or a short file of identical lines), it "
-    "is taken for the current one and skipped whole, silently. Fix: prefer the sibling with the "
-    "same device and inode; fall back to the fingerprint only for a compressed copy.",
-)
 def test_a_rotated_file_starting_like_an_older_one_is_read(tmp_path: Path) -> None:
     log = tmp_path / "xferlog"
     banner = b"# xferlog opened by the FTP server: the same banner at the top of each file\n" * 4
