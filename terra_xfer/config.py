@@ -95,7 +95,7 @@ class GantryConfig:
     timezone: str = "America/Phoenix"
     site: str = "ua-mac"
     max_line_bytes: int = 65536
-    chunk_lines: int = 2000
+    chunk_lines: int = 10_000
     poll_s: float = 0.5
 
 
@@ -170,6 +170,8 @@ class StatusConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = 9100  # /metrics, /healthz and /readyz; 0 turns the server off
+    # A step running this long exits the process for a restart (see terra_xfer.watchdog); 0: never.
+    stall_exit_s: float = 900.0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from confluent_kafka import (
 )
 
 from terra_xfer.config import KafkaConfig
-from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 from terra_xfer.kafka_security import security_settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ _librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
 # console tools, Kafka Streams and Strimzi, so keys land where every other client expects them.
 PARTITIONER = "murmur2_random"
 TRANSACTION_TIMEOUT_MS = 10_000
+# librdkafka's transactional calls wait forever by default; a coordinator lost in a broker restart
+# would then hang the stage. Bounded, they fail and the transaction is aborted and retried.
+# send_offsets_to_transaction can still block past its timeout when the group coordinator went away
+# (librdkafka issue 5456); the step watchdog (terra_xfer.watchdog) restarts such a process.
+TXN_CALL_TIMEOUT_S = 30.0
 
 
 class KafkaDeliveryError(TransientError):
@@ -172,12 +178,18 @@ class TxProducer:
         self.init()
         self._generation += 1
         self._error = None
-        self._producer.begin_transaction()
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise _wrap(exc, "begin_transaction") from exc
         try:
             yield
             self._producer.flush()
             self._raise_latched()
-            self._producer.commit_transaction()
+            self._producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            self._abort()
+            raise _wrap(exc, "commit_transaction") from exc
         except BaseException:
             self._abort()
             raise
@@ -185,15 +197,18 @@ class TxProducer:
     def send_offsets(self, consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
         """Add consumed ``offsets`` (next offsets to read) to the open transaction."""
         if offsets:
-            self._producer.send_offsets_to_transaction(
-                list(offsets), consumer.consumer_group_metadata()
-            )
+            try:
+                self._producer.send_offsets_to_transaction(
+                    list(offsets), consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+                )
+            except KafkaException as exc:
+                raise _wrap(exc, "send_offsets_to_transaction") from exc
 
     def _abort(self) -> None:
         self._generation += 1
         self._error = None
         try:
-            self._producer.abort_transaction()
+            self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
         except KafkaException as exc:
             log.error("abort_transaction failed for %s: %s", self.transactional_id, exc)
 
@@ -207,13 +222,19 @@ class TxProducer:
         self._raise_latched()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._producer.flush(timeout_s)
+        """Send what is queued; a producer already failed (fenced, fatal) has nothing to send."""
+        try:
+            self._producer.flush(timeout_s)
+        except KafkaException as exc:
+            log.warning("closing producer %s: %s", self.transactional_id, exc)
 
 
 def _wrap(exc: KafkaException, what: str) -> Exception:
     err = exc.args[0] if exc.args else None
     if isinstance(err, KafkaError) and err.code() == KafkaError._PREV_IN_PROGRESS:
         return TransientError(f"{what}: still in progress from an earlier call")
+    if isinstance(err, KafkaError) and err.txn_requires_abort() and not err.fatal():
+        return TransientError(f"{what}: {err.str()} (transaction aborted)")
     if isinstance(err, KafkaError) and (err.fatal() or not err.retriable()):
         return PermanentError(f"{what}: {err.str()}")
     return TransientError(f"{what}: {exc}")
@@ -265,8 +286,57 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in sorted(latest.items())]
 
 
-def rewind_to_committed(consumer: Consumer, timeout_s: float = 10.0) -> None:
-    """Seek every assigned partition back to its committed offset (after an aborted transaction)."""
+class RewindError(TerraXferError):
+    """The consumer could not be put back at its committed offsets.
+
+    Deliberately not transient: a stage that went on without rewinding would skip the messages of
+    the aborted transaction. The stage stops instead, and its restart reads from the committed
+    offsets.
+    """
+
+
+def rewind_to_committed(
+    consumer: Consumer, timeout_s: float = 10.0, give_up_after_s: float = 120.0
+) -> None:
+    """Seek every assigned partition back to its committed offset (after an aborted transaction).
+
+    The broker may be restarting or moving its group coordinator right then, so retriable errors
+    are retried with backoff for ``give_up_after_s``; after that, or on any other error, raises
+    :class:`RewindError`.
+    """
+    deadline = time.monotonic() + give_up_after_s
+    delay = 0.1
+    while True:
+        try:
+            _rewind_once(consumer, timeout_s)
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = (
+                isinstance(err, KafkaError)
+                and not err.fatal()
+                and (err.retriable() or err.code() in _REWIND_RETRIABLE)
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise RewindError(f"cannot rewind to the committed offsets: {exc}") from exc
+            log.warning("rewinding to the committed offsets failed, retrying: %s", exc)
+            time.sleep(delay)  # backoff while the coordinator comes back
+            delay = min(delay * 2, 5.0)
+
+
+_REWIND_RETRIABLE = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+
+
+def _rewind_once(consumer: Consumer, timeout_s: float) -> None:
     assigned = consumer.assignment()
     if not assigned:
         return

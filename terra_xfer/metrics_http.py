@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from terra_xfer.metrics import REGISTRY
+from terra_xfer.watchdog import StepWatchdog
 
 log = logging.getLogger(__name__)
 READY_STALE_S = 300.0  # a stage whose last step ended longer ago than this is not ready
@@ -74,16 +75,21 @@ class Health:
 
 
 class _Watched:
-    """A runner stage whose steps beat ``health``."""
+    """A runner stage whose steps beat ``health`` (and are timed by ``watchdog``)."""
 
-    def __init__(self, name: str, stage: Any, health: Health) -> None:
-        self.step = health.watch(name, stage.step)
+    def __init__(
+        self, name: str, stage: Any, health: Health, watchdog: StepWatchdog | None
+    ) -> None:
+        step = health.watch(name, stage.step)
+        self.step = watchdog.watch(name, step) if watchdog is not None else step
         self.close = stage.close
 
 
-def watched(stages: Sequence[tuple[str, Any]], health: Health) -> list[tuple[str, Any]]:
+def watched(
+    stages: Sequence[tuple[str, Any]], health: Health, watchdog: StepWatchdog | None = None
+) -> list[tuple[str, Any]]:
     """The ``(name, stage)`` pairs of a runner, each stage's steps reported to ``health``."""
-    return [(name, _Watched(name, stage, health)) for name, stage in stages]
+    return [(name, _Watched(name, stage, health, watchdog)) for name, stage in stages]
 
 
 def _handler(health: Health) -> type[BaseHTTPRequestHandler]:

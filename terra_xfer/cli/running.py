@@ -6,12 +6,13 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 
 from terra_xfer.metrics_http import serving
 from terra_xfer.service import install_signal_handlers, run
+from terra_xfer.watchdog import StepWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +38,21 @@ def run_stage(
     stop = threading.Event()
     install_signal_handlers(stop)
     with contextlib.ExitStack() as teardown:
-        health = teardown.enter_context(serving(_metrics_port()))
+        health = teardown.enter_context(serving(_metrics_setting("port", 0)))
+        watchdog = StepWatchdog(_metrics_setting("stall_exit_s", 0.0)).start()
+        teardown.callback(watchdog.stop)
         teardown.callback(close)
-        handled = run(health.watch(name, step), stop, once=once, idle_exit_s=idle_exit)
+        watched = watchdog.watch(name, health.watch(name, step))
+        handled = run(watched, stop, once=once, idle_exit_s=idle_exit)
     log.info("%s stopped after %d items", name, handled)
     return handled
 
 
-def _metrics_port() -> int:
-    """``[metrics] port`` of the running command's configuration (0, off, outside a command)."""
+def _metrics_setting(name: str, outside: float) -> Any:
+    """A ``[metrics]`` setting of the running command's configuration (``outside`` without one)."""
     ctx = click.get_current_context(silent=True)
     config = getattr(ctx.find_root().obj, "config", None) if ctx is not None else None
-    return int(config.metrics.port) if config is not None else 0
+    return getattr(config.metrics, name) if config is not None else outside
 
 
 class Closable(Protocol):

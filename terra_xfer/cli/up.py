@@ -15,6 +15,7 @@ from terra_xfer.config import Config
 from terra_xfer.metrics_http import serving, watched
 from terra_xfer.runner import StageRunner
 from terra_xfer.service import install_signal_handlers
+from terra_xfer.watchdog import StepWatchdog
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
@@ -67,14 +68,16 @@ def run_up(config: Config, exit_when_idle: float | None, show: bool) -> dict[str
 
     stop = threading.Event()
     install_signal_handlers(stop)
+    watchdog = StepWatchdog(config.metrics.stall_exit_s).start()
     with build(config) as stages, serving(config.metrics.port) as health:
-        runner = StageRunner(watched(stages, health)).start()
+        runner = StageRunner(watched(stages, health, watchdog)).start()
         progress = Progress(config) if show else None
         try:
             _watch(runner, stop, exit_when_idle, progress)
         finally:
             began = time.monotonic()
             runner.join(close=True, timeout_s=SHUTDOWN_BUDGET_S)
+            watchdog.stop()
             log.info("all stages stopped in %.1f s", time.monotonic() - began)
             if progress is not None:
                 progress.close()

@@ -1,0 +1,53 @@
+"""The step watchdog: a step running past the limit is reported (the process then exits)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from terra_xfer.watchdog import STALLED_EXIT_CODE, StepWatchdog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_step_past_the_limit_is_reported_and_a_finished_one_is_not() -> None:
+    clock, stalls = Clock(), []
+    dog = StepWatchdog(60.0, on_stall=lambda name, s: stalls.append((name, s)), clock=clock)
+
+    def slow() -> int:
+        clock.now += 59.0
+        dog.check()  # still within the limit
+        clock.now += 2.0
+        dog.check()
+        return 1
+
+    assert dog.watch("ingest", slow)() == 1
+    dog.check()  # the step has finished: nothing is running
+    assert stalls == [("ingest", 61.0)]
+
+
+def test_a_limit_of_zero_never_starts_a_thread() -> None:
+    dog = StepWatchdog(0.0).start()
+    assert dog._thread is None
+    dog.stop()
+
+
+def test_a_stalled_process_exits_with_the_retry_code() -> None:
+    script = textwrap.dedent(
+        """
+        import threading
+        from terra_xfer.watchdog import StepWatchdog
+        dog = StepWatchdog(1.0).start()
+        dog.watch("stuck", lambda: threading.Event().wait() or 0)()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == STALLED_EXIT_CODE
+    assert b"stuck: one step has run for" in done.stderr
