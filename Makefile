@@ -27,17 +27,20 @@ tools:
 	  GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1; \
 	fi
 
-# Debian packages the tests use (installed only when missing, and only as root). vsftpd's packaged
-# daemon is stopped again: the tests run their own instance on a loopback port.
+# Debian packages the tests use (installed only when missing, and only as root). The packaged
+# vsftpd and PostgreSQL daemons are stopped again: the tests run their own instances on loopback
+# ports (PostgreSQL from /usr/lib/postgresql/<version>/bin, in a temporary directory).
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v vsftpd >/dev/null || [ -x /usr/sbin/vsftpd ] || missing="$$missing vsftpd"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	    && (service vsftpd stop >/dev/null 2>&1 || pkill -x vsftpd || true); \
+	    && (service vsftpd stop >/dev/null 2>&1 || pkill -x vsftpd || true) \
+	    && (service postgresql stop >/dev/null 2>&1 || true); \
 	  else echo "missing Debian packages:$$missing (install them as root)"; fi; \
 	fi
 

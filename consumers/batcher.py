@@ -159,6 +159,8 @@ class Batcher:
             event["size"],
             event["mtime_ns"],
             event.get("attempt", 1),
+            event.get("dataset_metadata"),
+            event.get("file_metadata"),
         )
 
     def _record(self, closed: list[Window], dead: list[Output], idle: dict[int, int]) -> None:

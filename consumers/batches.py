@@ -20,8 +20,11 @@ def label_of(batch_id: str) -> str:
     return f"terra-xfer {safe}"[:128]
 
 
-def source_of(config: Config, path: str) -> str:
-    """Where the backend reads a file: under the cache root (local) or the source endpoint's base."""
+def source_of(config: Config, path: str, site: str | None = None) -> str:
+    """Where the backend reads a file: under its site's cache root, or, for a gantry file sent
+    by Globus, under the source endpoint's base."""
+    if site is not None and site == config.danforth.site:
+        return str(config.danforth.cache_root / path)
     if config.transfer.backend == "globus" and config.transfer.globus.source_base:
         return config.transfer.globus.source_base.rstrip("/") + "/" + path
     return str(config.gantry.cache_root / path)
@@ -61,6 +64,8 @@ def file_record(item: BatchItem) -> dict[str, Any]:
         "size": item.size,
         "mtime_ns": item.mtime_ns,
         "attempt": item.attempt,
+        "dataset_metadata": item.dataset_metadata,
+        "file_metadata": item.file_metadata,
     }
 
 
@@ -68,7 +73,11 @@ def transfer_items(config: Config, files: Sequence[dict[str, Any]]) -> list[Tran
     """The backend's items for a batch record's files, in the record's order."""
     return [
         TransferItem(
-            f["key"], source_of(config, f["path"]), f["dest_path"], f["size"], f["mtime_ns"]
+            f["key"],
+            source_of(config, f["path"], f["key"].split("/", 1)[0]),
+            f["dest_path"],
+            f["size"],
+            f["mtime_ns"],
         )
         for f in files
     ]

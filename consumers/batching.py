@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One file version to transfer."""
+    """One file version to transfer, with the catalog metadata its arrival carried (JSON)."""
 
     key: str
     version: str
@@ -23,6 +23,8 @@ class BatchItem:
     size: int
     mtime_ns: int
     attempt: int = 1
+    dataset_metadata: str | None = None
+    file_metadata: str | None = None
 
 
 @dataclass

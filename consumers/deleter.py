@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from consumers.deletion import Decision, delete
+from consumers.sites import SiteFile, Sites
 from consumers.transfer.base import TransferBackend, TransferItem
-from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import path_rules
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
@@ -32,7 +31,7 @@ class Deleter:
     def __init__(self, config: Config, backend: TransferBackend) -> None:
         self.config = config
         self.backend = backend
-        self.rules = path_rules(config)
+        self.sites = Sites(config)
         self.loop = transferred_loop(config, GROUP, self._handle)
         self.deleted = 0
         self.refused = 0
@@ -50,7 +49,7 @@ class Deleter:
             log.warning("%s: deletion refused: %s", event["key"], decision.reason)
         elif decision.outcome == "DELETED":
             self.deleted += 1
-            sensor = metrics.sensor_of(cache_path(event["path"], self.rules))
+            sensor = self.sites.sensor(event["key"], event["path"])
             metrics.count_file("deleted", sensor, event["size"])
         value = {
             "key": event["key"],
@@ -72,14 +71,12 @@ class Deleter:
         )
 
     def _delete(self, event: dict[str, Any]) -> Decision:
-        where = cache_path(event["path"], self.rules)
-        if not isinstance(where, CachePath):
+        where = self.sites.site_file(event["key"], event["path"])
+        if not isinstance(where, SiteFile):
             return Decision("REFUSED", f"not a shipped cache path: {where.reason}")
-        parts = where.rel.split("/")
-        stop_depth = parts.index(where.date) if where.date in parts else len(parts) - 1
         item = TransferItem(
             event["key"],
-            str(self.config.gantry.cache_root / where.rel),
+            str(where.root / where.rel),
             event["dest_path"],
             event["size"],
             event["mtime_ns"],
@@ -92,16 +89,37 @@ class Deleter:
                 log.warning("%s: destination check failed: %s", event["key"], exc)
                 return False
 
-        return delete(
-            str(self.config.gantry.cache_root),
+        decision = delete(
+            str(where.root),
             where.rel,
             event["size"],
             event["mtime_ns"],
             event.get("checksum"),
             event.get("checksum_algorithm"),
             confirmed,
-            stop_depth,
+            where.keep_depth,
             dry_run=self.config.deleter.dry_run,
+        )
+        if decision.outcome == "ALREADY_GONE":
+            return self._gone(event, confirmed())
+        return decision
+
+    def _gone(self, event: dict[str, Any], confirmed: bool) -> Decision:
+        """A file already gone records the destination's state instead of the source's.
+
+        The usual cause is this deleter's own earlier incarnation: it removed the file after
+        verifying it, then stopped before its record was committed; the copy is checked again so
+        the record still shows the file was safe.
+        """
+        if not confirmed:
+            log.error("%s left the cache without a confirmed destination copy", event["key"])
+        return Decision(
+            "ALREADY_GONE",
+            None if confirmed else "gone from the cache; destination copy not confirmed",
+            checksum=event.get("checksum"),
+            size=event["size"],
+            mtime_ns=event["mtime_ns"],
+            destination_confirmed=confirmed,
         )
 
     def close(self) -> None:

@@ -1,23 +1,30 @@
 """Ingest: registers every transferred file in the catalog (Clowder, or the local SQLite catalog).
 
-Consumes files.transferred. The catalog call is the side effect, done before the transaction that
-records FileIngested and the consumed offsets; it is idempotent (get-or-create by exact name, a file
-already in its dataset is skipped), so a replay or a retry after a crash adds nothing. A transient
-catalog error aborts the batch, which is retried with backoff; a permanent one is recorded as a
-final FileIngestFailed with its reason.
+Consumes files.transferred. Gantry files are named from their path in the cache; a Danforth
+file (``[danforth] site``) goes into its snapshot's dataset, named from the snapshot metadata its
+event carries, which is attached to the dataset before the file (so whichever file of a snapshot
+comes first, the dataset has its metadata), with an image's own metadata on the image.
+
+The catalog call is the side effect, done before the transaction that records FileIngested and the
+consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
+skipped), so a replay or a retry after a crash adds nothing. A transient catalog error aborts the
+batch, which is retried with backoff; a permanent one is recorded as a final FileIngestFailed with
+its reason.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from consumers.catalog.base import Catalog, IngestItem
-from consumers.catalog.naming import catalog_names
+from consumers.catalog.naming import catalog_names, danforth_names
+from consumers.sites import Sites
 from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import path_rules
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
@@ -34,7 +41,8 @@ class Ingest:
     def __init__(self, config: Config, catalog: Catalog) -> None:
         self.config = config
         self.catalog = catalog
-        self.rules = path_rules(config)
+        self.sites = Sites(config)
+        self.rules = self.sites.gantry_rules
         self.loop = transferred_loop(config, GROUP, self._handle)
         self.ingested = 0
 
@@ -42,7 +50,10 @@ class Ingest:
         return self.loop.step()
 
     def item(self, event: dict[str, Any]) -> IngestItem:
-        """The catalog entry of a transferred file: names from its path in the cache."""
+        """The catalog entry of a transferred file: names from its path in the cache, or from its
+        snapshot's metadata for a Danforth file."""
+        if self.sites.is_danforth(event["key"]):
+            return danforth_item(event, self.config.transfer.destination_root)
         where = cache_path(event["path"], self.rules)
         if not isinstance(where, CachePath):
             raise PermanentError(f"cannot name {event['path']!r} in the catalog: {where.reason}")
@@ -83,7 +94,7 @@ class Ingest:
             value = base | {"reason": str(exc), "attempt": 1, "final": True}
             return Output(topic, event["key"], codec.encode("FileIngestFailed", value))
         self.ingested += 1
-        sensor = metrics.sensor_of(cache_path(event["path"], self.rules))
+        sensor = self.sites.sensor(event["key"], event["path"])
         metrics.count_file("ingested", sensor, event["size"])
         value = base | {
             "dataset_id": result.dataset_id,
@@ -98,3 +109,46 @@ class Ingest:
             self.loop.close()
         finally:
             self.catalog.close()
+
+
+def danforth_item(event: Mapping[str, Any], destination_root: Path) -> IngestItem:
+    """The catalog entry of a Danforth file: its snapshot's dataset, named by the snapshot's time,
+    with the snapshot's metadata for the dataset and, for an image, its own for the file.
+
+    The snapshot's ``_metadata.json`` only attaches the metadata its event carries (the same as
+    its content), so ingest never needs to read it.
+    """
+    key = event["key"]
+    snapshot = _json_object(event.get("dataset_metadata"), key, "dataset_metadata")
+    if snapshot is None:
+        raise PermanentError(f"{key}: the event carries no snapshot metadata to name its dataset")
+    timestamp = snapshot.get("timestamp")
+    if not isinstance(timestamp, str):
+        raise PermanentError(f"{key}: the snapshot metadata has no timestamp")
+    name = posixpath.basename(event["dest_path"])
+    names = danforth_names(timestamp, name)
+    return IngestItem(
+        key=key,
+        dataset_name=names.dataset_name,
+        collections=names.collections,
+        file_path=str(destination_root / event["dest_path"]),
+        file_name=name,
+        size=event["size"],
+        checksum=event.get("checksum"),
+        as_dataset_metadata=names.as_dataset_metadata,
+        file_metadata=_json_object(event.get("file_metadata"), key, "file_metadata"),
+        dataset_metadata=snapshot,
+    )
+
+
+def _json_object(text: str | None, key: str, field: str) -> dict[str, Any] | None:
+    """The JSON object an event field holds (None when absent); anything else is permanent."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PermanentError(f"{key}: {field} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PermanentError(f"{key}: {field} is not a JSON object")
+    return value

@@ -23,9 +23,8 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from consumers.batches import transfer_items
+from consumers.sites import Sites
 from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
-from producers.gantry.paths import cache_path
-from producers.gantry.service import path_rules
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
@@ -66,7 +65,7 @@ class Monitor:
         self.backend = backend
         self.clock = clock
         self.codec = Codec()
-        self.rules = path_rules(config)
+        self.sites = Sites(config)
         self.topic = config.topic(BATCHES_SUBMITTED)
         self.consumer = make_consumer(config.kafka, config.group(GROUP))
         self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
@@ -223,7 +222,7 @@ class Monitor:
             "emitted_ms": now_ms(),
         }
         topic = self.config.topic(FILES_TRANSFERRED)
-        sensor = metrics.sensor_of(cache_path(file["path"], self.rules))
+        sensor = self.sites.sensor(file["key"], file["path"])
         metrics.count_file("transferred" if outcome.ok else "failed", sensor, file["size"])
         if outcome.ok:
             self.files_transferred += 1
@@ -231,6 +230,8 @@ class Monitor:
                 "checksum": outcome.checksum,
                 "checksum_algorithm": outcome.checksum_algorithm,
                 "skipped_identical": outcome.skipped_identical,
+                "dataset_metadata": file.get("dataset_metadata"),
+                "file_metadata": file.get("file_metadata"),
             }
             return Output(topic, file["key"], self.codec.encode("FileTransferred", value))
         self.files_failed += 1
@@ -274,6 +275,8 @@ class Monitor:
             "username": None,
             "emitted_ms": now_ms(),
             "attempt": attempt,
+            "dataset_metadata": file.get("dataset_metadata"),
+            "file_metadata": file.get("file_metadata"),
         }
         log.info("%s: retrying (attempt %d)", file["key"], attempt)
         return Output(

@@ -99,6 +99,32 @@ class GantryConfig:
     poll_s: float = 0.5
 
 
+DEFAULT_CAMERAS = ("VIS=2454x2056", "NIR=636x508", "PSII=1388x1038")
+
+
+@dataclass(frozen=True)
+class DanforthConfig:
+    """The Danforth producer: the LemnaTec database it polls and the cache it writes PNGs into.
+
+    ``dsn`` is a libpq connection string without the password (that comes only from
+    ``TERRA_XFER_DANFORTH_PASSWORD``). ``cameras`` gives each camera label prefix its frame size
+    (``PREFIX=WIDTHxHEIGHT``, the longest matching prefix wins): the database does not hold it.
+    """
+
+    dsn: str = "host=localhost dbname=LTSystem user=lemnatec"
+    password: Secret | None = field(default=None, metadata={"secret": "DANFORTH_PASSWORD"})
+    blob_root: Path = Path("/data/lemnatec/blobs")
+    cache_root: Path = Path("/danforth_data")
+    site: str = "danforth"
+    timezone: str = "America/Chicago"
+    poll_s: float = 10.0
+    chunk_snapshots: int = 10
+    workers: int = 2
+    png_level: int = 1
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    give_up_after_s: float = 86400.0
+
+
 @dataclass(frozen=True)
 class BatcherConfig:
     max_files: int = 500
@@ -181,6 +207,7 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     gantry: GantryConfig = field(default_factory=GantryConfig)
+    danforth: DanforthConfig = field(default_factory=DanforthConfig)
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from terra_xfer.broker import EmbeddedBroker, free_port
 from terra_xfer.config import BrokerConfig, Config, KafkaConfig
+from tests.postgres import PostgresServer, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,23 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield node.bootstrap
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (Debian's package) on a free loopback port.
+
+    Tests that use it are marked ``postgres``; a server that cannot be started fails them, with
+    the reason, rather than skipping them.
+    """
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not be started: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ def sample(name: str) -> dict[str, Any]:
             "username": "lemnatec",
             "emitted_ms": MS,
             "attempt": 1,
+            "dataset_metadata": None,
+            "file_metadata": None,
         },
         "BatchSubmitted": {
             "batch_id": "b-0-0-499",
@@ -47,6 +49,8 @@ def sample(name: str) -> dict[str, Any]:
                     "size": 1,
                     "mtime_ns": 2,
                     "attempt": 1,
+                    "dataset_metadata": '{"snapshot_id":1}',
+                    "file_metadata": None,
                 }
             ],
             "source_topic": "terra.files.arrived",
@@ -69,6 +73,8 @@ def sample(name: str) -> dict[str, Any]:
             "skipped_identical": False,
             "attempt": 1,
             "emitted_ms": MS,
+            "dataset_metadata": '{"snapshot_id":1}',
+            "file_metadata": '{"frame":0}',
         },
         "FileTransferFailed": {
             **common,

@@ -24,7 +24,10 @@ CLOWDER_METADATA_CONTEXT = "https://clowder.ncsa.illinois.edu/contexts/metadata.
 UAMAC_VOCAB = "https://terraref.ncsa.illinois.edu/metadata/uamac#"
 DANFORTH_VOCAB = "https://terraref.ncsa.illinois.edu/metadata/danforth#"
 
+DANFORTH_SENSOR = "ddpscIndoorSuite"
+
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_LEMNATEC_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{3})")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,21 @@ def catalog_names(
         collections=collection_chain(sensor, date),
         as_dataset_metadata=is_dataset_metadata(file_name),
     )
+
+
+def danforth_names(timestamp: str, file_name: str) -> CatalogNames:
+    """Names for a file of the Danforth snapshot taken at ``timestamp`` (``YYYY-MM-DD hh:mm:ss.mmm``).
+
+    One dataset per snapshot, ``ddpscIndoorSuite - YYYY-MM-DD__hh-mm-ss-mmm`` (the original
+    uploader's name: the time with blanks as ``__`` and ``:`` and ``.`` as ``-``), in the
+    collections ``ddpscIndoorSuite`` → year → month → day.
+    """
+    match = _LEMNATEC_TIME.fullmatch(timestamp)
+    if match is None:
+        raise CatalogNameError(f"snapshot time {timestamp!r} is not YYYY-MM-DD hh:mm:ss.mmm")
+    date = match[1]
+    timestamp_dir = f"{date}__{match[2]}-{match[3]}-{match[4]}-{match[5]}"
+    return catalog_names(DANFORTH_SENSOR, date, timestamp_dir, file_name)
 
 
 def dataset_name(sensor: str, date: str, timestamp_dir: str | None) -> str:

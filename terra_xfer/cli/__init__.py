@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "topics": ("terra_xfer.cli.topics", "topics", "Create and show the pipeline's topics."),
     "events": ("terra_xfer.cli.events", "events", "Read what flows through a topic, decoded."),
     "gantry": ("terra_xfer.cli.gantry", "gantry", "Tail xferlog into files.arrived (producer)."),
+    "danforth": (
+        "terra_xfer.cli.danforth",
+        "danforth",
+        "Ship LemnaTec snapshots into files.arrived (producer).",
+    ),
     "batcher": ("terra_xfer.cli.stages", "batcher", "Batch arrivals into transfer tasks."),
     "monitor": ("terra_xfer.cli.stages", "monitor", "Follow transfer tasks; per-file outcomes."),
     "state-keeper": ("terra_xfer.cli.stages", "state_keeper", "Fold events into files.state."),

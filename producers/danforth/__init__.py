@@ -1,0 +1,1 @@
+"""The Danforth producer: LemnaTec database snapshots into files.arrived, metadata first."""

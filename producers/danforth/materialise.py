@@ -1,0 +1,164 @@
+"""Making a snapshot's files in the Danforth cache: one PNG per image, then its metadata JSON.
+
+Images are made in a thread pool (zlib and numpy release the GIL, so the cores share the work);
+each file is written to a hidden temporary name, synced and renamed, so a file under its real name
+is always whole. An image that cannot be made (missing or corrupt blob, unknown camera) is a
+:class:`Failure`; the others go on and the snapshot's metadata says it is incomplete.
+
+Only snapshots whose events are not committed yet are made here, so whatever their directories
+hold from an earlier, interrupted run is nobody's: it is removed, and the files made again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from producers.danforth.blobs import blob_path, check_store, read_frame
+from producers.danforth.cameras import Cameras
+from producers.danforth.errors import CacheWriteError, ImageError
+from producers.danforth.frames import to_pixels
+from producers.danforth.metadata import Missing, image_metadata, snapshot_metadata
+from producers.danforth.paths import cache_rel, image_name, metadata_name, snapshot_dir
+from producers.danforth.png import encode_png
+from producers.danforth.records import Snapshot, Tile
+
+
+@dataclass(frozen=True)
+class CacheFile:
+    """A file written into the cache: where, its version, and its own metadata (images only)."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be made: the tile, the file it would have been, and why."""
+
+    tile: Tile
+    name: str
+    blob: Path
+    error: ImageError
+
+
+@dataclass(frozen=True)
+class Made:
+    """One snapshot's outcome: its metadata, the metadata file, the images and the failures."""
+
+    snapshot: Snapshot
+    metadata: dict[str, Any]
+    metadata_file: CacheFile
+    images: list[CacheFile]
+    failures: list[Failure]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where blobs are read and how frames are decoded."""
+
+    blob_root: Path
+    database: str
+    cameras: Cameras
+
+
+class Materialiser:
+    """Makes snapshots' files under ``cache_root`` with ``workers`` threads."""
+
+    def __init__(self, cache_root: Path, sources: Sources, png_level: int, workers: int) -> None:
+        self.cache_root = cache_root
+        self.sources = sources
+        self.png_level = png_level
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="danforth-png")
+
+    def make(self, snapshots: Sequence[Snapshot]) -> list[Made]:
+        """Make every snapshot's files; raises ``BlobStoreError`` when the store is away."""
+        if any(s.tiles for s in snapshots):
+            check_store(self.sources.blob_root, self.sources.database)
+        pending = [[self._pool.submit(self._image, s, t) for t in s.tiles] for s in snapshots]
+        try:
+            return [self._finish(s, futures) for s, futures in zip(snapshots, pending, strict=True)]
+        finally:
+            for futures in pending:
+                for future in futures:
+                    future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finish(self, snapshot: Snapshot, futures: list[Future[CacheFile | Failure]]) -> Made:
+        results = [f.result() for f in futures]
+        images = [r for r in results if isinstance(r, CacheFile)]
+        failures = [r for r in results if isinstance(r, Failure)]
+        missing = [Missing(f.name, f.error.reason) for f in failures]
+        metadata = snapshot_metadata(snapshot, len(images), missing)
+        name = metadata_name(snapshot.id)
+        text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+        keep = {name, *(Path(i.rel).name for i in images)}
+        directory = self.cache_root / snapshot_dir(snapshot.id)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_others(directory, keep)
+            meta_file = write_file(
+                self.cache_root, cache_rel(snapshot.id, name), text.encode(), None
+            )
+            _sync_dir(directory)
+        except OSError as exc:
+            raise CacheWriteError(f"cannot write into {directory}: {exc}") from exc
+        return Made(snapshot, metadata, meta_file, images, failures)
+
+    def _image(self, snapshot: Snapshot, tile: Tile) -> CacheFile | Failure:
+        src = self.sources
+        blob = blob_path(src.blob_root, src.database, snapshot.taken, tile.raw_image_oid)
+        name = f"{tile.camera_label}_{tile.tiled_image_id}_{tile.frame}.png"
+        try:
+            name = image_name(tile.camera_label, tile.tiled_image_id, tile.frame)
+            spec = src.cameras.spec(tile.camera_label, tile.dataformat)
+            pixels = to_pixels(spec, read_frame(blob), tile.rotate_flip_type)
+        except ImageError as exc:
+            return Failure(tile, name, blob, exc)
+        data = encode_png(pixels, self.png_level)
+        meta = image_metadata(snapshot, tile, spec)
+        return write_file(self.cache_root, cache_rel(snapshot.id, name), data, meta)
+
+
+def write_file(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> CacheFile:
+    """Write ``root/rel`` whole (temporary name, fsync, rename) and return its version."""
+    target = root / rel
+    temporary = target.with_name(f".{target.name}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+        st = target.stat()
+    except OSError as exc:
+        raise CacheWriteError(f"cannot write {target}: {exc}") from exc
+    return CacheFile(rel, st.st_size, st.st_mtime_ns, metadata)
+
+
+def remove_others(directory: Path, keep: set[str]) -> list[str]:
+    """Remove the files of ``directory`` not named in ``keep`` (an interrupted run's leftovers)."""
+    removed = []
+    for entry in os.scandir(directory):
+        if entry.name not in keep and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

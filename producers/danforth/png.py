@@ -1,0 +1,65 @@
+"""A PNG writer for the pictures made from LemnaTec frames: zlib and numpy, nothing else.
+
+Writes 8-bit RGB, 8-bit grey and 16-bit grey (big-endian, as PNG stores it), non-interlaced, every
+row with the "Up" filter (the difference to the row above), which costs one vectorised
+subtraction and compresses camera pictures much better than no filter. ``level`` is zlib's
+(1 = fastest, OpenCV's default for PNG; 9 = smallest).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import numpy.typing as npt
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FILTER_UP = 2
+COLOUR_GREY = 0
+COLOUR_RGB = 2
+
+
+def encode_png(pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], level: int = 1) -> bytes:
+    """The PNG file of ``pixels``: (h, w, 3) uint8, (h, w) uint8 or (h, w) uint16."""
+    height, width, depth, colour = _layout(pixels)
+    rows = _row_bytes(pixels, height)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = FILTER_UP
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG defines it
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return b"".join(
+        (
+            SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def _layout(pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]) -> tuple[int, int, int, int]:
+    """(height, width, bit depth, colour type) of a picture, or ValueError if PNG cannot hold it."""
+    if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
+        return pixels.shape[0], pixels.shape[1], 8, COLOUR_RGB
+    if pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
+        return pixels.shape[0], pixels.shape[1], 8 * pixels.dtype.itemsize, COLOUR_GREY
+    raise ValueError(f"cannot write a {pixels.dtype} picture of shape {pixels.shape} as PNG")
+
+
+def _row_bytes(
+    pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], height: int
+) -> npt.NDArray[np.uint8]:
+    """The picture's bytes as PNG lays them out, one row of bytes per picture row."""
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError("a PNG picture needs at least one pixel")
+    if pixels.dtype == np.uint16:
+        pixels = pixels.astype(">u2")
+    rows: npt.NDArray[np.uint8] = np.ascontiguousarray(pixels).view(np.uint8).reshape(height, -1)
+    return rows
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

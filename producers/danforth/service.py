@@ -1,0 +1,195 @@
+"""The Danforth producer: polls the LemnaTec database and ships each completed snapshot.
+
+One step: read the snapshots after the committed position (and the ones still waiting to be
+completed), make their files in the Danforth cache, then commit in ONE Kafka transaction every
+snapshot's events (its metadata file first, then one FileArrived per image, and a dead letter per
+image that could not be made) together with the new position. After a kill -9 the next
+incarnation (same transactional id) fences the old one, whose open transaction is aborted, reads
+the last committed position and makes those snapshots again: none is lost, none emitted twice.
+
+An incomplete snapshot (an image dead-lettered) says so in its metadata (``complete``,
+``missing_images``), in the log, and in ``terra_xfer_danforth_snapshots_total{outcome}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge
+
+from producers.checkpoints import checkpoint_output, last_checkpoint
+from producers.danforth.cameras import Cameras
+from producers.danforth.events import arrivals, image_dead_letter, snapshot_dead_letter
+from producers.danforth.lemnatec import LemnaTecDb
+from producers.danforth.materialise import Made, Materialiser, Sources
+from producers.danforth.paths import SENSOR
+from producers.danforth.progress import Plan, Position, plan
+from schemas.codec import Codec
+from terra_xfer import metrics
+from terra_xfer.config import Config
+from terra_xfer.errors import TransientError
+from terra_xfer.kafka import TxProducer
+from terra_xfer.stage import Output, now_ms
+from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
+
+log = logging.getLogger(__name__)
+SOURCE = "danforth"
+
+SNAPSHOTS = Counter(
+    "terra_xfer_danforth_snapshots_total",
+    "Danforth snapshots shipped, by outcome (complete, incomplete, watering, given_up).",
+    ["outcome"],
+    registry=metrics.REGISTRY,
+)
+LAST_SNAPSHOT = Gauge(
+    "terra_xfer_danforth_last_snapshot_id",
+    "Highest LemnaTec snapshot id the Danforth producer has committed past.",
+    registry=metrics.REGISTRY,
+)
+
+
+class DanforthProducer:
+    """Polls one LemnaTec database; ``step`` ships up to ``chunk_snapshots`` snapshots."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: LemnaTecDb | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        d = config.danforth
+        self.config = config
+        self.clock = clock
+        self.codec = Codec()
+        self.db = db or LemnaTecDb(d.dsn, d.password)
+        self.source_id = f"{SOURCE}:{self.db.database}"
+        sources = Sources(d.blob_root, self.db.database, Cameras(d.cameras))
+        self.materialiser = Materialiser(d.cache_root, sources, d.png_level, d.workers)
+        # One producer per database: a restart fences its previous incarnation by this id.
+        self.producer = TxProducer(config.kafka, config.group(f"danforth-{self.db.database}"))
+        self.position: Position | None = None
+        self.events = 0
+        self.next_poll = 0.0
+
+    def start(self) -> None:
+        """Fence the previous incarnation and read the last committed position."""
+        if self.position is not None:
+            return
+        self.producer.init()
+        stored = last_checkpoint(self.config, self.source_id)
+        self.position = Position.from_dict(stored["position"]) if stored else Position()
+        self.events = int(stored["events"]) if stored else 0
+        log.info(
+            "danforth: following %s after snapshot %d (%d waiting to complete)",
+            self.db.database,
+            self.position.last_id,
+            len(self.position.waiting),
+        )
+
+    def step(self) -> int:
+        """Ship the next snapshots; return how many were shipped or given up (0: nothing new)."""
+        self.start()
+        assert self.position is not None
+        if self.clock() < self.next_poll:
+            return 0
+        d = self.config.danforth
+        try:
+            newer = self.db.newer(self.position.last_id, d.chunk_snapshots)
+            waited = self.db.by_id(sorted(self.position.waiting))
+            todo = plan(self.position, newer, waited, now_ms(), int(d.give_up_after_s * 1000))
+            made = self.materialiser.make(self.db.with_tiles(todo.ready)) if todo.ready else []
+        except TransientError as exc:
+            log.warning("danforth: %s; trying again in %.1f s", exc, d.poll_s)
+            self.next_poll = self.clock() + d.poll_s
+            return 0
+        # A full chunk means more may be there already: poll again at once.
+        self.next_poll = 0.0 if len(newer) >= d.chunk_snapshots else self.clock() + d.poll_s
+        if todo.position == self.position:
+            return 0
+        self._commit(todo, made)
+        return len(todo.ready) + len(todo.given_up)
+
+    def _commit(self, todo: Plan, made: list[Made]) -> None:
+        """Every event of the plan and the position after it, in one transaction."""
+        emitted = now_ms()
+        outputs: list[Output] = []
+        for one in made:
+            outputs += self._snapshot_outputs(one, emitted)
+        for gone in todo.given_up:
+            value = snapshot_dead_letter(gone, self.db.database, emitted)
+            outputs.append(self._dead_letter(value))
+        events = self.events + sum(1 for o in outputs if o.topic.endswith(FILES_ARRIVED))
+        outputs.append(
+            checkpoint_output(
+                self.config, self.codec, self.source_id, todo.position.to_dict(), events
+            )
+        )
+        with self.producer.transaction():
+            for out in outputs:
+                self.producer.produce(out.topic, out.value, out.key)
+        self.position, self.events = todo.position, events
+        self._report(todo, made)
+
+    def _snapshot_outputs(self, made: Made, emitted_ms: int) -> list[Output]:
+        d = self.config.danforth
+        topic = self.config.topic(FILES_ARRIVED)
+        values = arrivals(made, d.site, self.db.database, d.timezone, emitted_ms)
+        outputs = [Output(topic, v["key"], self.codec.encode("FileArrived", v)) for v in values]
+        for failure in made.failures:
+            outputs.append(self._dead_letter(image_dead_letter(failure, d.site, emitted_ms)))
+        return outputs
+
+    def _dead_letter(self, value: dict[str, object]) -> Output:
+        return Output(self.config.topic(DEADLETTER), SOURCE, self.codec.encode("DeadLetter", value))
+
+    def _report(self, todo: Plan, made: list[Made]) -> None:
+        """Log and count what was just committed."""
+        for one in made:
+            files = [one.metadata_file, *one.images]
+            for f in files:
+                metrics.count_file("arrived", SENSOR, f.size)
+            for failure in one.failures:
+                metrics.DEAD_LETTERS.labels(SOURCE, f"{failure.error.kind}_image").inc()
+                log.warning(
+                    "danforth: snapshot %d: %s dead-lettered: %s",
+                    one.snapshot.id,
+                    failure.name,
+                    failure.error.reason,
+                )
+            SNAPSHOTS.labels(_outcome(one)).inc()
+            if one.failures:
+                log.warning(
+                    "danforth: snapshot %d is incomplete: %d of %d images shipped",
+                    one.snapshot.id,
+                    len(one.images),
+                    len(one.snapshot.tiles),
+                )
+        for gone in todo.given_up:
+            SNAPSHOTS.labels("given_up").inc()
+            metrics.DEAD_LETTERS.labels(SOURCE, "snapshot_given_up").inc()
+            log.warning("danforth: %s: dead-lettered", gone.reason)
+        LAST_SNAPSHOT.set(todo.position.last_id)
+        if made:
+            log.info(
+                "danforth: shipped snapshots %d..%d (%d files); position %d, %d waiting",
+                made[0].snapshot.id,
+                made[-1].snapshot.id,
+                sum(1 + len(m.images) for m in made),
+                todo.position.last_id,
+                len(todo.position.waiting),
+            )
+
+    def close(self) -> None:
+        try:
+            self.materialiser.close()
+            self.db.close()
+        finally:
+            self.producer.close()
+
+
+def _outcome(made: Made) -> str:
+    if not made.snapshot.tiles:
+        return "watering"
+    return "incomplete" if made.failures else "complete"
