@@ -111,6 +111,7 @@ class DanforthConfig:
     (``PREFIX=WIDTHxHEIGHT``, the longest matching prefix wins): the database does not hold it.
     """
 
+    enabled: bool = False  # `terra-xfer up` runs the Danforth producer too
     dsn: str = "host=localhost dbname=LTSystem user=lemnatec"
     password: Secret | None = field(default=None, metadata={"secret": "DANFORTH_PASSWORD"})
     blob_root: Path = Path("/data/lemnatec/blobs")

@@ -6,13 +6,15 @@ secret that reaches a message by accident (an exception text, a URL) is still ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Iterable
+from typing import Any
 
-from terra_xfer.config import Config, Secret
+from terra_xfer.config import Secret
 
 REDACTED = "***"
 
@@ -68,14 +70,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def secrets_of(config: Config) -> list[str]:
-    """Every secret value present in ``config``."""
-    found = [
-        config.kafka.sasl_password,
-        config.transfer.globus.client_secret,
-        config.catalog.clowder.key,
-    ]
-    return [s.reveal() for s in found if isinstance(s, Secret)]
+def secrets_of(config: Any) -> list[str]:
+    """Every secret value present in ``config``, in any section (a new secret is found too)."""
+    found: list[str] = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, Secret):
+            found.append(value.reveal())
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found += secrets_of(value)
+    return found
 
 
 def configure(

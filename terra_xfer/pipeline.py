@@ -43,6 +43,10 @@ def build(config: Config, with_sweeper: bool = True) -> Iterator[list[tuple[str,
         ]
         if config.gantry.nas_log is not None:
             stages.append(("gantry-nas", GantryProducer(config, log_source(config, "nas_log"))))
+        if config.danforth.enabled:
+            from producers.danforth.service import DanforthProducer
+
+            stages.append(("danforth", DanforthProducer(config)))
         stages += [
             ("batcher", Batcher(config, backend, view("batcher-view.sqlite"))),
             ("monitor", Monitor(config, backend)),

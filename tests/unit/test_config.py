@@ -108,3 +108,15 @@ def test_bad_environment_value_names_the_variable() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope.toml", env={})
+
+
+def test_every_secret_of_every_section_is_redacted_from_logs() -> None:
+    from terra_xfer.logs import secrets_of
+
+    env = {
+        "TERRA_XFER_GLOBUS_CLIENT_SECRET": "g-secret",
+        "TERRA_XFER_CLOWDER_KEY": "c-key",
+        "TERRA_XFER_KAFKA_SASL_PASSWORD": "k-pass",
+        "TERRA_XFER_DANFORTH_PASSWORD": "d-pass",
+    }
+    assert sorted(secrets_of(load(None, env))) == ["c-key", "d-pass", "g-secret", "k-pass"]
