@@ -29,10 +29,14 @@ from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
 from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
-from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
+from terra_xfer.stage import Output, dead_letter, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
+UNNAMEABLE = (
+    "the file name is not UTF-8 and the transfer service names files in UTF-8 only: rename it in "
+    "the cache (the sweeper then ships it under its new name)"
+)
 GROUP = "batcher"
 PENDING_RECHECK_S = 2.0
 
@@ -142,6 +146,10 @@ class Batcher:
             assert partition is not None and offset is not None
             value = decoded.get((partition, offset))
             item = self._item(value) if value is not None else None
+            if item is not None and item.raw_path is not None and not self.backend.raw_names:
+                dead.append(dead_letter(self.config, self.codec, GROUP, UNNAMEABLE, msg))
+                log.error("batcher: %s: %s", item.key, UNNAMEABLE)
+                item = None
             window = self.windows.add(partition, offset, item, now)
             if window is not None:
                 closed.append(window)
@@ -161,6 +169,7 @@ class Batcher:
             event.get("attempt", 1),
             event.get("dataset_metadata"),
             event.get("file_metadata"),
+            event.get("raw_path"),
         )
 
     def _record(self, closed: list[Window], dead: list[Output], idle: dict[int, int]) -> None:

@@ -6,6 +6,7 @@ same files the same way.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,13 @@ def label_of(batch_id: str) -> str:
     """Globus labels allow letters, digits, spaces, hyphens, underscores, commas and dots."""
     safe = "".join(c if c.isalnum() or c in " -_,." else "-" for c in batch_id)
     return f"terra-xfer {safe}"[:128]
+
+
+def on_disk(event: dict[str, Any]) -> str:
+    """A file's path under its cache root as the filesystem names it: from ``raw_path`` when the
+    name is not UTF-8 (``path`` then holds escapes), as ``str`` with surrogate escapes."""
+    raw = event.get("raw_path")
+    return os.fsdecode(raw) if raw else str(event["path"])
 
 
 def source_of(config: Config, path: str, site: str | None = None) -> str:
@@ -66,6 +74,7 @@ def file_record(item: BatchItem) -> dict[str, Any]:
         "attempt": item.attempt,
         "dataset_metadata": item.dataset_metadata,
         "file_metadata": item.file_metadata,
+        "raw_path": item.raw_path,
     }
 
 
@@ -74,7 +83,7 @@ def transfer_items(config: Config, files: Sequence[dict[str, Any]]) -> list[Tran
     return [
         TransferItem(
             f["key"],
-            source_of(config, f["path"], f["key"].split("/", 1)[0]),
+            source_of(config, on_disk(f), f["key"].split("/", 1)[0]),
             f["dest_path"],
             f["size"],
             f["mtime_ns"],

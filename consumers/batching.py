@@ -25,6 +25,7 @@ class BatchItem:
     attempt: int = 1
     dataset_metadata: str | None = None
     file_metadata: str | None = None
+    raw_path: bytes | None = None  # the path's bytes when they are not UTF-8
 
 
 @dataclass

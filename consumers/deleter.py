@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from consumers.batches import on_disk
 from consumers.deletion import Decision, delete
 from consumers.sites import SiteFile, Sites
 from consumers.transfer.base import TransferBackend, TransferItem
@@ -71,7 +72,7 @@ class Deleter:
         )
 
     def _delete(self, event: dict[str, Any]) -> Decision:
-        where = self.sites.site_file(event["key"], event["path"])
+        where = self.sites.site_file(event["key"], on_disk(event))
         if not isinstance(where, SiteFile):
             return Decision("REFUSED", f"not a shipped cache path: {where.reason}")
         item = TransferItem(

@@ -232,6 +232,7 @@ class Monitor:
                 "skipped_identical": outcome.skipped_identical,
                 "dataset_metadata": file.get("dataset_metadata"),
                 "file_metadata": file.get("file_metadata"),
+                "raw_path": file.get("raw_path"),
             }
             return Output(topic, file["key"], self.codec.encode("FileTransferred", value))
         self.files_failed += 1
@@ -261,7 +262,7 @@ class Monitor:
             "version": file["version"],
             "site": file["key"].split("/", 1)[0],
             "path": file["path"],
-            "raw_path": None,
+            "raw_path": file.get("raw_path"),
             "sensor": None,
             "date": None,
             "timestamp": None,

@@ -51,6 +51,7 @@ def sample(name: str) -> dict[str, Any]:
                     "attempt": 1,
                     "dataset_metadata": '{"snapshot_id":1}',
                     "file_metadata": None,
+                    "raw_path": b"caf\xe9",
                 }
             ],
             "source_topic": "terra.files.arrived",
@@ -75,6 +76,7 @@ def sample(name: str) -> dict[str, Any]:
             "emitted_ms": MS,
             "dataset_metadata": '{"snapshot_id":1}',
             "file_metadata": '{"frame":0}',
+            "raw_path": None,
         },
         "FileTransferFailed": {
             **common,

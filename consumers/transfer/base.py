@@ -118,6 +118,7 @@ class TransferBackend(Protocol):
     """What the batcher, monitor and deleter need from a transfer service."""
 
     name: str
+    raw_names: bool  # can address file names that are not UTF-8 (byte-exact paths)
 
     def new_submission_id(self, batch_id: str) -> str:
         """An idempotency key for submitting this batch; the caller records it before submit."""

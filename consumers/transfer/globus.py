@@ -47,6 +47,7 @@ class GlobusTransfer:
     """
 
     name = "globus"
+    raw_names = False  # the Transfer API speaks JSON: paths are UTF-8 text
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ class LocalTransfer:
     """
 
     name = "local"
+    raw_names = True
 
     def __init__(
         self,

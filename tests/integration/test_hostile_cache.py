@@ -199,16 +199,6 @@ def test_the_sweeper_offers_a_file_whose_name_is_not_utf8(config: Config, tmp_pa
     assert event["raw_path"] == os.fsencode(rel)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="consumers/batches.py (transfer_items/source_of) and consumers/deleter.py read the "
-    "file from FileArrived.path, which for a name that is not UTF-8 is the backslash-escaped "
-    "text, not the name on disk; FileArrived.raw_path (the real bytes) is never used downstream, "
-    "so the transfer fails with 'source missing' on every attempt. Fix: carry raw_path through "
-    "BatchSubmitted/FileTransferred (or derive the source from it) wherever a stage opens the "
-    "cache file.",
-)
 def test_a_logged_name_that_is_not_utf8_is_transferred(config: Config, tmp_path: Path) -> None:
     config = dataclasses.replace(
         config, monitor=dataclasses.replace(config.monitor, max_attempts=1)
