@@ -294,6 +294,18 @@ class EmbeddedBroker:
         self.pidfile.unlink(missing_ok=True)
         return True
 
+    def kill(self, timeout_s: float = 30.0) -> bool:
+        """SIGKILL the node, as a crash would, and wait until it is gone. False if not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        if not _wait_exit(pid, timeout_s, self._proc):
+            raise BrokerError(f"broker pid {pid} survived SIGKILL for {timeout_s:.0f} s")
+        self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
     def _format(self, java: str, classpath: str, config: Path) -> None:
         cluster_id = _cluster_id()
         cmd = [

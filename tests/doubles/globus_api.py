@@ -179,6 +179,12 @@ class GlobusDouble:
         with self._engine.lock:
             self._engine.failing_paths.update(dict.fromkeys(source_paths, code))
 
+    def heal_paths(self, *source_paths: str) -> None:
+        """These source paths no longer fail (the operator fixed the permissions)."""
+        with self._engine.lock:
+            for path in source_paths:
+                self._engine.failing_paths.pop(path, None)
+
     def resume_task(self, task_id: str) -> None:
         self._engine.resume(task_id)
 
