@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import click
 
+from terra_xfer.kafka_security import KafkaUnreachableError, check_access
 from terra_xfer.metrics_http import serving
 from terra_xfer.service import install_signal_handlers, run
 from terra_xfer.watchdog import StepWatchdog
@@ -37,6 +38,7 @@ def run_stage(
     """Run ``step`` until a signal (or ``once``/``idle_exit``), then ``close``; return items handled."""
     stop = threading.Event()
     install_signal_handlers(stop)
+    refuse_bad_credentials()
     with contextlib.ExitStack() as teardown:
         health = teardown.enter_context(serving(_metrics_setting("port", 0)))
         watchdog = StepWatchdog(_metrics_setting("stall_exit_s", 0.0)).start()
@@ -46,6 +48,21 @@ def run_stage(
         handled = run(watched, stop, once=once, idle_exit_s=idle_exit)
     log.info("%s stopped after %d items", name, handled)
     return handled
+
+
+def refuse_bad_credentials(timeout_s: float = 10.0) -> None:
+    """Stop at once, with the reason, when the cluster refuses this command's credentials.
+
+    An unreachable cluster is only a warning: the stage retries until the brokers are back.
+    """
+    ctx = click.get_current_context(silent=True)
+    config = getattr(ctx.find_root().obj, "config", None) if ctx is not None else None
+    if config is None:
+        return
+    try:
+        check_access(config.kafka, timeout_s)
+    except KafkaUnreachableError as exc:
+        log.warning("%s; starting anyway, the stage retries until the brokers answer", exc)
 
 
 def _metrics_setting(name: str, outside: float) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from terra_xfer.cli import State
+from terra_xfer.cli.running import refuse_bad_credentials
 from terra_xfer.config import Config
 from terra_xfer.metrics_http import serving, watched
 from terra_xfer.runner import StageRunner
@@ -133,5 +134,6 @@ def up(state: State, exit_when_idle: float | None, quiet: bool) -> None:
     Example:
       terra-xfer --config site.toml up
     """
+    refuse_bad_credentials()
     handled: dict[str, Any] = run_up(state.config, exit_when_idle, show=not quiet)
     click.echo("handled: " + ", ".join(f"{k}={v}" for k, v in handled.items()), err=True)

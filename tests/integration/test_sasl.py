@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,27 @@ def test_the_password_stays_out_of_the_broker_log_and_is_owner_only_on_disk(
     config_file = Path(node.data_dir) / "server.properties"
     assert PASSWORD in config_file.read_text()  # the broker's own JAAS login needs it
     assert os.stat(config_file).st_mode & 0o077 == 0
+
+
+def test_a_stage_with_a_wrong_password_stops_at_once_saying_why(
+    kafka: KafkaConfig, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TERRA_XFER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "TERRA_XFER_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol,
+        "TERRA_XFER_KAFKA_SASL_MECHANISM": str(kafka.sasl_mechanism),
+        "TERRA_XFER_KAFKA_SASL_USERNAME": USER,
+        "TERRA_XFER_KAFKA_SASL_PASSWORD": "not-the-password",
+        "TERRA_XFER_METRICS_PORT": "0",
+        "TERRA_XFER_STATUS_INDEX_PATH": str(tmp_path / "index.sqlite"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "terra_xfer", "--log-plain", "state-keeper", "--idle-exit", "30"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "refused" in done.stderr and "not-the-password" not in done.stderr
