@@ -29,7 +29,6 @@ from consumers.state_view import StateFollower
 from consumers.sweeper import Sweeper
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
-from schemas.codec import CodecError
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all

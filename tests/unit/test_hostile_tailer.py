@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +23,6 @@ from producers.gantry.lines import LineHandler, Rejected
 from producers.gantry.paths import PathRules
 from producers.gantry.tailer import (
     Checkpoint,
-    CheckpointFormatError,
     LineKind,
     TailedLine,
     Tailer,
