@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CONFIG := examples/demo.toml
 
-.PHONY: demo test lint unit deps system-deps tools clean
+.PHONY: demo test lint unit deps system-deps tools clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python >= 3.11 is required"; exit 1; }
@@ -59,6 +59,17 @@ test: deps lint
 
 demo: deps
 	$(BIN)/python -m terra_xfer.demo --config $(DEMO_CONFIG) $(if $(KEEP),--keep-broker)
+
+# Benchmarks: every speed against its limit, measured in the same run; writes bench/results.json
+# and the table in BENCHMARKS.md. bench-quick: small counts (a minute or two).
+bench: deps
+	@command -v kcat >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; \
+	  else echo "kcat is missing: apt-get install kcat (as root)"; fi; }
+	PYTHONPATH=. $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

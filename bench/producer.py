@@ -1,57 +1,69 @@
-"""Producer benchmark: xferlog lines into Kafka with the exactly-once producer, against kcat -P.
+"""§1 and §2: xferlog lines into Kafka, against kcat and against Kafka's own producer tool.
 
-Same log, same broker, same run. Also the original scanner's bare parse-and-stat loop (regex and
-os.stat per line, no delivery at all) over the same log, as the floor the producer must beat.
+The real exactly-once producer (``terra-xfer gantry``, a subprocess) reads a log of ``lines``
+lines naming ``distinct`` cache files; in the same run ``kcat -P`` sends the same lines raw to the
+same broker, the original TERRA-REF scanner's bare pass (its regex and one ``os.stat`` per line,
+no delivery at all) reads the same log, and Kafka's ProducerPerformance sends as many records of
+the same size.
 
-    python bench/producer.py --lines 1000000 --bootstrap 127.0.0.1:39092
+The producer's rate is taken from its own records (CreateTime of the first and last event): its
+events are produced a chunk at a time, after the chunk is parsed, so the first chunk is left out
+of the count; process start-up (interpreter, ``init_transactions``, reading the last checkpoint)
+is reported apart.
+
+    PYTHONPATH=. python -m bench.producer --lines 100000
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.figures import Figure, Goal, Section
+from bench.up_run import cli_command, py_spy
+from bench.workspace import Workspace, workspace
 from producers.gantry.night import log_line, uploads, write_upload
-from terra_xfer.config import Config
-from terra_xfer.topics import create_topics
-from tests.kafka_read import env_for
+from terra_xfer.kafka_tools import run_tool
 
 # The original TERRA-REF scanner's line pattern (it only matched ::ffff: hosts).
 ORIGINAL = re.compile(
     r"^\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4} \d+ ::ffff:([\d.]+) (\d+) (.+?) b _ i r (\S+) ftp 0 \* c$"
 )
+IDLE_EXIT_S = 1.5
+# The same producer settings as terra-xfer's transactional producer, without the transactions.
+KCAT_SETTINGS = ("-X", "enable.idempotence=true", "-X", "linger.ms=5", "-X", "compression.type=lz4")
 
 
 def make_log(workdir: Path, lines: int, distinct: int) -> tuple[Path, Path]:
-    cache = workdir / "cache"
-    log = workdir / "xferlog"
-    ups = list(uploads(datetime(2017, 8, 24, 19, tzinfo=UTC), distinct, seed=11, size=0))
-    ups = [u for u in ups if u.whitelisted]
+    """A cache of ``distinct`` files and an xferlog of ``lines`` lines cycling over them."""
+    cache, log = workdir / "cache", workdir / "xferlog"
+    ups = [
+        u for u in uploads(datetime(2017, 8, 24, 19, tzinfo=UTC), distinct, 11, 0) if u.whitelisted
+    ]
     for u in ups:
         write_upload(cache, u)
-    encoded = [log_line(u) for u in ups]
+    encoded = [log_line(u, size=(cache / u.rel).stat().st_size) for u in ups]
     with log.open("wb") as out:
         for i in range(lines):
             out.write(encoded[i % len(encoded)])
+    os.sync()
     return cache, log
 
 
 def original_scan(log: Path, cache: Path) -> float:
+    """Lines/s of the original scanner's pass: regex and stat per line, nothing delivered."""
     started = time.perf_counter()
     n = 0
     with log.open() as fh:
@@ -64,95 +76,212 @@ def original_scan(log: Path, cache: Path) -> float:
     return n / (time.perf_counter() - started)
 
 
-def producer_run(config: Config, lines: int) -> tuple[float, int]:
-    env = {**os.environ, **env_for(config)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "terra_xfer",
-        "--log-json",
-        "--log-level",
-        "WARNING",
-        "gantry",
-        "--idle-exit",
-        "1.5",
-    ]
-    started = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True)
-    elapsed = time.perf_counter() - started - 1.5
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return lines / elapsed, rss_kb // 1024
+def first_and_last_ms(bootstrap: str, topic: str) -> tuple[int, int, float]:
+    """(first CreateTime, last CreateTime, mean value size) of a topic's committed records, from
+    a few records at each end of every partition."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    first, last, sizes = None, None, []
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            for start in (low, max(low, high - 8)):
+                for msg in _read_from(consumer, topic, p, start, high):
+                    ts = msg.timestamp()[1]
+                    first = ts if first is None else min(first, ts)
+                    last = ts if last is None else max(last, ts)
+                    sizes.append(len(msg.value() or b""))
+    finally:
+        consumer.close()
+    assert first is not None and last is not None, f"{topic} is empty"
+    return first, last, sum(sizes) / len(sizes)
+
+
+def _read_from(consumer: Consumer, topic: str, p: int, start: int, high: int) -> list[Message]:
+    """Up to 8 committed messages of one partition from ``start`` (stops at the end)."""
+    consumer.assign([TopicPartition(topic, p, start)])
+    got: list[Message] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 8 and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            position = consumer.position([TopicPartition(topic, p)])[0].offset
+            if position >= high:
+                break
+            continue
+        if msg.error() is None:
+            got.append(msg)
+    return got
+
+
+def producer_run(
+    ws: Workspace, cache: Path, log: Path, lines: int, profile: Path | None = None
+) -> dict[str, float]:
+    """Run ``terra-xfer gantry`` over the whole log; its rate, start-up and peak RSS (with
+    ``profile``: under py-spy, whose own RSS is then the one reported)."""
+    settings = ws.settings(cache_root=cache)
+    settings["gantry"]["xferlog"] = log
+    config = ws.write(settings)
+    cmd = cli_command(ws.config_path, "gantry", "--idle-exit", str(IDLE_EXIT_S))
+    if profile is not None:
+        cmd = py_spy(profile) + cmd
+    began = time.perf_counter()
+    with (ws.root / "gantry.log").open("ab") as err:
+        proc = subprocess.Popen(cmd, stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - began - IDLE_EXIT_S
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"terra-xfer gantry exited with {proc.returncode}")
+    first, last, event_bytes = first_and_last_ms(ws.bootstrap, config.topic("files.arrived"))
+    chunk = config.gantry.chunk_lines
+    steady = (lines - chunk) / max(1e-3, (last - first) / 1000)
+    return {
+        "events_per_s": steady,
+        "wall_s": wall,
+        "startup_s": max(0.0, wall - lines / steady),
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "event_bytes": event_bytes,
+    }
 
 
 def kcat_run(bootstrap: str, log: Path, partitions: int, lines: int) -> float:
+    """Lines/s of ``kcat -P`` sending each line of the log as one message (idempotent, lz4)."""
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     if kcat is None:
-        raise SystemExit("kcat is not installed (Debian: apt-get install kcat)")
+        raise RuntimeError("kcat is not installed (Debian: apt-get install kcat)")
     topic = f"bench-kcat-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
-    started = time.perf_counter()
-    subprocess.run(
-        [
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [kcat, "-P", "-b", bootstrap, "-t", topic, "-l", str(log), *KCAT_SETTINGS],
+            check=True,
+        )
+        return lines / (time.perf_counter() - started)
+    finally:
+        admin.delete_topics([topic])[topic].result()
+
+
+def perf_tool_run(
+    bootstrap: str, kafka_version: str, records: int, size: int, payloads: Path | None = None
+) -> float:
+    """Records/s of Kafka's ProducerPerformance (idempotent, acks=all, lz4, linger 5 ms): random
+    records of ``size`` bytes, or lines picked at random from the file ``payloads``."""
+    topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
+    props = [f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true"]
+    props += ["compression.type=lz4", "linger.ms=5", "batch.size=1000000"]
+    args = ["--topic", topic, "--num-records", str(records), "--throughput", "-1"]
+    args += ["--payload-file", str(payloads)] if payloads else ["--record-size", str(size)]
+    try:
+        done = run_tool(kafka_version, "producer-perf-test", [*args, "--producer-props", *props])
+    finally:
+        admin.delete_topics([topic])[topic].result()
+    if done.returncode != 0:
+        raise RuntimeError(f"ProducerPerformance failed: {done.stderr.strip()[-300:]}")
+    summary = [line for line in done.stdout.splitlines() if "records sent" in line][-1]
+    return float(re.search(r"([\d.]+) records/sec", summary).group(1))  # type: ignore[union-attr]
+
+
+def producer_section(lines: int, run: dict[str, float], kcat: float, scan: float) -> Section:
+    """§1: the producer against kcat and against the original scan; its peak RSS."""
+    events = run["events_per_s"]
+    name = "`terra-xfer gantry` events/s"
+    s = Section("1", f"Producer: {lines:,}-line xferlog into Kafka, exactly once")
+    s.figures += [
+        Figure(
+            name,
+            events,
+            "events/s",
+            "`kcat -P`, same lines",
             kcat,
-            "-P",
-            "-b",
-            bootstrap,
-            "-t",
-            topic,
-            "-l",
-            str(log),
-            "-X",
-            "enable.idempotence=true",
-            "-X",
-            "linger.ms=5",
-            "-X",
-            "compression.type=lz4",
-        ],
-        check=True,
-    )
-    return lines / (time.perf_counter() - started)
+            Goal("ratio_at_least", 0.5),
+            limit_unit="lines/s",
+        ),
+        Figure(
+            name,
+            events,
+            "events/s",
+            "original scanner's bare regex + stat pass (no delivery)",
+            scan,
+            Goal("ratio_at_least", 1.0),
+            limit_unit="lines/s",
+        ),
+        Figure(
+            "`terra-xfer gantry` peak RSS", run["peak_rss_mb"], "MB", goal=Goal("value_below", 150)
+        ),
+    ]
+    s.details = {k: round(v, 2) for k, v in run.items()} | {
+        "lines": lines,
+        "kcat_lines_per_s": round(kcat),
+        "original_scan_lines_per_s": round(scan),
+    }
+    return s
+
+
+def ceiling_section(
+    lines: int, size: int, tool: dict[str, float], kcat: float, events: float
+) -> Section:
+    """§2: Kafka's ProducerPerformance on the same broker, with kcat and our producer beside it."""
+    s = Section("2", f"Broker ceiling: ProducerPerformance, {lines:,} records")
+    random_name = f"ProducerPerformance, random {size} B records (our events' mean size)"
+    lines_name = "ProducerPerformance, the log's lines as records"
+    s.figures += [
+        Figure(random_name, tool["random"], "records/s"),
+        Figure(lines_name, tool["lines"], "records/s"),
+        Figure("`kcat -P`, the log's lines", kcat, "records/s", lines_name, tool["lines"]),
+        Figure("`terra-xfer gantry` events", events, "records/s", random_name, tool["random"]),
+    ]
+    s.details = {"records": lines, "record_bytes": size}
+    return s
+
+
+def sections(
+    base: Path, bootstrap: str, kafka_version: str, lines: int, distinct: int
+) -> list[Section]:
+    """§1 (producer against kcat and the original scan, peak RSS) and §2 (the broker's ceiling)."""
+    work = base / "producer"
+    cache, log = make_log(work, lines, distinct)
+    payloads = work / "payloads.txt"
+    with log.open("rb") as fh:
+        payloads.write_bytes(b"".join(fh.readline() for _ in range(min(lines, distinct))))
+    try:
+        scan = original_scan(log, cache)
+        kcat = kcat_run(bootstrap, log, 6, lines)
+        with workspace(base, "producer", bootstrap) as ws:
+            run = producer_run(ws, cache, log, lines)
+        size = max(1, round(run["event_bytes"]))
+        tool = {
+            "random": perf_tool_run(bootstrap, kafka_version, lines, size),
+            "lines": perf_tool_run(bootstrap, kafka_version, lines, 0, payloads),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    one = producer_section(lines, run, kcat, scan)
+    one.details["distinct_files"] = distinct
+    return [one, ceiling_section(lines, size, tool, kcat, run["events_per_s"])]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--distinct", type=int, default=20_000, help="distinct files in the cache")
     ap.add_argument("--bootstrap", default="127.0.0.1:39092")
-    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument("--kafka-version", default="4.4.0")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp:
-        cache, log = make_log(Path(tmp), args.lines, args.distinct)
-        base = Config()
-        config = dataclasses.replace(
-            base,
-            kafka=dataclasses.replace(
-                base.kafka,
-                bootstrap_servers=args.bootstrap,
-                topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-            ),
-            gantry=dataclasses.replace(
-                base.gantry,
-                cache_root=cache,
-                xferlog=log,
-                log_root="/gantry_data",
-            ),
-        )
-        create_topics(config)
-        scan = original_scan(log, cache)
-        kcat = kcat_run(args.bootstrap, log, config.kafka.partitions, args.lines)
-        events, rss = producer_run(config, args.lines)
-    figures = {
-        "lines": args.lines,
-        "producer_events_per_s": round(events),
-        "kcat_lines_per_s": round(kcat),
-        "ratio_to_kcat": round(events / kcat, 3),
-        "original_scan_lines_per_s": round(scan),
-        "producer_peak_rss_mb": rss,
-    }
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    base = Path("var/bench").resolve()
+    found = sections(base, args.bootstrap, args.kafka_version, args.lines, args.distinct)
+    print(json.dumps([s.to_dict() for s in found], indent=2))
 
 
 if __name__ == "__main__":

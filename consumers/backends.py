@@ -14,6 +14,10 @@ def make_transfer(config: Config) -> TransferBackend:
         from consumers.transfer.local import LocalTransfer
 
         return LocalTransfer(t.destination_root, t.state_dir)
+    if t.backend == "record":  # moves no bytes: for measuring the pipeline's overhead only
+        from consumers.transfer.record import RecordTransfer
+
+        return RecordTransfer()
     from consumers.transfer.globus import GlobusTransfer
 
     g = t.globus

@@ -146,7 +146,7 @@ class GlobusConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    backend: Literal["local", "globus"] = "local"
+    backend: Literal["local", "globus", "record"] = "local"  # record: benchmarks only
     destination_root: Path = field(default_factory=lambda: data_home() / "destination")
     state_dir: Path = field(default_factory=lambda: data_home() / "transfer")
     globus: GlobusConfig = field(default_factory=GlobusConfig)

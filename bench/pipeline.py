@@ -1,0 +1,216 @@
+"""§3: the whole pipeline through ``terra-xfer up``, each way against its limit in the same run.
+
+a. small files with the local backends: files/s from the first xferlog line to the last file
+   DONE, against a plain loop that copies each file (fsync, rename) and deletes it;
+b. the same files with the ``record`` transfer backend (no bytes moved) and the deleter in dry
+   run: the pipeline's own overhead (Kafka, Avro, state, batching) with the filesystem taken out;
+c. large files: MB/s against ``cp`` (then ``sync``) of the same files;
+d. latency at a steady rate below capacity: a line's append to its batch's submission and to
+   DONE, p50 and p99 (a backlog appended at once measures queueing, not latency).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.figures import Figure, Goal, Section, percentile
+from bench.up_run import Outcome, feed_all, feed_paced, run_up
+from bench.workload import (
+    cp_and_sync,
+    log_lines,
+    night,
+    place_metadata,
+    plain_copy_loop,
+    write_files,
+)
+from bench.workspace import Workspace, workspace
+from producers.gantry.night import Upload
+from terra_xfer.broker import free_port
+
+SITE = "ua-mac"
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    small_files: int = 100_000
+    small_size: int = 4096
+    large_files: int = 20
+    large_size: int = 64 * 1024 * 1024
+    latency_files: int = 3000
+    latency_rate: float = 100.0
+
+
+def _keys(ups: list[Upload]) -> set[str]:
+    return {f"{SITE}/{u.rel}" for u in ups}
+
+
+def _run(
+    ws: Workspace,
+    cache: Path,
+    ups: list[Upload],
+    feed: Any,
+    profile: Path | None = None,
+    **overrides: dict[str, Any],
+) -> tuple[Outcome, dict[str, Any]]:
+    settings = ws.settings(cache_root=cache)
+    for section, values in overrides.items():
+        settings[section] |= values
+    port = free_port()
+    settings["metrics"]["port"] = port
+    config = ws.write(settings)
+    if settings["transfer"]["backend"] == "record":
+        place_metadata(config, ups)
+    dry_run = bool(settings["deleter"]["dry_run"])
+    outcome = run_up(
+        config, ws.config_path, port, feed, _keys(ups), dry_run=dry_run, profile=profile
+    )
+    details = {
+        "files": len(ups),
+        "seconds": round(outcome.seconds, 2),
+        "to_last_submitted_s": outcome.last_after_start_s(outcome.submitted_ms),
+        "to_last_transferred_s": outcome.last_after_start_s(outcome.transferred_ms),
+        "up_ready_s": round(outcome.ready_s, 1),
+        "up_peak_rss_mb": None if outcome.peak_rss_mb is None else round(outcome.peak_rss_mb),
+        "incomplete": len(outcome.incomplete),
+        "max_wait_s": settings["batcher"]["max_wait_s"],
+        "max_files": settings["batcher"]["max_files"],
+    }
+    return outcome, details
+
+
+def small_files(base: Path, bootstrap: str, sizes: Sizes) -> list[Section]:
+    """§3a and §3b on one set of files (3b first: it leaves the cache as it was)."""
+    root = base / "small"
+    ups = night(sizes.small_files, sizes.small_size)
+    write_files(root / "plain", ups)
+    copy_s = plain_copy_loop(root / "plain", [u.rel for u in ups], root / "plain-dest")
+    shutil.rmtree(root / "plain-dest", ignore_errors=True)
+    write_files(root / "cache", ups)
+    lines = log_lines(root / "cache", ups)
+    plain_rate = len(ups) / copy_s
+    with workspace(base, "overhead", bootstrap) as ws:
+        overhead, b_details = _run(
+            ws,
+            root / "cache",
+            ups,
+            feed_all(lines),
+            transfer={"backend": "record"},
+            deleter={"dry_run": True},
+        )
+    with workspace(base, "small", bootstrap) as ws:
+        local, a_details = _run(ws, root / "cache", ups, feed_all(lines))
+    left = sum(1 for p in (root / "cache").rglob("*") if p.is_file())
+    shutil.rmtree(root, ignore_errors=True)
+    a_details |= {"plain_copy_s": round(copy_s, 2), "files_left_in_cache": left}
+    n = len(ups)
+    return [
+        _small_section(n, sizes, local, plain_rate, a_details),
+        _overhead_section(n, overhead, plain_rate, b_details),
+    ]
+
+
+def _small_section(
+    n: int, sizes: Sizes, local: Outcome, plain_rate: float, details: dict[str, Any]
+) -> Section:
+    s = Section("3a", f"Pipeline, {n:,} files of {sizes.small_size // 1024} KB, local backends")
+    s.figures.append(
+        Figure(
+            "`up`, first line → last DONE",
+            n / local.seconds,
+            "files/s",
+            "plain loop: copy, fsync, rename, delete",
+            plain_rate,
+            Goal("ratio_at_least", 0.5),
+        )
+    )
+    s.details = details
+    return s
+
+
+def _overhead_section(
+    n: int, overhead: Outcome, plain_rate: float, details: dict[str, Any]
+) -> Section:
+    s = Section("3b", "Pipeline overhead: record backend (no bytes moved), deleter dry run")
+    s.figures.append(
+        Figure(
+            "`up`, first line → last INGESTED + dry-run delete",
+            n / overhead.seconds,
+            "files/s",
+            "plain copy loop (§3a)",
+            plain_rate,
+            Goal("value_at_least", 5000),
+        )
+    )
+    s.details = details
+    return s
+
+
+def large_files(base: Path, bootstrap: str, sizes: Sizes) -> Section:
+    """§3c: bandwidth-bound transfers, against cp + sync of the same files."""
+    root = base / "large"
+    ups = night(sizes.large_files, sizes.large_size, metadata=False)
+    write_files(root / "cache", ups)
+    cp_s = cp_and_sync(root / "cache", [u.rel for u in ups], root / "cp-dest")
+    shutil.rmtree(root / "cp-dest", ignore_errors=True)
+    lines = log_lines(root / "cache", ups)
+    with workspace(base, "large", bootstrap) as ws:
+        outcome, details = _run(ws, root / "cache", ups, feed_all(lines))
+    shutil.rmtree(root, ignore_errors=True)
+    total_mb = sum(u.size for u in ups) / MB
+    size_mb = sizes.large_size / (1024 * 1024)
+    section = Section("3c", f"Pipeline, {len(ups)} files of {size_mb:.0f} MiB, local backends")
+    section.figures.append(
+        Figure(
+            "`up`, first line → last DONE",
+            total_mb / outcome.seconds,
+            "MB/s",
+            "`cp` then `sync` of the same files",
+            total_mb / cp_s,
+            Goal("ratio_at_least", 0.9),
+        )
+    )
+    section.details = details | {"cp_s": round(cp_s, 2), "total_mb": round(total_mb)}
+    return section
+
+
+def latency(base: Path, bootstrap: str, sizes: Sizes) -> Section:
+    """§3d: a steady stream of lines; append → submitted and append → DONE percentiles."""
+    root = base / "latency"
+    ups = night(sizes.latency_files, sizes.small_size, seed=21)
+    write_files(root / "cache", ups)
+    lines = log_lines(root / "cache", ups)
+    appended: dict[int, int] = {}
+    with workspace(base, "latency", bootstrap) as ws:
+        outcome, details = _run(
+            ws, root / "cache", ups, feed_paced(lines, sizes.latency_rate, appended)
+        )
+    shutil.rmtree(root, ignore_errors=True)
+    at = {f"{SITE}/{u.rel}": appended[i] for i, u in enumerate(ups)}
+    to_submitted = [
+        (outcome.submitted_ms[k] - at[k]) / 1000 for k in at if k in outcome.submitted_ms
+    ]
+    to_done = [(outcome.completed_ms[k] - at[k]) / 1000 for k in at if k in outcome.completed_ms]
+    max_wait = float(details["max_wait_s"])
+    section = Section(
+        "3d", f"Latency at a steady {sizes.latency_rate:.0f} lines/s ({len(ups):,} files, 4 KB)"
+    )
+    limit = f"`max_wait_s` = {max_wait:g} s"
+    section.figures += [
+        Figure("append → batch submitted, p50", percentile(to_submitted, 50), "s", limit, max_wait),
+        Figure(
+            "append → batch submitted, p99",
+            percentile(to_submitted, 99),
+            "s",
+            limit,
+            max_wait,
+            Goal("value_at_most", max_wait + 1),
+        ),
+        Figure("append → DONE, p50", percentile(to_done, 50), "s", limit, max_wait),
+        Figure("append → DONE, p99", percentile(to_done, 99), "s", limit, max_wait),
+    ]
+    section.details = details | {"samples": len(to_submitted), "rate_per_s": sizes.latency_rate}
+    return section
