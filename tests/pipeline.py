@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -33,14 +34,20 @@ def gantry_config(config: Config, **batcher: Any) -> Config:
     )
 
 
-def write_night(config: Config, count: int, seed: int = 1, size: int = 64) -> list[str]:
-    """Write ``count`` uploads into the cache and the xferlog; return whitelisted relative paths."""
+def write_night(
+    config: Config, count: int, seed: int = 1, size: int = 64, skip: int = 0
+) -> list[str]:
+    """Write ``count`` uploads into the cache and the xferlog; return whitelisted relative paths.
+
+    ``skip``: leave out the first uploads of the night (written earlier by a call with the same
+    seed and ``count`` = ``skip``).
+    """
     rng = random.Random(seed)
     config.gantry.cache_root.mkdir(parents=True, exist_ok=True)
     config.gantry.xferlog.parent.mkdir(parents=True, exist_ok=True)
     shipped = []
     with config.gantry.xferlog.open("ab") as log:
-        for up in uploads(START, count, seed=seed, size=size):
+        for up in itertools.islice(uploads(START, count, seed=seed, size=size), skip, None):
             write_upload(config.gantry.cache_root, up, rng)
             log.write(log_line(up, size=(config.gantry.cache_root / up.rel).stat().st_size))
             if up.whitelisted:
