@@ -17,7 +17,7 @@ _SMALL = [bytes([i]) for i in range(128)]
 # Two varint bytes, both with the continuation bit, for every 14-bit group.
 _PAIRS = [bytes([(x & 127) | 128, (x >> 7) | 128]) for x in range(16384)]
 _MIN_LONG, _MAX_LONG = -(1 << 63), (1 << 63) - 1
-_MIN_INT, _MAX_INT = -(1 << 31), (1 << 31) - 1
+_MIN_INT, _MAX_INT = -(1 << 31), (1 << 31) - 1  # checked inline by the writers
 _PRIMITIVE = ("null", "boolean", "int", "long", "string", "bytes")
 
 _MEMO: dict[int, bytes] = {}
@@ -68,18 +68,6 @@ def long_bytes(n: int) -> bytes:
     return varint((n << 1) ^ (n >> 63))
 
 
-def int_bytes(n: int) -> bytes:
-    """An Avro int: zig-zag, then varint; refuses what does not fit in 32 bits."""
-    if not _MIN_INT <= n <= _MAX_INT:
-        raise ValueError(f"{n} does not fit in an Avro int")
-    return varint((n << 1) ^ (n >> 63))
-
-
-def string_bytes(s: str) -> bytes:
-    b = s.encode()
-    return long_bytes(len(b)) + b
-
-
 def bytes_bytes(b: bytes) -> bytes:
     if not isinstance(b, bytes | bytearray):
         raise TypeError(f"{type(b).__name__} is not bytes")
@@ -113,8 +101,6 @@ class _Generator:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {
             "long_bytes": long_bytes,
-            "int_bytes": int_bytes,
-            "string_bytes": string_bytes,
             "bytes_bytes": bytes_bytes,
             "boolean_bytes": boolean_bytes,
             "_SMALL": _SMALL,

@@ -50,7 +50,7 @@ def check(
     return [
         *not_done(keys, found),
         *bad_copies(keys, shipped, found),
-        *unsafe_deletions(site, shipped, found),
+        *unsafe_deletions(shipped, found),
         *touched(ignored, found),
         *duplicate_entries(found.catalog),
         *dead_letter_mismatch(bad_lines, found.dead_letters),
@@ -77,7 +77,7 @@ def bad_copies(keys: Mapping[str, str], shipped: Mapping[str, Stamp], found: Fou
     return out
 
 
-def unsafe_deletions(site: str, shipped: Mapping[str, Stamp], found: Found) -> list[str]:
+def unsafe_deletions(shipped: Mapping[str, Stamp], found: Found) -> list[str]:
     """A file gone from the cache needs a record with its destination copy confirmed, and a
     deletion of exactly the version written."""
     out = []
