@@ -28,7 +28,7 @@ from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
+from terra_xfer.kafka import TxProducer, check, instance_id, member_consumer, rewind_to_committed
 from terra_xfer.stage import Output, dead_letter, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
 
@@ -81,7 +81,7 @@ class Batcher:
         self.codec = Codec()
         self.topic = config.topic(FILES_ARRIVED)
         self.windows = Windows(self.topic, config.batcher.max_files, config.batcher.max_wait_s)
-        self.consumer = make_consumer(config.kafka, config.group(GROUP))
+        self.consumer = member_consumer(config.kafka, config.group(GROUP))
         self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.pending: set[str] = set()
         self._pending_checked = 0.0

@@ -29,7 +29,7 @@ from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import TxProducer, check, instance_id, make_consumer, rewind_to_committed
+from terra_xfer.kafka import TxProducer, check, instance_id, member_consumer, rewind_to_committed
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
 
@@ -67,7 +67,7 @@ class Monitor:
         self.codec = Codec()
         self.sites = Sites(config)
         self.topic = config.topic(BATCHES_SUBMITTED)
-        self.consumer = make_consumer(config.kafka, config.group(GROUP))
+        self.consumer = member_consumer(config.kafka, config.group(GROUP))
         self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.tracked: dict[str, Tracked] = {}
         self.consumed: dict[int, int] = {}

@@ -76,7 +76,10 @@ class StateFollower:
         return self.index.apply(records) if records else 0
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
-        """Apply everything committed up to now (reading to the end of every partition)."""
+        """Apply everything committed up to now: each partition is read until the consumer reports
+        its end once (with read_committed, the last stable offset). Records arriving after that
+        are applied when they come in the same read, but an end that moves on is not chased: under
+        a steady stream of state changes it would never be reached everywhere at once."""
         self._assign(again=True)
         applied = 0
         remaining = set(self._partitions)
@@ -93,7 +96,6 @@ class StateFollower:
                 elif err is not None:
                     raise TransientError(f"reading {self.topic}: {err.str()}")
                 else:
-                    remaining.add(msg.partition())
                     key = (msg.key() or b"").decode("utf-8", "backslashreplace")
                     value = self.codec.decode(msg.value())[1] if msg.value() is not None else None
                     batch.append((msg.partition(), msg.offset(), key, value))

@@ -264,6 +264,21 @@ def make_consumer(
     return Consumer(conf)
 
 
+def member_consumer(
+    kafka: KafkaConfig, group_id: str, overrides: Mapping[str, Any] | None = None
+) -> Consumer:
+    """A stage's consumer: ``make_consumer`` as a static member of ``group_id``.
+
+    Its ``group.instance.id`` is the one this instance's transactional producer is named after
+    (``<group>-<instance>``), so an instance restarted after kill -9 takes its own partitions
+    straight back instead of waiting out the session of its previous incarnation, and a zombie of
+    that incarnation is fenced by the coordinator. Only for a stage's own group: two processes on
+    one host with the same group would fence each other (as their producers already do).
+    """
+    static = {"group.instance.id": f"{group_id}-{instance_id()}"}
+    return make_consumer(kafka, group_id, {**static, **(overrides or {})})
+
+
 def check(msg: Message) -> Message | None:
     """The message when it carries data; None for partition EOF; raise for a real error."""
     err = msg.error()

@@ -29,7 +29,7 @@ from terra_xfer.kafka import (
     TxProducer,
     check,
     instance_id,
-    make_consumer,
+    member_consumer,
     next_offsets,
     rewind_to_committed,
     where,
@@ -134,7 +134,7 @@ class TransactionalLoop:
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.codec = Codec()
-        self.consumer = make_consumer(config.kafka, config.group(group_id), consumer_overrides)
+        self.consumer = member_consumer(config.kafka, config.group(group_id), consumer_overrides)
         self.producer = TxProducer(config.kafka, f"{config.group(group_id)}-{instance_id()}")
         self._on_assign = on_assign
         self._subscribed = False

@@ -176,3 +176,37 @@ def test_a_lost_position_is_a_clear_error_and_reseat_recovers(config: Config) ->
         producer.close()
     arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
     assert arrived == Counter(k for k in all_keys if k)
+
+
+def test_a_failed_transaction_is_read_again_by_the_next_step(config: Config) -> None:
+    """`up` retries a stage's step after a transient error: the lines of the failed chunk must be
+    read again, not skipped, and the chunk read while it was committing must not count either."""
+    from terra_xfer.errors import TransientError
+
+    lines, all_keys = night(config, 2_000, seed=41)
+    config.gantry.xferlog.write_bytes(b"".join(lines))
+    producer = GantryProducer(config, log_source(config, "xferlog"))
+    calls = 0
+    produce_all = producer.producer.produce_all
+
+    def flaky(topic: str, events: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second chunk's transaction fails and is aborted
+            raise TransientError("the broker went away for a moment")
+        produce_all(topic, events)  # type: ignore[arg-type]
+
+    producer.producer.produce_all = flaky  # type: ignore[method-assign]
+    failures = 0
+    try:
+        while True:
+            try:
+                if not producer.step():
+                    break
+            except TransientError:
+                failures += 1
+    finally:
+        producer.close()
+    assert failures == 1 and calls > 4
+    arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
+    assert arrived == Counter(k for k in all_keys if k)
