@@ -258,6 +258,10 @@ def make_consumer(
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
+            # Prefetch at most 8 MB (thousands of events, many batches ahead) per consumer, not
+            # librdkafka's 64 MB: a process runs several consumers, and behind a backlog every
+            # one of them would otherwise fill its queue.
+            "queued.max.messages.kbytes": 8192,
         },
     )
     conf.update(overrides or {})
