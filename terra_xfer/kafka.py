@@ -31,9 +31,11 @@ from confluent_kafka import (
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 from terra_xfer.kafka_security import security_settings
+from terra_xfer.logs import QuietRepeats
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
+_librdkafka_log.addFilter(QuietRepeats())
 
 # librdkafka's default partitioner (CRC32) differs from the Java client's; murmur2 matches Kafka's
 # console tools, Kafka Streams and Strimzi, so keys land where every other client expects them.

@@ -9,14 +9,50 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from terra_xfer.config import Secret
 
 REDACTED = "***"
+
+
+class QuietRepeats(logging.Filter):
+    """Let a message through once per ``window_s``; count the alike ones in between.
+
+    For a library that logs the same failure again every few milliseconds (librdkafka's
+    "connection refused" per client while a broker is away). Messages that differ only in their
+    numbers are alike. The next one let through says how many were held back.
+    """
+
+    _NUMBERS = re.compile(r"\d+")
+    _REMEMBERED = 1000
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s, self._clock = window_s, clock
+        self._seen: dict[str, tuple[float, int]] = {}  # alike message -> (last let through, held)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        alike, now = self._NUMBERS.sub("#", message), self._clock()
+        with self._lock:
+            shown, held = self._seen.get(alike, (None, 0))
+            if shown is not None and now - shown < self.window_s:
+                self._seen[alike] = (shown, held + 1)
+                return False
+            if len(self._seen) >= self._REMEMBERED:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+            self._seen[alike] = (now, 0)
+        if held:
+            record.msg = f"{message} ({held} alike in the last {self.window_s:g} s not shown)"
+            record.args = None
+        return True
 
 
 class RedactSecrets(logging.Filter):
