@@ -3,20 +3,15 @@
 Exactly once: the events made from a chunk of lines and the tailer's checkpoint after that chunk
 are committed in ONE Kafka transaction. After a kill -9 the producer's next incarnation (same
 transactional id) fences and aborts the old one's open transaction, reads the last committed
-checkpoint and goes on from there: no line is lost and none is emitted twice.
-
-The transaction of one chunk is committed on a second thread while the next chunk is parsed, so
-parsing (which holds the interpreter) overlaps the wait for the broker's acknowledgements (which
-does not). Transactions still commit one at a time, in the order of the log. A failed commit puts
-the tailer back at the last committed checkpoint before the error is raised, so the lines after it
-are read again by the next step, in this process or the next.
+checkpoint and goes on from there: no line is lost and none is emitted twice. A transaction that
+fails puts the tailer back at the last committed checkpoint before the error is raised, so a step
+retried in the same process reads those lines again too.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from producers.checkpoints import checkpoint_output, last_checkpoint
@@ -53,16 +48,6 @@ class LogSource:
         return f"gantry:{self.kind}:{self.path}"
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """The events of one chunk of lines and the checkpoint after it: one transaction."""
-
-    arrived: list[tuple[str, bytes]]
-    other: list[Output]
-    checkpoint: Checkpoint
-    events: int  # FileArrived events emitted from the start of the log up to the checkpoint
-
-
 def log_source(config: Config, kind: str) -> LogSource:
     path = config.gantry.xferlog if kind == "xferlog" else config.gantry.nas_log
     if path is None:
@@ -83,11 +68,6 @@ class GantryProducer:
         self.tailer: Tailer | None = None
         self.events = 0
         self.committed: Checkpoint | None = None
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"gantry-{source.kind}-commit")
-        self._pending: Future[_Chunk] | None = None
-        # The last chunk handed to the committer (committed, or in its transaction now).
-        self._sent: Checkpoint | None = None
-        self._sent_events = 0
 
     def start(self) -> None:
         """Fence the previous incarnation and place the tailer at the last committed checkpoint."""
@@ -98,81 +78,52 @@ class GantryProducer:
         checkpoint = Checkpoint.from_dict(stored["position"]) if stored else None
         self.events = int(stored["events"]) if stored else 0
         self.committed = checkpoint
-        self._rewind()
+        self.tailer = Tailer(self.source.path, checkpoint, self.config.gantry.max_line_bytes)
         where = f"{checkpoint.name}@{checkpoint.offset}" if checkpoint else "the start of the log"
         log.info("gantry %s: following %s from %s", self.source.kind, self.source.path, where)
 
     def step(self) -> int:
-        """Read up to ``chunk_lines`` lines and start committing their events with the checkpoint
-        after them; the previous chunk's transaction is finished first. Returns the lines read.
+        """Read up to ``chunk_lines`` lines and commit their events with the checkpoint after them.
 
-        A chunk's events are committed when the next step returns (0 when there was nothing
-        new) or when ``close`` returns. A failed commit raises here, one step later, with the
-        tailer already put back at the last committed checkpoint. Raises
-        ``CheckpointLostError`` when the committed position is in no log file any more:
+        Raises ``CheckpointLostError`` when the committed position is in no log file any more:
         ``terra-xfer gantry reseat`` puts it somewhere an operator chooses.
         """
         self.start()
         assert self.tailer is not None
         try:
-            lines = self.tailer.read(self.config.gantry.chunk_lines)
-            checkpoint = self.tailer.checkpoint
-            metrics.observe_tailer(
-                self.source.kind, self.source.path, checkpoint, self.handler.rules.cache_root
-            )
-            if not lines and checkpoint == self._sent:
-                self._settle()
-                return 0
-            arrived, other = self._outputs(lines)
-            events = self._sent_events + len(arrived)
-            state = checkpoint.to_dict()
-            other.append(
-                checkpoint_output(self.config, self.codec, self.source.source_id, state, events)
-            )
-            self._settle()
-        except BaseException:
-            self._abandon()
-            raise
-        chunk = _Chunk(arrived, other, checkpoint, events)
-        self._pending = self._committer.submit(self._commit, chunk)
-        self._sent, self._sent_events = checkpoint, events
-        return len(lines)
-
-    def _commit(self, chunk: _Chunk) -> _Chunk:
-        """One chunk's transaction (on the committer thread)."""
-        with self.producer.transaction():
-            self.producer.produce_all(self.config.topic(FILES_ARRIVED), chunk.arrived)
-            for out in chunk.other:
-                self.producer.produce(out.topic, out.value, out.key)
-        return chunk
-
-    def _settle(self) -> None:
-        """Wait for the chunk in its transaction; when it failed, rewind and raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        try:
-            chunk = pending.result()
+            return self._step(self.tailer)
         except BaseException:
             self._rewind()
             raise
-        self.committed, self.events = chunk.checkpoint, chunk.events
 
-    def _abandon(self) -> None:
-        """After an error: let the chunk in its transaction finish (or fail), then put the tailer
-        back at the last committed checkpoint, dropping whatever was read after it."""
-        try:
-            self._settle()
-        except BaseException as exc:  # the error being raised already says what went wrong
-            log.warning("gantry %s: the previous chunk failed too: %s", self.source.kind, exc)
-        self._rewind()
+    def _step(self, tailer: Tailer) -> int:
+        lines = tailer.read(self.config.gantry.chunk_lines)
+        checkpoint = tailer.checkpoint
+        metrics.observe_tailer(
+            self.source.kind, self.source.path, checkpoint, self.handler.rules.cache_root
+        )
+        if not lines and checkpoint == self.committed:
+            return 0
+        arrived, other = self._outputs(lines)
+        events = self.events + len(arrived)
+        other.append(
+            checkpoint_output(
+                self.config, self.codec, self.source.source_id, checkpoint.to_dict(), events
+            )
+        )
+        with self.producer.transaction():
+            self.producer.produce_all(self.config.topic(FILES_ARRIVED), arrived)
+            for out in other:
+                self.producer.produce(out.topic, out.value, out.key)
+        self.committed, self.events = checkpoint, events
+        return len(lines)
 
     def _rewind(self) -> None:
-        """A tailer at the last committed checkpoint: every line after it is read again."""
+        """After a failed step: the tailer back at the last committed checkpoint, so the lines
+        after it are read again (what was read past it was never committed)."""
         if self.tailer is not None:
             self.tailer.close()
         self.tailer = Tailer(self.source.path, self.committed, self.config.gantry.max_line_bytes)
-        self._sent, self._sent_events = self.committed, self.events
 
     def _outputs(self, lines: list[TailedLine]) -> tuple[list[tuple[str, bytes]], list[Output]]:
         """The (key, value) FileArrived events of ``lines``, and their dead letters."""
@@ -235,14 +186,6 @@ class GantryProducer:
         )
 
     def close(self) -> None:
-        """Finish the chunk in its transaction (a failure is logged: the next incarnation reads
-        those lines again), then close the log and the producer."""
-        try:
-            self._settle()
-        except Exception as exc:
-            log.warning("gantry %s: last chunk not committed: %s", self.source.kind, exc)
-        finally:
-            self._committer.shutdown()
-            if self.tailer is not None:
-                self.tailer.close()
-            self.producer.close()
+        if self.tailer is not None:
+            self.tailer.close()
+        self.producer.close()

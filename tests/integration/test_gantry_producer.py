@@ -180,7 +180,7 @@ def test_a_lost_position_is_a_clear_error_and_reseat_recovers(config: Config) ->
 
 def test_a_failed_transaction_is_read_again_by_the_next_step(config: Config) -> None:
     """`up` retries a stage's step after a transient error: the lines of the failed chunk must be
-    read again, not skipped, and the chunk read while it was committing must not count either."""
+    read again, not skipped."""
     from terra_xfer.errors import TransientError
 
     lines, all_keys = night(config, 2_000, seed=41)
