@@ -193,6 +193,38 @@ def perf_tool_run(
     return float(re.search(r"([\d.]+) records/sec", summary).group(1))  # type: ignore[union-attr]
 
 
+def python_floor_run(bootstrap: str, log: Path, cache: Path, size: int, chunk: int) -> float:
+    """Events/s of the fastest producer any Python code of ours could be: the log's files already
+    resolved and every event already encoded, so each line costs only the ``os.lstat`` of its file
+    and one ``produce`` into the same transactional producer, a transaction per ``chunk`` lines."""
+    from terra_xfer.config import KafkaConfig
+    from terra_xfer.kafka import TxProducer
+
+    with log.open() as fh:
+        matches = [ORIGINAL.match(line.rstrip("\n")) for line in fh]
+    paths = [str(cache) + m.group(3)[len("/gantry_data") :] for m in matches if m]
+    keys = [p[len(str(cache)) :] for p in paths]
+    value = b"v" * size
+    topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
+    producer = TxProducer(KafkaConfig(bootstrap_servers=bootstrap), topic)
+    try:
+        producer.init()
+        lstat, started = os.lstat, time.perf_counter()
+        for first in range(0, len(paths), chunk):
+            with producer.transaction():
+                events = []
+                for i in range(first, min(len(paths), first + chunk)):
+                    lstat(paths[i])
+                    events.append((keys[i], value))
+                producer.produce_all(topic, events)
+        return len(paths) / (time.perf_counter() - started)
+    finally:
+        producer.close()
+        admin.delete_topics([topic])[topic].result()
+
+
 def producer_section(lines: int, run: dict[str, float], kcat: float, scan: float) -> Section:
     """§1: the producer against kcat and against the original scan; its peak RSS."""
     events = run["events_per_s"]
@@ -219,6 +251,14 @@ def producer_section(lines: int, run: dict[str, float], kcat: float, scan: float
         ),
         Figure(
             "`terra-xfer gantry` peak RSS", run["peak_rss_mb"], "MB", goal=Goal("value_below", 150)
+        ),
+        Figure(
+            "Python floor: one lstat + one produce per line, nothing else",
+            run["python_floor_per_s"],
+            "events/s",
+            "`kcat -P`, same lines",
+            kcat,
+            limit_unit="lines/s",
         ),
     ]
     s.details = {k: round(v, 2) for k, v in run.items()} | {
@@ -261,6 +301,7 @@ def sections(
         with workspace(base, "producer", bootstrap) as ws:
             run = producer_run(ws, cache, log, lines)
         size = max(1, round(run["event_bytes"]))
+        run["python_floor_per_s"] = python_floor_run(bootstrap, log, cache, size, 10_000)
         tool = {
             "random": perf_tool_run(bootstrap, kafka_version, lines, size),
             "lines": perf_tool_run(bootstrap, kafka_version, lines, 0, payloads),
