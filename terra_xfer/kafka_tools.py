@@ -1,15 +1,23 @@
 """Kafka's own console tools from the embedded broker's jars (consumer groups, perf test, ...).
 
-``terra-xfer kafka-tool consumer-groups --bootstrap-server ... --reset-offsets ...`` runs exactly what
+``terra-xfer kafka-tool consumer-groups --reset-offsets ...`` runs exactly what
 ``kafka-consumer-groups.sh`` runs, so replay runbooks work the same here and on a real cluster.
+The cluster comes from the terra-xfer config: ``--bootstrap-server`` is added when not given, and on
+a SASL or TLS cluster the Java client's security properties are passed with ``--command-config``
+in a file only the user can read, removed when the tool exits.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from terra_xfer.broker import require_tool, resolve_jars
+from terra_xfer.config import KafkaConfig
+from terra_xfer.kafka_security import security_settings
 
 TOOLS = {
     "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
@@ -17,6 +25,13 @@ TOOLS = {
     "topics": "org.apache.kafka.tools.TopicCommand",
     "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
     "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+}
+# The tools that name their cluster with --bootstrap-server (the perf test takes client properties).
+BOOTSTRAP_TOOLS = frozenset({"consumer-groups", "topics", "console-consumer", "get-offsets"})
+LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
 }
 
 
@@ -28,3 +43,58 @@ def run_tool(
     libs = resolve_jars(version)
     cmd = [java, "-Xmx256m", "-cp", f"{libs}/*", TOOLS[tool], *args]
     return subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout_s, check=False)
+
+
+def java_properties(kafka: KafkaConfig) -> str | None:
+    """The Java client's properties for ``kafka``'s security settings; None on PLAINTEXT."""
+    conf = security_settings(kafka)
+    if conf["security.protocol"] == "PLAINTEXT":
+        return None
+    props = {"security.protocol": conf["security.protocol"]}
+    if "sasl.mechanism" in conf:
+        mechanism = conf["sasl.mechanism"]
+        user, password = _jaas_quoted(conf["sasl.username"]), _jaas_quoted(conf["sasl.password"])
+        props["sasl.mechanism"] = mechanism
+        props["sasl.jaas.config"] = (
+            f'{LOGIN_MODULES[mechanism]} required username="{user}" password="{password}";'
+        )
+    if "ssl.ca.location" in conf:
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = conf["ssl.ca.location"]
+    return "".join(f"{key}={_escaped(value)}\n" for key, value in props.items())
+
+
+def run_configured(
+    kafka: KafkaConfig,
+    version: str,
+    tool: str,
+    args: Sequence[str],
+    timeout_s: float = 3600.0,
+    capture: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``run_tool`` on the cluster of ``kafka``: its bootstrap servers and security settings
+    are added unless ``args`` already name them."""
+    extra: list[str] = []
+    if tool in BOOTSTRAP_TOOLS and "--bootstrap-server" not in args:
+        extra += ["--bootstrap-server", kafka.bootstrap_servers]
+    props = None if "--command-config" in args else java_properties(kafka)
+    if props is None:
+        return run_tool(version, tool, [*args, *extra], timeout_s, capture)
+    with tempfile.TemporaryDirectory(prefix="terra-xfer-tool-") as tmp:
+        path = Path(tmp) / "client.properties"  # the directory is the user's alone (0700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(props)
+        return run_tool(
+            version, tool, [*args, *extra, "--command-config", str(path)], timeout_s, capture
+        )
+
+
+def _jaas_quoted(value: str) -> str:
+    """A JAAS option value inside double quotes: backslash and quote escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _escaped(value: str) -> str:
+    """A value as java.util.Properties reads it back: backslashes doubled, line breaks escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")

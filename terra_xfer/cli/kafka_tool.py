@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from terra_xfer.cli import State
-from terra_xfer.kafka_tools import TOOLS, run_tool
+from terra_xfer.kafka_tools import TOOLS, run_configured
 
 
 @click.command(
@@ -17,10 +17,15 @@ from terra_xfer.kafka_tools import TOOLS, run_tool
 def kafka_tool(state: State, tool: str, args: tuple[str, ...]) -> None:
     """Run one of Kafka's console tools exactly as kafka-<TOOL>.sh would (same jars as the broker).
 
+    The cluster is the config's: --bootstrap-server is added when not given, and on a SASL or TLS
+    cluster the credentials go to the tool in a --command-config file readable only by you and
+    removed when it exits.
+
     \b
     Example (replay the ingest stage from the start; stop the stage first):
-      terra-xfer kafka-tool consumer-groups --bootstrap-server 127.0.0.1:9092 \\
+      terra-xfer kafka-tool consumer-groups \\
           --group terra.ingest --reset-offsets --to-earliest --all-topics --execute
     """
-    done = run_tool(state.config.broker.kafka_version, tool, args, capture=False, timeout_s=3600)
+    config = state.config
+    done = run_configured(config.kafka, config.broker.kafka_version, tool, args)
     raise SystemExit(done.returncode)

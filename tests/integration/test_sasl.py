@@ -160,3 +160,32 @@ def test_a_stage_with_a_wrong_password_stops_at_once_saying_why(
     )
     assert done.returncode != 0
     assert "refused" in done.stderr and "not-the-password" not in done.stderr
+
+
+def test_kafka_console_tools_get_the_credentials_from_the_config(
+    kafka: KafkaConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+    import tempfile
+
+    from terra_xfer import kafka_tools
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[tuple[int, str]] = []
+    run_tool = kafka_tools.run_tool
+
+    def watched(version: str, tool: str, args: list[str], *rest: object) -> object:
+        props = Path(args[args.index("--command-config") + 1])
+        seen.append((stat.S_IMODE(props.stat().st_mode), props.read_text()))
+        return run_tool(version, tool, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kafka_tools, "run_tool", watched)
+    topic = new_topic(kafka)
+    done = kafka_tools.run_configured(
+        kafka, BrokerConfig().kafka_version, "topics", ["--list"], 120, True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert topic in done.stdout.split()
+    [(mode, text)] = seen
+    assert mode == 0o600 and "SCRAM-SHA-512" in text
+    assert list(tmp_path.iterdir()) == []  # the file with the password is gone
