@@ -49,3 +49,20 @@ def env_for(config: Any) -> dict[str, str]:
             name = f"TERRA_XFER_{section.name}_{fld.name}".upper()
             env[name] = ",".join(item) if isinstance(item, tuple) else str(item)
     return env
+
+
+def wait_group_empty(kafka: KafkaConfig, group: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``group`` has no member: a stopped stage's static member keeps its place until
+    its session times out, and Kafka resets a group's offsets only when it is empty."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    from terra_xfer.kafka import client_config
+
+    admin = AdminClient(client_config(kafka))
+
+    def empty() -> bool:
+        found = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+        return found.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
+
+    wait_for(empty, timeout_s, what=f"consumer group {group} to be empty")

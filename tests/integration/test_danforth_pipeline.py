@@ -23,7 +23,7 @@ from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.kafka_tools import run_tool
 from terra_xfer.runner import StageRunner
 from terra_xfer.topics import create_topics
-from tests.kafka_read import read_all
+from tests.kafka_read import read_all, wait_group_empty
 from tests.lemnatec import LemnaTecSite, Planned, danforth_config, new_site
 from tests.pipeline import gantry_config
 from tests.pngread import read_png
@@ -145,6 +145,7 @@ def snapshot_metadata(config: Config) -> dict[int, dict[str, Any]]:
 
 def replay_ingest(config: Config) -> None:
     """Reset ingest to the start of files.transferred and run it over everything again."""
+    wait_group_empty(config.kafka, config.group("ingest"))
     done = run_tool(
         BrokerConfig().kafka_version,
         "consumer-groups",

@@ -23,7 +23,7 @@ from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.kafka_tools import run_tool
 from terra_xfer.runner import StageRunner
 from terra_xfer.topics import create_topics
-from tests.kafka_read import read_all
+from tests.kafka_read import read_all, wait_group_empty
 from tests.pipeline import START, gantry_config, run_until, sha256, write_night
 
 pytestmark = pytest.mark.broker
@@ -76,6 +76,7 @@ def config(pipeline_config: Config) -> Iterator[Config]:
 
 def reset_groups(config: Config) -> None:
     for group in map(config.group, STAGES):
+        wait_group_empty(config.kafka, group)
         done = run_tool(
             BrokerConfig().kafka_version,
             "consumer-groups",
@@ -252,6 +253,7 @@ def test_replay_runbook_reset_to_a_datetime(config: Config) -> None:
     finally:
         catalog.close()
     stamp = before.strftime("%Y-%m-%dT%H:%M:%S.000")
+    wait_group_empty(config.kafka, config.group("ingest"))
     done = run_tool(
         BrokerConfig().kafka_version,
         "consumer-groups",
