@@ -4,12 +4,17 @@ Consumes files.transferred. Every decision, removal or refusal, is a FileDeleted
 evidence (size, mtime, checksum, destination confirmation); a refusal is an event, never an
 exception, so one odd file does not stop the others. Replays are safe: a file already removed is
 ALREADY_GONE, and a newer version uploaded under the same path is refused as changed.
+
+The destination is confirmed against the checksum the event carries, which the cache file is
+checked against too; for a large file the two checks read at once, the destination's on a second
+thread, and both are done before anything is removed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from consumers.batches import on_disk
@@ -24,6 +29,9 @@ from terra_xfer.topics import FILES_DELETED
 
 log = logging.getLogger(__name__)
 GROUP = "deleter"
+# A file at least this large has its destination confirmed on a second thread while the cache
+# file is checked; below it the hand-off costs more than it saves.
+OVERLAP_BYTES = 1 << 20
 
 
 class Deleter:
@@ -36,6 +44,7 @@ class Deleter:
         self.loop = transferred_loop(config, GROUP, self._handle)
         self.deleted = 0
         self.refused = 0
+        self._confirmer = ThreadPoolExecutor(1, thread_name_prefix="deleter-confirm")
 
     def step(self) -> int:
         return self.loop.step()
@@ -82,28 +91,58 @@ class Deleter:
             event["size"],
             event["mtime_ns"],
         )
+        confirmed, pending = self._confirmation(item, event)
+        try:
+            decision = delete(
+                str(where.root),
+                where.rel,
+                event["size"],
+                event["mtime_ns"],
+                event.get("checksum"),
+                event.get("checksum_algorithm"),
+                confirmed,
+                where.keep_depth,
+                dry_run=self.config.deleter.dry_run,
+            )
+            if decision.outcome == "ALREADY_GONE":
+                return self._gone(event, confirmed())
+            return decision
+        finally:
+            if pending is not None:  # the backend serves one check at a time
+                pending.exception()
 
-        def confirmed() -> bool:
+    def _confirmation(
+        self, item: TransferItem, event: dict[str, Any]
+    ) -> tuple[Callable[[], bool], Future[bool] | None]:
+        """The destination check against the event's checksum, as a call giving its answer.
+
+        For a large file it is started at once on the confirmer thread (and its future returned,
+        to be waited for); otherwise it runs when first called. Either way it runs once.
+        """
+
+        def check() -> bool:
             try:
-                return self.backend.confirm(item).ok
+                outcome = self.backend.confirm(
+                    item, event.get("checksum"), event.get("checksum_algorithm")
+                )
             except (PermanentError, OSError) as exc:  # not confirmed: say why, refuse
                 log.warning("%s: destination check failed: %s", event["key"], exc)
                 return False
+            if not outcome.ok:
+                log.warning("%s: destination not confirmed: %s", event["key"], outcome.reason)
+            return outcome.ok
 
-        decision = delete(
-            str(where.root),
-            where.rel,
-            event["size"],
-            event["mtime_ns"],
-            event.get("checksum"),
-            event.get("checksum_algorithm"),
-            confirmed,
-            where.keep_depth,
-            dry_run=self.config.deleter.dry_run,
-        )
-        if decision.outcome == "ALREADY_GONE":
-            return self._gone(event, confirmed())
-        return decision
+        if item.size >= OVERLAP_BYTES:
+            future = self._confirmer.submit(check)
+            return future.result, future
+        answer: list[bool] = []
+
+        def once() -> bool:
+            if not answer:
+                answer.append(check())
+            return answer[0]
+
+        return once, None
 
     def _gone(self, event: dict[str, Any], confirmed: bool) -> Decision:
         """A file already gone records the destination's state instead of the source's.
@@ -124,4 +163,7 @@ class Deleter:
         )
 
     def close(self) -> None:
-        self.loop.close()
+        try:
+            self.loop.close()
+        finally:
+            self._confirmer.shutdown(wait=True)

@@ -2,10 +2,12 @@
 
 It consumes batches.submitted. A PREPARED batch is submitted again under its recorded submission id
 (idempotent: the backend returns the task it already has), so a batcher that died between recording
-and submitting loses nothing. Tasks are polled with exponential backoff (no service pushes), then each
-file gets FileTransferred or FileTransferFailed; a file missing from the success list is confirmed at
-the destination (by the backend) before it is called failed. Failed files are offered again as FileArrived (source
-RETRY, attempt + 1) after a backoff, until ``max_attempts``, after which the failure is final.
+and submitting loses nothing. Tasks are polled with exponential backoff (no service pushes), or at
+the backend's fixed ``status_poll_s`` when a poll is only a local read, so a finished local task is
+seen at once. Then each file gets FileTransferred or FileTransferFailed; a file missing from the
+success list is confirmed at the destination (by the backend) before it is called failed. Failed
+files are offered again as FileArrived (source RETRY, attempt + 1) after a backoff, until
+``max_attempts``, after which the failure is final.
 
 Offsets advance only past batches whose every file has a final event out, so after a restart the
 monitor follows again exactly the tasks still in flight (re-emitting outcomes of batches that finished
@@ -90,8 +92,7 @@ class Monitor:
     def step(self) -> int:
         """Take new batches, poll the tasks that are due, publish what finished."""
         self._start()
-        timeout = 0.05 if self._due() else 0.5
-        messages = [m for m in self.consumer.consume(100, timeout) if check(m) is not None]
+        messages = [m for m in self._consume(self._wait_s()) if check(m) is not None]
         good, outputs = decode_or_dead_letter(
             self.config, self.codec, GROUP, messages, frozenset({"BatchSubmitted"})
         )
@@ -126,6 +127,23 @@ class Monitor:
             self.tracked[batch_id] = Tracked(record, partition, offset, record.get("task_id"))
         # A SUBMITTED record of an untracked batch: its PREPARED record was already followed to the
         # end and committed; nothing to do.
+
+    def _consume(self, timeout: float) -> list[Any]:
+        """Up to 100 messages, returning as soon as the first arrives (``consume(n, t)`` alone
+        waits the whole ``t`` for ``n`` messages when fewer are there)."""
+        first = self.consumer.consume(1, timeout)
+        return first + self.consumer.consume(99, 0) if first else first
+
+    def _wait_s(self) -> float:
+        """How long to wait for new batches: until the next poll or retry is due (a batch with
+        retries waiting is only acted on for them), between 0.01 and 0.5 s."""
+        now = self.clock()
+        times = [
+            min(at for at, _ in t.retries) if t.retries else t.next_poll
+            for t in self.tracked.values()
+            if not t.done
+        ]
+        return min(0.5, max(0.01, min(times, default=now + 0.5) - now))
 
     def _due(self) -> list[Tracked]:
         now = self.clock()
@@ -176,7 +194,11 @@ class Monitor:
 
     def _later(self, t: Tracked, retry_after: float | None = None) -> None:
         m = self.config.monitor
-        t.backoff = min(m.poll_max_s, max(m.poll_initial_s, t.backoff * 2))
+        fixed = self.backend.status_poll_s
+        if fixed is not None:
+            t.backoff = fixed
+        else:
+            t.backoff = min(m.poll_max_s, max(m.poll_initial_s, t.backoff * 2))
         t.next_poll = self.clock() + max(t.backoff, retry_after or 0.0)
 
     def _items(self, t: Tracked) -> list[TransferItem]:

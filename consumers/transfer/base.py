@@ -119,6 +119,9 @@ class TransferBackend(Protocol):
 
     name: str
     raw_names: bool  # can address file names that are not UTF-8 (byte-exact paths)
+    # Polling a task costs next to nothing (a local read): the monitor polls every this many
+    # seconds instead of backing off. None for a service whose requests are counted.
+    status_poll_s: float | None
 
     def new_submission_id(self, batch_id: str) -> str:
         """An idempotency key for submitting this batch; the caller records it before submit."""
@@ -139,9 +142,12 @@ class TransferBackend(Protocol):
         """One outcome per item, in the order given; only for a final task."""
         ...
 
-    def confirm(self, item: TransferItem) -> FileOutcome:
+    def confirm(
+        self, item: TransferItem, checksum: str | None = None, algorithm: str | None = None
+    ) -> FileOutcome:
         """Check the destination copy of one item (before deleting the cache copy, or for a file
-        a final task did not list)."""
+        a final task did not list). ``checksum`` is the one the transfer recorded, when known:
+        a backend that can read the destination compares with it instead of reading the source."""
         ...
 
     def close(self) -> None:

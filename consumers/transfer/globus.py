@@ -48,6 +48,7 @@ class GlobusTransfer:
 
     name = "globus"
     raw_names = False  # the Transfer API speaks JSON: paths are UTF-8 text
+    status_poll_s: float | None = None  # requests are rate-limited: the monitor backs off
 
     def __init__(
         self,
@@ -155,9 +156,11 @@ class GlobusTransfer:
                 outcomes.append(FileOutcome.failed(item.key, failure))
         return outcomes
 
-    def confirm(self, item: TransferItem) -> FileOutcome:
+    def confirm(
+        self, item: TransferItem, checksum: str | None = None, algorithm: str | None = None
+    ) -> FileOutcome:
         """Whether the destination holds a file of the item's size (Globus verified its checksum
-        when it copied or skipped it; stat gives no checksum)."""
+        when it copied or skipped it; stat gives no checksum to compare with ``checksum``)."""
         path = self._destination_path(item)
         try:
             with globus_boundary(f"stat {path}"):

@@ -26,7 +26,7 @@ from consumers.transfer.base import (
     TransferNotFoundError,
     TransferPermanentError,
 )
-from consumers.transfer.local_copy import FileCopier
+from consumers.transfer.local_confirm import confirm
 from consumers.transfer.local_run import run_task
 from consumers.transfer.local_store import HOST, TaskRecord, TaskStore
 
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # Fixed namespaces: the same batch id gives the same submission id and task id in every process.
 _SUBMISSION_NS = uuid.UUID("5d3c1f4e-6a0b-5e43-9c51-2f6f0f7a6b10")
 _TASK_NS = uuid.UUID("0b8f3a52-1d6e-5c7a-8e24-7b9d4c3e2a61")
+# Records of unfinished tasks kept to answer polls without parsing an unchanged file again; one
+# is read again after _SEEN_FOR_S even if its stamp is unchanged (file times are coarse).
+_SEEN_LIMIT = 1024
+_SEEN_FOR_S = 1.0
 
 
 class LocalTransfer:
@@ -48,6 +52,7 @@ class LocalTransfer:
 
     name = "local"
     raw_names = True
+    status_poll_s: float | None = 0.05  # a poll is a stat of the task's record
 
     def __init__(
         self,
@@ -69,6 +74,7 @@ class LocalTransfer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._scheduled: set[str] = set()
+        self._seen: dict[str, tuple[tuple[int, int, int], float, TaskRecord]] = {}
         self._closed = False
 
     def new_submission_id(self, batch_id: str) -> str:
@@ -98,8 +104,12 @@ class LocalTransfer:
         return task_id
 
     def task(self, task_id: str) -> TaskState:
-        """The task's state from its record; resumes the task if its runner is gone."""
-        record = self._load(task_id)
+        """The task's state from its record; resumes the task if its runner is gone.
+
+        An unfinished task's record is parsed again only when its file was replaced, so frequent
+        polls cost a stat each.
+        """
+        record = self._load_polled(task_id)
         if not record.status.is_final:
             self._resume_if_orphaned(record)
         return record.state()
@@ -113,9 +123,12 @@ class LocalTransfer:
         by_key = {record.items[i].key: o for i, o in record.outcomes.items()}
         return [by_key.get(item.key) or self.confirm(item) for item in items]
 
-    def confirm(self, item: TransferItem) -> FileOutcome:
-        """Compare the destination copy's size and sha256 with the item's source."""
-        return FileCopier(self._root, "confirm").confirm(item)
+    def confirm(
+        self, item: TransferItem, checksum: str | None = None, algorithm: str | None = None
+    ) -> FileOutcome:
+        """Compare the destination copy's size and sha256 with ``checksum`` when it is a sha256,
+        else with the item's source."""
+        return confirm(self._root, item, checksum, algorithm)
 
     def close(self) -> None:
         """Stop after the files in flight; unfinished tasks are left for another instance."""
@@ -130,12 +143,34 @@ class LocalTransfer:
             self._release(task_id)
 
     def _load(self, task_id: str) -> TaskRecord:
-        try:
-            record = self._store.load(str(uuid.UUID(task_id)))
-        except ValueError:
-            record = None
+        record = self._store.load(_canonical(task_id))
         if record is None:
             raise TransferNotFoundError(f"unknown local task {task_id!r}")
+        return record
+
+    def _load_polled(self, task_id: str) -> TaskRecord:
+        """The task's record, from the last poll when its file is unchanged (read-only use)."""
+        task_id = _canonical(task_id)
+        now = time.monotonic()
+        stamp = self._store.stamp(task_id)
+        with self._lock:
+            seen = self._seen.get(task_id)
+        if (
+            stamp is not None
+            and seen is not None
+            and seen[0] == stamp
+            and now - seen[1] < _SEEN_FOR_S
+        ):
+            return seen[2]
+        # Stamped before reading: a record replaced in between is read again at the next poll.
+        record = self._load(task_id)
+        with self._lock:
+            if record.status.is_final or stamp is None:
+                self._seen.pop(task_id, None)
+            else:
+                if len(self._seen) >= _SEEN_LIMIT:
+                    self._seen.clear()
+                self._seen[task_id] = (stamp, now, record)
         return record
 
     def _resume_if_orphaned(self, record: TaskRecord) -> None:
@@ -191,3 +226,11 @@ class LocalTransfer:
             if record is not None and mine and not record.status.is_final:
                 record.release()
                 self._store.save(record)
+
+
+def _canonical(task_id: str) -> str:
+    """The task id in its one spelling; anything else names no task (and no file)."""
+    try:
+        return str(uuid.UUID(task_id))
+    except ValueError:
+        raise TransferNotFoundError(f"unknown local task {task_id!r}") from None

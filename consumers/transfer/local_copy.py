@@ -3,10 +3,15 @@
 A copy goes to a temporary file beside its destination, is written and fsynced, read back and
 compared with the source's sha256 and size, and only then renamed into place; so a destination
 path holds either nothing, the previous content, or a verified copy. A source that no longer has
-the batched size and mtime, before or during the copy, is a per-file failure. Files are copied in
-groups so their fsyncs share journal commits, and the directories whose entries changed are
-returned instead of being fsynced here: the caller fsyncs each directory once before it records
-the outcomes that depend on it. Both keep the per-file cost low for many small files.
+the batched size and mtime, before or during the copy, is a per-file failure.
+
+A small file's source is hashed as it is copied. A large file is copied in the kernel, and its
+source is hashed on a second thread while the copy is read back, so the two digests that prove
+the copy take one file's read time on two cores (see :mod:`consumers.transfer.local_digest`).
+Files are copied in groups so their fsyncs share journal commits, and the directories whose
+entries changed are returned instead of being fsynced here: the caller fsyncs each directory once
+before it records the outcomes that depend on it. Both keep the per-file cost low for many small
+files.
 """
 
 from __future__ import annotations
@@ -18,13 +23,27 @@ import os
 import stat
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from consumers.transfer.base import FileOutcome, TransferItem
-
-ALGORITHM = "sha256"
-_CHUNK = 1 << 20
+from consumers.transfer.local_digest import (
+    ALGORITHM,
+    CHUNK,
+    PARALLEL_BYTES,
+    Interrupted,
+    copy_contents,
+    digest_fd,
+    settle,
+)
+from consumers.transfer.local_source import (
+    Unusable,
+    both_digests,
+    check_version,
+    open_source,
+    source_digest,
+)
 
 
 @dataclass(frozen=True)
@@ -33,14 +52,6 @@ class CopyResult:
 
     outcome: FileOutcome
     dirs: tuple[str, ...]
-
-
-class _Interrupted(Exception):
-    """The copy was asked to stop part-way; nothing is recorded and the item is redone later."""
-
-
-class _Unusable(Exception):
-    """The item cannot be copied now; the message is the per-file failure reason."""
 
 
 def destination_path(root: Path, relative: str) -> Path | None:
@@ -62,13 +73,16 @@ def fsync_dir(path: str) -> None:
 
 @dataclass
 class _Staged:
-    """A copy written to its temporary file and not yet fsynced, verified or renamed."""
+    """A copy written to its temporary file and not yet fsynced, verified or renamed.
+
+    ``digest`` is the source's sha256, or its future while a second thread still computes it.
+    """
 
     item: TransferItem
     dest: Path
     tmp: Path
     fd: int
-    digest: str
+    digest: str | Future[str]
     dirs: tuple[str, ...]
 
 
@@ -76,12 +90,21 @@ class FileCopier:
     """Copies items into one destination root; ``tag`` makes temporary names unique per task.
 
     Safe to share between threads: the only shared state is the set of directories known to exist.
+    Files of at least ``parallel_bytes`` take the large-file path (kernel copy, two hash threads).
     """
 
-    def __init__(self, root: Path, tag: str, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tag: str,
+        stop: threading.Event | None = None,
+        *,
+        parallel_bytes: int = PARALLEL_BYTES,
+    ) -> None:
         self._root = root
         self._tag = tag
         self._stop = stop
+        self._parallel_bytes = parallel_bytes
         self._known_dirs: set[str] = set()
 
     def copy(self, item: TransferItem) -> CopyResult | None:
@@ -103,79 +126,69 @@ class FileCopier:
         finally:
             for entry in staged:
                 if isinstance(entry, _Staged) and entry.fd >= 0:
-                    os.close(entry.fd)
-                    _unlink_quietly(entry.tmp)
-
-    def confirm(self, item: TransferItem) -> FileOutcome:
-        """Check the destination copy against the item: its size, and its content against the
-        source, which must still be the batched version (otherwise nothing can be confirmed)."""
-        dest = destination_path(self._root, item.destination)
-        if dest is None:
-            return FileOutcome.failed(item.key, "destination escapes the destination root")
-        try:
-            with open(dest, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                digest = hashlib.file_digest(f, ALGORITHM).hexdigest()
-        except FileNotFoundError:
-            return FileOutcome.failed(item.key, f"absent at destination {dest}")
-        except OSError as exc:
-            return FileOutcome.failed(item.key, f"cannot read {dest}: {exc.strerror or exc}")
-        if size != item.size:
-            return FileOutcome.failed(item.key, f"destination size {size} != {item.size}")
-        try:
-            src = _open_source(item)
-        except _Unusable as exc:
-            return FileOutcome.failed(item.key, f"cannot compare with the source: {exc}")
-        try:
-            source_digest = _digest_fd(src)
-        finally:
-            os.close(src)
-        if source_digest != digest:
-            return FileOutcome.failed(item.key, "destination content differs from the source")
-        return FileOutcome(item.key, True, digest, ALGORITHM, False, "checksum matches source")
+                    _discard(entry)
 
     def _stage(self, item: TransferItem) -> _Staged | CopyResult | None:
         dest = destination_path(self._root, item.destination)
         if dest is None:
             return _failed(item, f"destination {item.destination!r} escapes the destination root")
         try:
-            src = _open_source(item)
+            src = open_source(item)
             try:
                 return self._stage_open(item, src, dest)
             finally:
                 os.close(src)
-        except _Unusable as exc:
+        except Unusable as exc:
             return _failed(item, str(exc))
-        except _Interrupted:
+        except Interrupted:
             return None
         except OSError as exc:
             return _failed(item, f"copy to {dest} failed: {exc.strerror or exc}")
 
     def _stage_open(self, item: TransferItem, src: int, dest: Path) -> _Staged | CopyResult:
         if _same_size_file(dest, item.size):
-            digest = _digest_fd(src)
-            if _digest_path(dest) == digest:
-                _check_version(item, os.fstat(src), "source changed during the check")
-                return CopyResult(_ok(item, digest, skipped=True), ())
+            skipped = self._identical(item, src, dest)
+            if skipped is not None:
+                return skipped
         dirs = self._ensure_dir(dest.parent)
         tmp = dest.parent / f".{_short(dest.name)}.{self._tag}.part"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            digest = self._fill(src, fd)
-            _check_version(item, os.fstat(src), "source changed during the copy")
+            digest = self._write(item, src, fd)
         except BaseException:
             os.close(fd)
             _unlink_quietly(tmp)
             raise
         return _Staged(item, dest, tmp, fd, digest, (str(dest.parent), *dirs))
 
+    def _identical(self, item: TransferItem, src: int, dest: Path) -> CopyResult | None:
+        """A skipped result when the destination already holds the source's content."""
+        with open(dest, "rb") as existing:
+            source_digest, dest_digest = both_digests(
+                item, src, existing.fileno(), self._stop, self._parallel_bytes
+            )
+        if source_digest != dest_digest:
+            return None
+        return CopyResult(_ok(item, source_digest, skipped=True), ())
+
+    def _write(self, item: TransferItem, src: int, dst: int) -> str | Future[str]:
+        """Copy the source into ``dst``; return the source's sha256 (or its future)."""
+        what = "source changed during the copy"
+        if item.size < self._parallel_bytes:
+            digest = self._fill(src, dst)
+            check_version(item, os.fstat(src), what)
+            return digest
+        copy_contents(src, dst, self._stop)
+        check_version(item, os.fstat(src), what)
+        return source_digest(item, src, what, self._stop, self._parallel_bytes)
+
     def _fill(self, src: int, dst: int) -> str:
         """Copy the whole source into ``dst``; return the sha256 of what was written."""
         os.lseek(src, 0, os.SEEK_SET)
         digest = hashlib.sha256()
-        while chunk := os.read(src, _CHUNK):
+        while chunk := os.read(src, CHUNK):
             if self._stop is not None and self._stop.is_set():
-                raise _Interrupted
+                raise Interrupted
             digest.update(chunk)
             _write_all(dst, chunk)
         return digest.hexdigest()
@@ -195,65 +208,52 @@ class FileCopier:
                 path.mkdir()
             except FileExistsError:
                 if not path.is_dir():
-                    raise _Unusable(f"{path} exists and is not a directory") from None
+                    raise Unusable(f"{path} exists and is not a directory") from None
         self._known_dirs.add(key)
         return tuple(str(p.parent) for p in missing)
 
 
-def _commit(staged: _Staged) -> CopyResult:
-    """fsync the staged copy, read it back and compare, then rename it into place."""
+def _commit(staged: _Staged) -> CopyResult | None:
+    """fsync the staged copy, read it back and compare with the source's digest, then rename it
+    into place. None when stopped part-way."""
     item, fd = staged.item, staged.fd
     staged.fd = -1
     try:
         os.fsync(fd)
         size = os.fstat(fd).st_size
-        readback = _digest_fd(fd)
-        if size != item.size or readback != staged.digest:
-            raise _Unusable(
+        readback = digest_fd(fd)
+        digest = staged.digest if isinstance(staged.digest, str) else staged.digest.result()
+        if size != item.size or readback != digest:
+            raise Unusable(
                 f"verification failed: read back {size} bytes, sha256 {readback}; "
-                f"wrote {item.size} bytes, sha256 {staged.digest}"
+                f"source {item.size} bytes, sha256 {digest}"
             )
         os.rename(staged.tmp, staged.dest)
-    except (_Unusable, OSError) as exc:
+    except Interrupted:
         _unlink_quietly(staged.tmp)
-        reason = str(exc) if isinstance(exc, _Unusable) else exc.strerror or str(exc)
+        return None
+    except (Unusable, OSError) as exc:
+        _unlink_quietly(staged.tmp)
+        reason = str(exc) if isinstance(exc, Unusable) else exc.strerror or str(exc)
         return _failed(item, f"copy to {staged.dest} failed: {reason}")
     finally:
         os.close(fd)
-    return CopyResult(_ok(item, staged.digest, skipped=False), staged.dirs)
+        settle(staged.digest if isinstance(staged.digest, Future) else None)
+    return CopyResult(_ok(item, digest, skipped=False), staged.dirs)
+
+
+def _discard(staged: _Staged) -> None:
+    """Drop a staged copy that will not be committed."""
+    os.close(staged.fd)
+    staged.fd = -1
+    _unlink_quietly(staged.tmp)
+    settle(staged.digest if isinstance(staged.digest, Future) else None)
 
 
 def _start_writeback(fd: int) -> None:
     """Ask the kernel to start writing the file out now (Linux starts writeback on DONTNEED)."""
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def _open_source(item: TransferItem) -> int:
-    """Open the source read-only and check it is still the batched version."""
-    try:
-        fd = os.open(item.source, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise _Unusable(f"source missing: {item.source}") from None
-    except OSError as exc:
-        raise _Unusable(f"source unreadable: {item.source}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Unusable(f"source is not a regular file: {item.source}")
-        _check_version(item, st, "source changed since it was batched")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _check_version(item: TransferItem, st: os.stat_result, what: str) -> None:
-    if st.st_size != item.size or st.st_mtime_ns != item.mtime_ns:
-        raise _Unusable(
-            f"{what}: size {st.st_size} (expected {item.size}), "
-            f"mtime_ns {st.st_mtime_ns} (expected {item.mtime_ns})"
-        )
 
 
 def _same_size_file(path: Path, size: int) -> bool:
@@ -272,19 +272,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _digest_fd(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    digest = hashlib.sha256()
-    while chunk := os.read(fd, _CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _digest_path(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, ALGORITHM).hexdigest()
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -157,6 +157,14 @@ class TaskStore:
             return None
         return TaskRecord.from_json(json.loads(text))
 
+    def stamp(self, task_id: str) -> tuple[int, int, int] | None:
+        """Inode, size and mtime of the task's record file (every save makes a new inode)."""
+        try:
+            st = os.stat(self._path(task_id))
+        except (FileNotFoundError, ValueError):
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def save(self, record: TaskRecord) -> None:
         """Replace the record atomically; the caller holds the task's lock."""
         os.replace(self._write_tmp(record), self._path(record.task_id))

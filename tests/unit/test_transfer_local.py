@@ -374,3 +374,34 @@ def test_destination_paths_never_leave_the_root(parts: list[str]) -> None:
     if path is not None:
         assert path.is_relative_to(root) and path != root
         assert ".." not in path.relative_to(root).parts
+
+
+def test_polls_see_every_rewrite_of_a_task_record(tree: Tree) -> None:
+    items = [tree.file("p/1.json", b"1"), tree.file("p/2.json", b"2")]
+    task_id = write_record(tree, items, pid=os.getpid(), heartbeat=time.time())
+    backend = tree.backend()
+    try:
+        assert backend.task(task_id).status is TaskStatus.ACTIVE
+        assert backend.task(task_id).files_transferred == 1
+        store = TaskStore(tree.state)
+        record = store.load(task_id)
+        assert record is not None
+        second = FileCopier(tree.dest, "later").copy(items[1])
+        assert second is not None
+        record.outcomes[1] = second.outcome
+        record.finish(time.time())
+        with store.lock(task_id) as locked:
+            assert locked
+            store.save(record)
+        state = backend.task(task_id)
+        assert (state.status, state.files_transferred) == (TaskStatus.SUCCEEDED, 2)
+    finally:
+        backend.close()
+
+
+def test_confirm_against_the_recorded_checksum(tree: Tree, backend: LocalTransfer) -> None:
+    item = tree.file("k.json", b"kept")
+    [outcome] = backend.outcomes(wait_final(backend, run(backend, [item])).task_id, [item])
+    Path(item.source).unlink()
+    assert backend.confirm(item, outcome.checksum, outcome.checksum_algorithm).ok
+    assert not backend.confirm(item, sha256(b"other"), "sha256").ok
