@@ -4,8 +4,8 @@ fastavro's generic writer walks the schema for every record; a gantry night emit
 thousands of FileArrived events, so each record schema is turned once into one Python function
 that writes its fields in order with no schema lookups. The output is byte-for-byte what fastavro
 writes (the tests compare them on generated records), and schemas using a type outside the
-supported set (null, boolean, int, long, string, bytes, enum, records, and unions of those) get no
-compiled writer: the codec keeps fastavro for them.
+supported set (null, boolean, int, long, string, bytes, enum, records, arrays, maps, and unions of
+null and one of those) get no compiled writer: the codec keeps fastavro for them.
 """
 
 from __future__ import annotations
@@ -175,8 +175,27 @@ class _Generator:
             self.lines.append(f"{indent}add({table}[{var}])\n")
         elif kind == "record":
             self.record(schema, var, indent)
+        elif kind == "array":
+            item = self._fresh("i")
+            self._block(var, var, indent)
+            self.lines.append(f"{indent}    for {item} in {var}:\n")
+            self.node(schema["items"], item, indent + "        ")
+            self.lines.append(f"{indent}add(b'\\x00')\n")
+        elif kind == "map":
+            key, item = self._fresh("k"), self._fresh("v")
+            self._block(var, var, indent)
+            self.lines.append(f"{indent}    for {key}, {item} in {var}.items():\n")
+            self.node("string", key, indent + "        ")
+            self.node(schema["values"], item, indent + "        ")
+            self.lines.append(f"{indent}add(b'\\x00')\n")
         else:
             raise UnsupportedSchema(f"type {kind!r} has no compiled writer")
+
+    def _block(self, var: str, items: str, indent: str) -> None:
+        """Open an array's or map's one block (as fastavro writes it: the count, the items, then
+        the empty block that ends it; an empty one is the end alone)."""
+        self.lines.append(f"{indent}if len({items}):\n")
+        self.lines.append(f"{indent}    add(long_bytes(len({var})))\n")
 
     def union(self, branches: list[Any], var: str, indent: str) -> None:
         kinds = [
