@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -50,6 +50,8 @@ class TransferredView(Protocol):
 
     def transferred(self, key: str, version: str) -> bool: ...
 
+    def transferred_among(self, files: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
+
 
 class NoView:
     """Before files.state exists (or when told not to look): nothing counts as transferred."""
@@ -62,6 +64,9 @@ class NoView:
 
     def transferred(self, key: str, version: str) -> bool:
         return False
+
+    def transferred_among(self, files: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return set()
 
 
 class Batcher:
@@ -139,13 +144,14 @@ class Batcher:
             self.config, self.codec, GROUP, messages, frozenset({"FileArrived"})
         )
         decoded = {(d.msg.partition(), d.msg.offset()): d.value for d in good}
+        sent = self.view.transferred_among((v["key"], v["version"]) for v in decoded.values())
         closed = []
         now = self.clock()
         for msg in messages:
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
             value = decoded.get((partition, offset))
-            item = self._item(value) if value is not None else None
+            item = self._item(value, sent) if value is not None else None
             if item is not None and item.raw_path is not None and not self.backend.raw_names:
                 dead.append(dead_letter(self.config, self.codec, GROUP, UNNAMEABLE, msg))
                 log.error("batcher: %s: %s", item.key, UNNAMEABLE)
@@ -155,8 +161,8 @@ class Batcher:
                 closed.append(window)
         return closed, dead
 
-    def _item(self, event: dict[str, Any]) -> BatchItem | None:
-        if self.view.transferred(event["key"], event["version"]):
+    def _item(self, event: dict[str, Any], sent: set[tuple[str, str]]) -> BatchItem | None:
+        if (event["key"], event["version"]) in sent:
             log.debug("batcher: %s version %s already transferred", event["key"], event["version"])
             return None
         return BatchItem(

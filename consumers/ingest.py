@@ -5,8 +5,8 @@ file (``[danforth] site``) goes into its snapshot's dataset, named from the snap
 event carries, which is attached to the dataset before the file (so whichever file of a snapshot
 comes first, the dataset has its metadata), with an image's own metadata on the image.
 
-The catalog call is the side effect, done before the transaction that records FileIngested and the
-consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
+The catalog call is the side effect (one per consumed batch), done before the transaction that
+records FileIngested and the consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
 skipped), so a replay or a retry after a crash adds nothing. A transient catalog error aborts the
 batch, which is retried with backoff; a permanent one is recorded as a final FileIngestFailed with
 its reason.
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from consumers.catalog.base import Catalog, IngestItem
+from consumers.catalog.base import Catalog, IngestItem, IngestResult, ingest_each
 from consumers.catalog.naming import catalog_names, danforth_names
 from consumers.sites import Sites
 from producers.gantry.paths import CachePath, cache_path
@@ -33,6 +33,10 @@ from terra_xfer.topics import FILES_INGESTED
 
 log = logging.getLogger(__name__)
 GROUP = "ingest"
+# The local catalog files a consumed batch in one transaction, so larger batches cost less per
+# file; a remote catalog registers item by item, so its batches stay short (bounded step time).
+BATCH_SIZE = {"local": 1000}
+REMOTE_BATCH_SIZE = 200
 
 
 class Ingest:
@@ -43,7 +47,8 @@ class Ingest:
         self.catalog = catalog
         self.sites = Sites(config)
         self.rules = self.sites.gantry_rules
-        self.loop = transferred_loop(config, GROUP, self._handle)
+        batch_size = BATCH_SIZE.get(catalog.name, REMOTE_BATCH_SIZE)
+        self.loop = transferred_loop(config, GROUP, self._handle, batch_size)
         self.ingested = 0
 
     def step(self) -> int:
@@ -71,14 +76,37 @@ class Ingest:
         )
 
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
-        outputs = []
-        for d in batch:
-            if d.record != "FileTransferred":
-                continue  # failures are the monitor's to retry
-            outputs.append(self._ingest(d.value))
-        return outputs
+        """One FileIngested or final FileIngestFailed per transferred file of the batch, the
+        whole batch filed by one catalog call (failures are the monitor's to retry)."""
+        events = [d.value for d in batch if d.record == "FileTransferred"]
+        outcomes: list[IngestResult | PermanentError | None] = []
+        items: list[IngestItem] = []
+        for event in events:
+            try:
+                items.append(self.item(event))
+                outcomes.append(None)
+            except PermanentError as exc:
+                outcomes.append(exc)
+        filed = iter(self._file(items))
+        return [
+            self._outcome(event, next(filed) if outcome is None else outcome)
+            for event, outcome in zip(events, outcomes, strict=True)
+        ]
 
-    def _ingest(self, event: dict[str, Any]) -> Output:
+    def _file(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
+        """The catalog's outcome of each item; one at a time if the batch as a whole is refused,
+        so each item still gets its own answer."""
+        if not items:
+            return []
+        try:
+            return self.catalog.ingest_many(items)
+        except PermanentError as exc:
+            log.warning(
+                "ingest: the batch of %d was refused (%s); filing one by one", len(items), exc
+            )
+            return ingest_each(self.catalog, items)
+
+    def _outcome(self, event: dict[str, Any], outcome: IngestResult | PermanentError) -> Output:
         base = {
             "key": event["key"],
             "version": event["version"],
@@ -87,20 +115,18 @@ class Ingest:
         }
         codec = self.loop.codec
         topic = self.config.topic(FILES_INGESTED)
-        try:
-            result = self.catalog.ingest(self.item(event))
-        except PermanentError as exc:
-            log.error("%s: not ingested: %s", event["key"], exc)
-            value = base | {"reason": str(exc), "attempt": 1, "final": True}
+        if isinstance(outcome, PermanentError):
+            log.error("%s: not ingested: %s", event["key"], outcome)
+            value = base | {"reason": str(outcome), "attempt": 1, "final": True}
             return Output(topic, event["key"], codec.encode("FileIngestFailed", value))
         self.ingested += 1
         sensor = self.sites.sensor(event["key"], event["path"])
         metrics.count_file("ingested", sensor, event["size"])
         value = base | {
-            "dataset_id": result.dataset_id,
-            "file_id": result.file_id,
-            "collection_ids": list(result.collection_ids),
-            "created": result.created,
+            "dataset_id": outcome.dataset_id,
+            "file_id": outcome.file_id,
+            "collection_ids": list(outcome.collection_ids),
+            "created": outcome.created,
         }
         return Output(topic, event["key"], codec.encode("FileIngested", value))
 

@@ -4,21 +4,28 @@ It consumes every event topic as one consumer group with the *range* assignor, w
 instance the same partition numbers of every topic: with co-partitioned topics (checked at start)
 one instance sees all events of the files it owns, so there are no lost updates between instances.
 
-Its working copy of files.state is an on-disk StatusIndex. New states are written to Kafka in the
-same transaction as the consumed offsets, and to the working copy after the commit, with the
-offsets Kafka gave them; after a crash in between, the copy catches up from the topic itself.
+New states are written to Kafka in the same transaction as the consumed offsets. Its working copy of
+files.state is an on-disk StatusIndex fronted by :class:`KeptStates`: the states of committed steps
+wait in memory and reach the copy together, with the offsets Kafka gave them, in one transaction
+per flush; folding reads memory first, then the copy. Only committed states enter memory, so an
+aborted step leaves no trace. The copy is never ahead of the topic: after a crash it is behind, and
+on every assignment the keeper flushes, forgets what it holds in memory and catches the copy up
+from files.state, so it always folds from what the topic holds.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumers.state_fold import batched, fold
 from consumers.state_view import StateFollower
+from consumers.status_index import StateRecord, StatusIndex
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
@@ -45,6 +52,92 @@ RECORDS = frozenset(
         "FileDeleted",
     }
 )
+FLUSH_RECORDS = 20_000  # pending states that make a flush due at once
+FLUSH_S = 5.0  # the longest a committed state waits in memory while the keeper is busy
+KEEP_STATES = 20_000  # recently written states kept in memory beyond the pending ones
+State = dict[str, Any]
+
+
+class KeptStates:
+    """Committed states in memory in front of the working copy; one keeper's, one thread at a time.
+
+    ``pending``: the latest committed state of each key not yet in the copy, with its offset.
+    ``recent``: the latest committed state of each key written lately, the oldest dropped beyond
+    ``keep`` after a flush (they are in the copy by then). Memory always holds a key's newest state
+    whenever it holds one, because only this keeper writes its keys between two assignments.
+    """
+
+    def __init__(
+        self,
+        index: StatusIndex,
+        *,
+        flush_records: int = FLUSH_RECORDS,
+        flush_s: float = FLUSH_S,
+        keep: int = KEEP_STATES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.index = index
+        self.flush_records = flush_records
+        self.flush_s = flush_s
+        self.keep = keep
+        self.clock = clock
+        self.pending: dict[str, StateRecord] = {}
+        self.recent: dict[str, State] = {}
+        self._oldest: float | None = None
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, State]:
+        """The current state of every known key among ``keys``: from memory, else from the copy."""
+        found: dict[str, State] = {}
+        missing = []
+        for key in keys:
+            state = self.recent.get(key)
+            if state is None:
+                missing.append(key)
+            else:
+                found[key] = state
+        if missing:
+            found.update(self.index.get_many(missing))
+        return found
+
+    def committed(self, records: Iterable[StateRecord]) -> None:
+        """Take the states a committed step wrote (partition, offset, key, state)."""
+        for record in records:
+            key, state = record[2], record[3]
+            assert state is not None, "the state keeper writes no tombstones"
+            self.pending[key] = record
+            self.recent.pop(key, None)  # re-inserted last: the dict runs oldest write first
+            self.recent[key] = dict(state)  # shallow: fold never changes a state in place
+            if self._oldest is None:
+                self._oldest = self.clock()
+
+    def due(self) -> bool:
+        """True when the pending states should be written now."""
+        if self._oldest is None:
+            return False
+        return (
+            len(self.pending) >= self.flush_records or self.clock() - self._oldest >= self.flush_s
+        )
+
+    def flush(self) -> int:
+        """Write every pending state to the copy in one transaction; returns how many.
+
+        On failure nothing is forgotten: the same states are written by the next flush.
+        """
+        written = len(self.pending)
+        if self.pending:
+            self.index.apply(list(self.pending.values()))
+            self.pending.clear()
+            self._oldest = None
+        excess = len(self.recent) - self.keep
+        if excess > 0:
+            for key in list(itertools.islice(self.recent, excess)):
+                del self.recent[key]
+        return written
+
+    def forget(self) -> None:
+        """Flush, then drop every state from memory (the copy is read afresh from now on)."""
+        self.flush()
+        self.recent.clear()
 
 
 class StateKeeper:
@@ -62,9 +155,12 @@ class StateKeeper:
             batch_size=2000,
             consumer_overrides={"partition.assignment.strategy": "range"},
             on_assign=self._on_assign,
+            on_commit=self._on_commit,
         )
+        self.kept = KeptStates(self.store.index)
         self._checked = False
-        self._written: list[tuple[int, int, str, dict[str, Any]]] = []
+        self._written: list[StateRecord] = []
+        self._produced = 0
         self.states_written = 0
 
     def _check_partitions(self) -> None:
@@ -83,45 +179,42 @@ class StateKeeper:
         self._checked = True
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self.kept.forget()
         self.store.catch_up()
 
     def step(self) -> int:
         self._check_partitions()
-        self._written = []
+        self._written, self._produced = [], 0
         handled = self.loop.step()
-        if self._written:
-            self.store.index.apply(self._written)
-            self.states_written += len(self._written)
+        if not handled or self.kept.due():
+            self.kept.flush()
         return handled
+
+    def _on_commit(self) -> None:
+        """The step's states are in files.state: they become the keeper's current states."""
+        written, self._written = self._written, []
+        self.kept.committed(written)
+        self.states_written += len(written)
+        if len(written) != self._produced:  # a state without its delivery report: read the topic
+            log.error(
+                "%d states committed, %d reported: re-reading files.state",
+                self._produced,
+                len(written),
+            )
+            self.kept.forget()
+            self.store.catch_up()
 
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
         now = now_ms()
-        changed: dict[str, dict[str, Any]] = {}
-
-        def current(key: str) -> dict[str, Any] | None:
-            return changed.get(key) or self.store.get(key)
-
+        states = self.kept.lookup(_keys(batch))
+        changed: dict[str, State] = {}
         for d in batch:
             try:
-                if d.record == "BatchSubmitted":
-                    for f in d.value["files"]:
-                        new = batched(
-                            current(f["key"]),
-                            f,
-                            d.value["batch_id"],
-                            d.value.get("task_id"),
-                            now,
-                            emitted_ms=d.value["emitted_ms"],
-                        )
-                        if new is not None:
-                            changed[f["key"]] = new
-                    continue
-                new = fold(current(d.value["key"]), d.record, d.value, now)
+                for key, new in _folded(d, states.get, now):
+                    states[key] = changed[key] = new
             except PermanentError as exc:
                 log.error("%s: cannot fold %s: %s", d.msg.topic(), d.record, exc)
-                continue
-            if new is not None:
-                changed[d.value["key"]] = new
+        self._produced = len(changed)
         topic = self.config.topic(FILES_STATE)
         return [
             Output(
@@ -143,6 +236,43 @@ class StateKeeper:
 
     def close(self) -> None:
         try:
+            self.kept.flush()
+        except Exception:  # the copy catches up from files.state at the next start
+            log.exception("state keeper: writing the working copy at close failed")
+        try:
             self.loop.close()
         finally:
             self.store.close()
+
+
+def _keys(batch: Sequence[Decoded]) -> list[str]:
+    """The file keys a batch of events touches (a BatchSubmitted touches each of its files)."""
+    keys: list[str] = []
+    for d in batch:
+        if d.record == "BatchSubmitted":
+            keys.extend(f["key"] for f in d.value["files"])
+        else:
+            keys.append(d.value["key"])
+    return keys
+
+
+def _folded(
+    d: Decoded, current: Callable[[str], State | None], now: int
+) -> Iterator[tuple[str, State]]:
+    """The (key, new state) pairs one event yields, each folded onto ``current`` as it is then.
+
+    A generator: the caller records each pair before the next is folded, so a batch listing one
+    key twice folds the second entry onto the first.
+    """
+    if d.record != "BatchSubmitted":
+        new = fold(current(d.value["key"]), d.record, d.value, now)
+        if new is not None:
+            yield d.value["key"], new
+        return
+    task_id, emitted_ms = d.value.get("task_id"), d.value["emitted_ms"]
+    for f in d.value["files"]:
+        new = batched(
+            current(f["key"]), f, d.value["batch_id"], task_id, now, emitted_ms=emitted_ms
+        )
+        if new is not None:
+            yield f["key"], new

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from consumers.state_fold import is_transferred
-from consumers.status_index import StatusIndex
+from consumers.state_fold import needs_requeue, transferred
+from consumers.status_index import StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
@@ -24,12 +25,29 @@ from terra_xfer.topics import FILES_STATE
 
 
 class StateFollower:
-    """A read-only view of files.state, kept current by :meth:`refresh` / :meth:`catch_up`."""
+    """A read-only view of files.state, kept current by :meth:`refresh` / :meth:`catch_up`.
 
-    def __init__(self, config: Config, index_path: Path) -> None:
+    ``records=False``: rows hold their columns only, which is all :meth:`transferred`,
+    :meth:`needs_requeue`, counts and queries need (no :meth:`get`); cheaper to keep (the sweeper's).
+    ``transferred_only``: the view answers :meth:`transferred` and nothing else, and holds a row
+    (columns only) just for files whose current version is at the destination; any other state
+    removes its key's row. That is the same answer for a fraction of the writes (the batcher's).
+    A full view and one of these may take turns on one file (``up`` and a stage run on its own):
+    the rows either writes answer the questions the other asks the same way.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        index_path: Path,
+        *,
+        records: bool = True,
+        transferred_only: bool = False,
+    ) -> None:
         self.config = config
         self.topic = config.topic(FILES_STATE)
-        self.index = StatusIndex(index_path)
+        self.transferred_only = transferred_only
+        self.index = StatusIndex(index_path, keep_records=records and not transferred_only)
         self.codec = Codec()
         self._consumer: Any = None
         self._partitions: list[int] = []
@@ -56,23 +74,25 @@ class StateFollower:
         )
 
     def refresh(self, max_messages: int = 10_000, timeout_s: float = 0.0) -> int:
-        """Apply what is available now (up to ``max_messages``); return how many were applied."""
+        """Apply what is available now (up to ``max_messages``); return how many states were written.
+
+        Only the last record of each key is decoded and written: on a compacted topic of whole
+        states it is all the key's row holds after the batch, and the offsets advance past all.
+        """
         self._assign()
-        messages = self._consumer.consume(max_messages, timeout_s)
-        records = []
-        for msg in messages:
+        latest: dict[bytes, Any] = {}
+        for msg in self._consumer.consume(max_messages, timeout_s):
             if msg.error() is not None:
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise TransientError(f"reading {self.topic}: {msg.error().str()}")
-            key = (msg.key() or b"").decode("utf-8", "backslashreplace")
-            value = None
-            if msg.value() is not None:
-                try:
-                    _name, value = self.codec.decode(msg.value())
-                except CodecError:
-                    continue  # the state keeper is the only writer; nothing else belongs here
-            records.append((msg.partition(), msg.offset(), key, value))
+            latest[msg.key() or b""] = msg
+        records = []
+        for msg in latest.values():
+            try:
+                records.append(self._record(msg))
+            except CodecError:
+                continue  # the state keeper is the only writer; nothing else belongs here
         return self.index.apply(records) if records else 0
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
@@ -87,26 +107,51 @@ class StateFollower:
         while remaining:
             if time.monotonic() > deadline:
                 raise TransientError(f"catching up with {self.topic} timed out")
-            messages = self._consumer.consume(10_000, 0.5)
             batch = []
-            for msg in messages:
+            for msg in self._consumer.consume(10_000, 0.5):
                 err = msg.error()
                 if err is not None and err.code() == KafkaError._PARTITION_EOF:
                     remaining.discard(msg.partition())
                 elif err is not None:
                     raise TransientError(f"reading {self.topic}: {err.str()}")
                 else:
-                    key = (msg.key() or b"").decode("utf-8", "backslashreplace")
-                    value = self.codec.decode(msg.value())[1] if msg.value() is not None else None
-                    batch.append((msg.partition(), msg.offset(), key, value))
+                    batch.append(self._record(msg))
             applied += self.index.apply(batch) if batch else 0
         return applied
+
+    def _record(self, msg: Any) -> StateRecord:
+        """(partition, offset, key, state) of one files.state message; a transferred-only view
+        turns every state that is not at the destination into a tombstone for its key."""
+        key = (msg.key() or b"").decode("utf-8", "backslashreplace")
+        value = None if msg.value() is None else self.codec.decode(msg.value())[1]
+        if self.transferred_only and value is not None and not transferred(value):
+            value = None
+        return msg.partition(), msg.offset(), key, value
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.index.get(key)
 
     def transferred(self, key: str, version: str) -> bool:
-        return is_transferred(self.index.get(key), version)
+        """True when ``version`` of ``key`` already reached the destination (see is_transferred)."""
+        row = self.index.summary(key)
+        return row is not None and row.version == version and row.transferred
+
+    def transferred_among(self, files: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (key, version) pairs among ``files`` already at the destination, in one lookup."""
+        wanted = list(files)
+        rows = self.index.summaries(key for key, _version in wanted)
+        return {
+            (key, version)
+            for key, version in wanted
+            if (row := rows.get(key)) is not None and row.version == version and row.transferred
+        }
+
+    def needs_requeue(self, key: str, version: str) -> bool:
+        """True when the sweeper should announce ``version`` of ``key`` (see needs_requeue)."""
+        if self.transferred_only:
+            raise StatusIndexError(f"{self.index.path} is a transferred-only view")
+        row = self.index.summary(key)
+        return needs_requeue(None if row is None else row._asdict(), version)
 
     def close(self) -> None:
         if self._consumer is not None:

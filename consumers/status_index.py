@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from consumers.state_fold import transferred
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
@@ -64,9 +64,19 @@ _SAVE_OFFSET = (
 )
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason"
 _STAGES = ("transferred", "ingested", "deleted", "failed")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every row: the fast path
+_KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
 
 # One consumed files.state record: partition, offset, key, and the FileState (None: a tombstone).
 StateRecord = tuple[int, int, str, Mapping[str, Any] | None]
+
+
+class StateSummary(NamedTuple):
+    """What a row's columns say of a file's current record."""
+
+    version: str
+    state: str
+    transferred: bool
 
 
 class StatusIndexError(TerraXferError):
@@ -99,8 +109,13 @@ class StatusIndex:
     not be used by two at once.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_s: float = 30.0, keep_records: bool = True
+    ) -> None:
+        """``keep_records=False``: rows hold their columns only (no JSON record, so no
+        :meth:`get`), for a view that decides by the columns and must be cheap to keep."""
         self.path = Path(path)
+        self.keep_records = keep_records
         self._timeout = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._connect()
@@ -138,29 +153,65 @@ class StatusIndex:
         """Write one consumed batch and its offsets in one transaction; returns the records applied.
 
         A FileState replaces its key's row; a tombstone (None) deletes it. Records below the stored
-        offset of their partition were applied before and are skipped.
+        offset of their partition were applied before and are skipped. Within the batch only the
+        last record of each key is written: it is what the row holds after the batch either way.
         """
         with _guarded(self.path), self._transaction():
             stored = dict(self._db.execute("SELECT partition, next_offset FROM meta").fetchall())
             reached: dict[int, int] = {}
+            latest: dict[str, Mapping[str, Any] | None] = {}
             applied = 0
             for partition, offset, key, value in records:
                 if offset < stored.get(partition, 0):
                     continue
-                if value is None:
-                    self._db.execute("DELETE FROM files WHERE key = ?", (key,))
-                else:
-                    self._db.execute(_UPSERT, _row(key, value))
-                reached[partition] = max(reached.get(partition, 0), offset + 1)
+                latest[key] = value
+                if offset >= reached.get(partition, 0):
+                    reached[partition] = offset + 1
                 applied += 1
+            gone = [(key,) for key, value in latest.items() if value is None]
+            self._db.executemany("DELETE FROM files WHERE key = ?", gone)
+            keep = self.keep_records
+            rows = [_row(key, value, keep) for key, value in latest.items() if value is not None]
+            self._db.executemany(_UPSERT, rows)
             self._db.executemany(_SAVE_OFFSET, reached.items())
         return applied
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The whole FileState of ``key`` (with its history), or None when the file is unknown."""
+        self._needs_records()
         with _guarded(self.path):
             row = self._db.execute("SELECT record FROM files WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The whole FileState of each known key among ``keys`` (unknown keys are left out)."""
+        self._needs_records()
+        return {k: json.loads(r) for k, r in self._rows_of("key, record", keys)}
+
+    def summaries(self, keys: Iterable[str]) -> dict[str, StateSummary]:
+        """:meth:`summary` of each known key among ``keys``, in as few queries as it takes."""
+        rows = self._rows_of("key, version, state, transferred", keys)
+        return {k: StateSummary(str(v), str(s), bool(t)) for k, v, s, t in rows}
+
+    def _rows_of(self, columns: str, keys: Iterable[str]) -> list[tuple[Any, ...]]:
+        """``columns`` of the rows of ``keys`` (each key asked once; unknown keys give no row)."""
+        wanted = list(dict.fromkeys(keys))
+        rows: list[tuple[Any, ...]] = []
+        with _guarded(self.path):
+            for i in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[i : i + _KEYS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {columns} FROM files WHERE key IN ({marks})"
+                rows.extend(self._db.execute(sql, chunk).fetchall())
+        return rows
+
+    def summary(self, key: str) -> StateSummary | None:
+        """The version, state and transferred flag of ``key`` (None when unknown), from the row's
+        columns: what the batcher and the sweeper decide by, without parsing the record."""
+        sql = "SELECT version, state, transferred FROM files WHERE key = ?"
+        with _guarded(self.path):
+            row = self._db.execute(sql, (key,)).fetchone()
+        return None if row is None else StateSummary(str(row[0]), str(row[1]), bool(row[2]))
 
     def query(
         self,
@@ -209,6 +260,10 @@ class StatusIndex:
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM meta")
 
+    def _needs_records(self) -> None:
+        if not self.keep_records:
+            raise StatusIndexError(f"status index {self.path} keeps no whole records")
+
     def _connect(self) -> sqlite3.Connection:
         with _guarded(self.path):
             return sqlite3.connect(
@@ -237,8 +292,8 @@ class StatusIndex:
             db.close()
 
 
-def _row(key: str, value: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The ``files`` row of one FileState."""
+def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[Any, ...]:
+    """The ``files`` row of one FileState (with the whole record as JSON, or an empty one)."""
     state = value["state"]
     failed = state in ("FAILED", "QUARANTINED") or value["reason"] is not None
     return (
@@ -258,7 +313,7 @@ def _row(key: str, value: Mapping[str, Any]) -> tuple[Any, ...]:
         bool(value["ingested"]),
         bool(value["deleted"]),
         failed,
-        json.dumps(value, separators=(",", ":")),
+        _COMPACT.encode(value) if keep_record else "",
     )
 
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from consumers.state_fold import needs_requeue
 from consumers.state_view import StateFollower
 from producers.gantry.lines import file_fields
 from producers.gantry.paths import CachePath, cache_path
@@ -103,7 +102,7 @@ class Sweeper:
                 continue
             fields = file_fields(where)
             version = f"{st.st_size}:{st.st_mtime_ns}"
-            if not needs_requeue(self.view.get(fields["key"]), version):
+            if not self.view.needs_requeue(fields["key"], version):
                 continue
             pending.append(self._event(walk_id, fields, st, version))
             if len(pending) >= CHUNK:

@@ -1,24 +1,71 @@
 """Every stage of the pipeline, built from one configuration, for `terra-xfer up`.
 
 Each stage gets its own Kafka clients and consumer group, exactly as it would in its own Kubernetes
-Deployment; they share only the transfer backend (whose task records live on disk) and the stop
-event of the runner.
+Deployment. Built together (:func:`build`, every stage a thread of one process) they share only the
+transfer backend (whose task records live on disk) and the stop event of the runner; built one at
+a time (:func:`build_one`, a stage per process) each holds its own, as its Deployment would.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from terra_xfer.config import Config
 from terra_xfer.runner import Stage
 
 
+def stage_names(config: Config, with_sweeper: bool = True) -> list[str]:
+    """The stages ``up`` runs for ``config``, in start order."""
+    names = ["gantry"]
+    if config.gantry.nas_log is not None:
+        names.append("gantry-nas")
+    if config.danforth.enabled:
+        names.append("danforth")
+    names += ["batcher", "monitor", "state-keeper", "ingest"]
+    if config.deleter.enabled:
+        names.append("deleter")
+    if with_sweeper:
+        names.append("sweeper")
+    return names
+
+
 @contextlib.contextmanager
 def build(config: Config, with_sweeper: bool = True) -> Iterator[list[tuple[str, Stage]]]:
     """The stages to run, and everything they hold, released when the block ends."""
-    from consumers.backends import make_catalog, make_transfer
+    from consumers.backends import make_transfer
+
+    with contextlib.ExitStack() as held:
+        backend = make_transfer(config)
+        held.callback(backend.close)
+        stages = [
+            (name, _make(config, name, held, lambda: backend))
+            for name in stage_names(config, with_sweeper)
+        ]
+        yield stages
+
+
+@contextlib.contextmanager
+def build_one(config: Config, name: str) -> Iterator[Stage]:
+    """One stage by its name, with a transfer backend of its own if it needs one."""
+    from consumers.backends import make_transfer
+
+    with contextlib.ExitStack() as held:
+
+        def own_backend() -> Any:
+            backend = make_transfer(config)
+            held.callback(backend.close)
+            return backend
+
+        yield _make(config, name, held, own_backend)
+
+
+def _make(
+    config: Config, name: str, held: contextlib.ExitStack, backend: Callable[[], Any]
+) -> Stage:
+    """The stage called ``name``; what it holds is released by ``held``."""
+    from consumers.backends import make_catalog
     from consumers.batcher import Batcher
     from consumers.deleter import Deleter
     from consumers.ingest import Ingest
@@ -28,33 +75,29 @@ def build(config: Config, with_sweeper: bool = True) -> Iterator[list[tuple[str,
     from consumers.sweeper import Sweeper
     from producers.gantry.service import GantryProducer, log_source
 
-    with contextlib.ExitStack() as held:
-        backend = make_transfer(config)
-        held.callback(backend.close)
-        index = config.status.index_path
+    def view(file_name: str, **kind: bool) -> Any:
+        follower = StateFollower(config, config.status.index_path.with_name(file_name), **kind)
+        held.callback(follower.close)
+        return follower
 
-        def view(name: str) -> Any:
-            follower = StateFollower(config, index.with_name(name))
-            held.callback(follower.close)
-            return follower
+    if name == "gantry":
+        return GantryProducer(config, log_source(config, "xferlog"))
+    if name == "gantry-nas":
+        return GantryProducer(config, log_source(config, "nas_log"))
+    if name == "danforth":
+        from producers.danforth.service import DanforthProducer
 
-        stages: list[tuple[str, Stage]] = [
-            ("gantry", GantryProducer(config, log_source(config, "xferlog")))
-        ]
-        if config.gantry.nas_log is not None:
-            stages.append(("gantry-nas", GantryProducer(config, log_source(config, "nas_log"))))
-        if config.danforth.enabled:
-            from producers.danforth.service import DanforthProducer
-
-            stages.append(("danforth", DanforthProducer(config)))
-        stages += [
-            ("batcher", Batcher(config, backend, view("batcher-view.sqlite"))),
-            ("monitor", Monitor(config, backend)),
-            ("state-keeper", StateKeeper(config)),
-            ("ingest", Ingest(config, make_catalog(config))),
-        ]
-        if config.deleter.enabled:
-            stages.append(("deleter", Deleter(config, backend)))
-        if with_sweeper:
-            stages.append(("sweeper", Sweeper(config, view("sweeper-view.sqlite"))))
-        yield stages
+        return DanforthProducer(config)
+    if name == "batcher":
+        return Batcher(config, backend(), view("batcher-view.sqlite", transferred_only=True))
+    if name == "monitor":
+        return Monitor(config, backend())
+    if name == "state-keeper":
+        return StateKeeper(config)
+    if name == "ingest":
+        return Ingest(config, make_catalog(config))
+    if name == "deleter":
+        return Deleter(config, backend())
+    if name == "sweeper":
+        return Sweeper(config, view("sweeper-view.sqlite", records=False))
+    raise ValueError(f"no stage called {name!r}")

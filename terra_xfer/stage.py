@@ -125,7 +125,10 @@ class TransactionalLoop:
         poll_timeout_s: float = 0.5,
         consumer_overrides: dict[str, Any] | None = None,
         on_assign: Callable[[Consumer, list[Any]], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``on_commit`` runs after each committed step, and only then: what the step's delivery
+        reports told is final once it runs (an aborted step's outputs never reach it)."""
         self.config = config
         self.group_id = group_id
         self.topics = list(topics)
@@ -137,6 +140,7 @@ class TransactionalLoop:
         self.consumer = member_consumer(config.kafka, config.group(group_id), consumer_overrides)
         self.producer = TxProducer(config.kafka, f"{config.group(group_id)}-{instance_id()}")
         self._on_assign = on_assign
+        self._on_commit = on_commit
         self._subscribed = False
         self._failures = 0
         self._retry_at = 0.0
@@ -187,6 +191,8 @@ class TransactionalLoop:
             rewind_to_committed(self.consumer)
             raise
         self._failures = 0
+        if self._on_commit is not None:
+            self._on_commit()
         return len(messages)
 
     def close(self) -> None:
@@ -199,10 +205,17 @@ class TransactionalLoop:
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 
 
-def transferred_loop(config: Config, stage: str, handler: Handler) -> TransactionalLoop:
+def transferred_loop(
+    config: Config, stage: str, handler: Handler, batch_size: int = 200
+) -> TransactionalLoop:
     """The loop of a stage that reacts to transfer outcomes (ingest, deleter)."""
     from terra_xfer.topics import FILES_TRANSFERRED
 
     return TransactionalLoop(
-        config, stage, [config.topic(FILES_TRANSFERRED)], handler, TRANSFER_OUTCOMES, batch_size=200
+        config,
+        stage,
+        [config.topic(FILES_TRANSFERRED)],
+        handler,
+        TRANSFER_OUTCOMES,
+        batch_size=batch_size,
     )

@@ -9,7 +9,7 @@ first run made and adds nothing, and says so with ``created=False``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,9 +83,27 @@ class Catalog(Protocol):
         """Register the item under its hierarchy; a replay returns the same ids, created=False."""
         ...
 
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
+        """Register every item, in order: each outcome is its result, or the permanent error that
+        refused that item alone. A transient error fails the call (a replay is harmless)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def ingest_each(
+    catalog: Catalog, items: Sequence[IngestItem]
+) -> list[IngestResult | PermanentError]:
+    """``ingest_many`` for a catalog that registers one item per call."""
+    outcomes: list[IngestResult | PermanentError] = []
+    for item in items:
+        try:
+            outcomes.append(catalog.ingest(item))
+        except PermanentError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def dataset_metadata_content(item: IngestItem) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from consumers.catalog.base import (
@@ -27,6 +27,7 @@ from consumers.catalog.base import (
     CatalogTransientError,
     IngestItem,
     IngestResult,
+    ingest_each,
 )
 from consumers.catalog.clowder_files import FileAdder, Mount
 from consumers.catalog.clowder_http import ClowderHttp, objects_with_ids, segment
@@ -37,7 +38,7 @@ from consumers.catalog.naming import (
     jsonld_document,
 )
 from terra_xfer.config import Secret
-from terra_xfer.errors import ConfigError
+from terra_xfer.errors import ConfigError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class ClowderCatalog:
                     raise
                 log.info("clowder refused %s with remembered ids; resolving afresh", item.key)
             attempt, fresh = attempt + 1, True
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
+        """Each item in turn (Clowder has no batch call); see :meth:`Catalog.ingest_many`."""
+        return ingest_each(self, items)
 
     def close(self) -> None:
         self._http.close()

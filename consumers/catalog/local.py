@@ -3,8 +3,10 @@
 Collections (each with its parent), datasets (linked to collections), files in datasets, and JSON-LD
 metadata rows on datasets and files. UNIQUE constraints make every insert a get-or-create, so a
 replayed item adds nothing. Several processes may ingest into one file at once: WAL mode lets
-readers run beside the writer, and each item is one ``BEGIN IMMEDIATE`` transaction, retried while
-another writer holds the lock.
+readers run beside the writer, and each call is one ``BEGIN IMMEDIATE`` transaction, retried while
+another writer holds the lock. :meth:`LocalCatalog.ingest_many` files a whole batch in one
+transaction, each item in a savepoint of its own, so an item the catalog refuses leaves no row
+behind and does not hold back the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +28,7 @@ from consumers.catalog.base import (
     IngestResult,
 )
 from consumers.catalog.naming import clean_metadata_keys, content_hash, dataset_metadata_of
+from terra_xfer.errors import PermanentError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +116,47 @@ class LocalCatalog:
             "ingested %s into dataset %s (created=%s)", item.key, result.dataset_id, result.created
         )
         return result
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
+        """Ingest every item in one transaction; each outcome is its result or the permanent error
+        that refused it. A transient error (the database stays locked) fails the whole call and
+        commits nothing."""
+        outcomes: list[IngestResult | PermanentError | None] = []
+        work: list[tuple[int, IngestItem, Any]] = []
+        for item in items:
+            try:
+                work.append((len(outcomes), item, dataset_metadata_of(item)))
+                outcomes.append(None)
+            except PermanentError as exc:
+                outcomes.append(exc)
+        if work:
+            done = self._retry_busy(lambda: self._transaction(lambda: self._each(work)))
+            for (at, _item, _metadata), outcome in zip(work, done, strict=True):
+                outcomes[at] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def _each(
+        self, work: Sequence[tuple[int, IngestItem, Any]]
+    ) -> list[IngestResult | PermanentError]:
+        """The body of a batch transaction: each item in a savepoint, rolled back if refused.
+
+        ``known`` remembers the ids this transaction has got or created, so an item shares the
+        lookups of those before it; an item rolled back takes its own additions with it.
+        """
+        known: dict[tuple[object, ...], int] = {}
+        done: list[IngestResult | PermanentError] = []
+        for _at, item, metadata in work:
+            before = dict(known)
+            self._db.execute("SAVEPOINT item")
+            try:
+                done.append(_ingest(self._db, item, metadata, known))
+            except (CatalogPermanentError, sqlite3.IntegrityError) as exc:
+                self._db.execute("ROLLBACK TO item")
+                known = before
+                refused = exc if isinstance(exc, PermanentError) else _refused(item, exc)
+                done.append(refused)
+            self._db.execute("RELEASE item")
+        return done
 
     def counts(self) -> dict[str, int]:
         """Rows per kind: collections, datasets, files, metadata."""
@@ -207,13 +251,24 @@ class LocalCatalog:
         return self._rows(sql, *params)[0][0]
 
 
-def _ingest(db: sqlite3.Connection, item: IngestItem, metadata: Any) -> IngestResult:
-    """The body of one ingest transaction; every insert is a get-or-create."""
+def _ingest(
+    db: sqlite3.Connection,
+    item: IngestItem,
+    metadata: Any,
+    known: dict[tuple[object, ...], int] | None = None,
+) -> IngestResult:
+    """The body of one ingest transaction; every insert is a get-or-create.
+
+    ``known`` (ids this transaction already got or created) spares repeating their lookups.
+    """
+    known = {} if known is None else known
     created = False
     collection_ids: list[int] = []
     parent: int | None = None
     for title in item.collections:
-        parent, new = _get_or_create(
+        parent, new = _remembered(
+            known,
+            ("collection", title, parent),
             db,
             "INSERT OR IGNORE INTO collections (title, parent_id, created_ms) VALUES (?, ?, ?)",
             (title, parent, _now_ms()),
@@ -222,7 +277,9 @@ def _ingest(db: sqlite3.Connection, item: IngestItem, metadata: Any) -> IngestRe
         )
         collection_ids.append(parent)
         created |= new
-    dataset_id, new = _get_or_create(
+    dataset_id, new = _remembered(
+        known,
+        ("dataset", item.dataset_name),
         db,
         "INSERT OR IGNORE INTO datasets (name, created_ms) VALUES (?, ?)",
         (item.dataset_name, _now_ms()),
@@ -230,12 +287,13 @@ def _ingest(db: sqlite3.Connection, item: IngestItem, metadata: Any) -> IngestRe
         (item.dataset_name,),
     )
     created |= new
-    if parent is not None:
+    if parent is not None and ("link", parent, dataset_id) not in known:
         cur = db.execute(
             "INSERT OR IGNORE INTO dataset_collections (collection_id, dataset_id) VALUES (?, ?)",
             (parent, dataset_id),
         )
         created |= cur.rowcount == 1
+        known[("link", parent, dataset_id)] = parent
     if metadata is not None:
         created |= _add_metadata(db, "dataset", dataset_id, metadata)
     file_id = None
@@ -250,6 +308,27 @@ def _ingest(db: sqlite3.Connection, item: IngestItem, metadata: Any) -> IngestRe
         collection_ids=tuple(str(c) for c in collection_ids),
         created=created,
     )
+
+
+def _remembered(
+    known: dict[tuple[object, ...], int],
+    what: tuple[object, ...],
+    db: sqlite3.Connection,
+    insert: str,
+    insert_params: tuple[object, ...],
+    select: str,
+    select_params: tuple[object, ...],
+) -> tuple[int, bool]:
+    """``_get_or_create``, unless this transaction already knows the id (then nothing is new)."""
+    if what in known:
+        return known[what], False
+    row_id, new = _get_or_create(db, insert, insert_params, select, select_params)
+    known[what] = row_id
+    return row_id, new
+
+
+def _refused(item: IngestItem, exc: sqlite3.DatabaseError) -> CatalogPermanentError:
+    return CatalogPermanentError(f"local catalog refused {item.key}: {exc}")
 
 
 def _add_file(db: sqlite3.Connection, dataset_id: int, item: IngestItem) -> tuple[int, bool]:

@@ -1,0 +1,97 @@
+"""`up --processes`: every stage in a process of its own, stopped together, failures not hidden.
+
+The children are real spawned processes; their stages are small stand-ins built by
+:func:`stand_in` (no broker), which record their steps and their closing in files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from terra_xfer.config import Config
+from terra_xfer.errors import TransientError
+from terra_xfer.runner import ProcessRunner, StageProcessError, loop
+
+
+class StandIn:
+    """Handles one item per step for five steps, then idles; ``fail`` raises at the third."""
+
+    def __init__(self, where: Path, fail: bool) -> None:
+        self.where, self.fail, self.steps = where, fail, 0
+
+    def step(self) -> int:
+        self.steps += 1
+        if self.fail and self.steps == 3:
+            raise RuntimeError("the stage breaks")
+        if self.steps == 2:
+            raise TransientError("the broker is away for a moment")
+        return 1 if self.steps <= 6 else 0
+
+    def close(self) -> None:
+        self.where.write_text("closed")
+
+
+@contextlib.contextmanager
+def stand_in(config: Config, name: str) -> Iterator[StandIn]:
+    yield StandIn(config.status.index_path.with_name(f"{name}.closed"), fail=name == "broken")
+
+
+def config_in(tmp_path: Path) -> Config:
+    base = Config()
+    return dataclasses.replace(
+        base, status=dataclasses.replace(base.status, index_path=tmp_path / "status.sqlite")
+    )
+
+
+def test_stage_processes_step_until_stopped_and_close_their_stages(tmp_path: Path) -> None:
+    stepped: set[str] = set()
+    runner = ProcessRunner(
+        config_in(tmp_path), ["a", "b"], on_step=stepped.add, builder=stand_in
+    ).start()
+    try:
+        assert runner.wait(lambda: all(t.handled == 5 for t in runner.threads), timeout_s=60)
+        assert runner.wait(lambda: stepped == {"a", "b"}, timeout_s=10)
+    finally:
+        runner.join(timeout_s=30)
+    assert {t.name: t.handled for t in runner.threads} == {"a": 5, "b": 5}
+    assert [t.process.exitcode for t in runner.threads] == [0, 0]
+    assert (tmp_path / "a.closed").exists() and (tmp_path / "b.closed").exists()
+
+
+def test_a_failing_stage_process_stops_every_stage(tmp_path: Path) -> None:
+    runner = ProcessRunner(config_in(tmp_path), ["broken", "fine"], builder=stand_in).start()
+    try:
+        assert not runner.wait(lambda: False, timeout_s=60)  # ends early: the runner stopped
+    finally:
+        with pytest.raises(StageProcessError, match="broken"):
+            runner.join(timeout_s=30)
+    assert (tmp_path / "broken.closed").exists()  # closed on the way out
+    assert (tmp_path / "fine.closed").exists()
+    assert [t.process.exitcode for t in runner.threads] == [1, 0]
+
+
+def test_the_loop_retries_transient_errors_and_counts_what_it_handled() -> None:
+    class Stop:
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+
+        def is_set(self) -> bool:
+            return len(self.waits) >= 3
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits.append(timeout or 0.0)
+            return self.is_set()
+
+    class Count:
+        handled = 0
+
+    stage, stop, count = StandIn(Path("/nonexistent"), fail=False), Stop(), Count()
+    stage.steps = 4  # two more items, then idle
+    loop("x", stage.step, stop, 0.05, count)
+    assert count.handled == 2
+    assert stop.waits == [0.05, 0.05, 0.05]
