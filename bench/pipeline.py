@@ -55,6 +55,7 @@ def _run(
     ups: list[Upload],
     feed: Any,
     profile: Path | None = None,
+    processes: bool = False,
     **overrides: dict[str, Any],
 ) -> tuple[Outcome, dict[str, Any]]:
     settings = ws.settings(cache_root=cache)
@@ -67,7 +68,14 @@ def _run(
         place_metadata(config, ups)
     dry_run = bool(settings["deleter"]["dry_run"])
     outcome = run_up(
-        config, ws.config_path, port, feed, _keys(ups), dry_run=dry_run, profile=profile
+        config,
+        ws.config_path,
+        port,
+        feed,
+        _keys(ups),
+        dry_run=dry_run,
+        processes=processes,
+        profile=profile,
     )
     details = {
         "files": len(ups),
@@ -93,61 +101,83 @@ def small_files(base: Path, bootstrap: str, sizes: Sizes) -> list[Section]:
     write_files(root / "cache", ups)
     lines = log_lines(root / "cache", ups)
     plain_rate = len(ups) / copy_s
-    with workspace(base, "overhead", bootstrap) as ws:
-        overhead, b_details = _run(
-            ws,
-            root / "cache",
-            ups,
-            feed_all(lines),
-            transfer={"backend": "record"},
-            deleter={"dry_run": True},
-        )
-    with workspace(base, "small", bootstrap) as ws:
-        local, a_details = _run(ws, root / "cache", ups, feed_all(lines))
+    runs: dict[tuple[str, bool], tuple[Outcome, dict[str, Any]]] = {}
+    for processes in (False, True):
+        with workspace(base, "overhead", bootstrap) as ws:
+            runs["3b", processes] = _run(
+                ws,
+                root / "cache",
+                ups,
+                feed_all(lines),
+                processes=processes,
+                transfer={"backend": "record"},
+                deleter={"dry_run": True},
+            )
+    for processes in (False, True):
+        if processes:  # the threads' run deleted every file it copied: the same files again
+            write_files(root / "cache", ups)
+        with workspace(base, "small", bootstrap) as ws:
+            runs["3a", processes] = _run(
+                ws, root / "cache", ups, feed_all(lines), processes=processes
+            )
     left = sum(1 for p in (root / "cache").rglob("*") if p.is_file())
     shutil.rmtree(root, ignore_errors=True)
-    a_details |= {"plain_copy_s": round(copy_s, 2), "files_left_in_cache": left}
+    runs["3a", True][1].update(plain_copy_s=round(copy_s, 2), files_left_in_cache=left)
     n = len(ups)
     return [
-        _small_section(n, sizes, local, plain_rate, a_details),
-        _overhead_section(n, overhead, plain_rate, b_details),
+        _small_section(n, sizes, runs["3a", False], runs["3a", True], plain_rate),
+        _overhead_section(n, runs["3b", False], runs["3b", True], plain_rate),
     ]
 
 
 def _small_section(
-    n: int, sizes: Sizes, local: Outcome, plain_rate: float, details: dict[str, Any]
+    n: int,
+    sizes: Sizes,
+    threads: tuple[Outcome, dict[str, Any]],
+    processes: tuple[Outcome, dict[str, Any]],
+    plain_rate: float,
 ) -> Section:
     s = Section("3a", f"Pipeline, {n:,} files of {sizes.small_size // 1024} KB, local backends")
-    s.figures.append(
-        Figure(
-            "`up`, first line → last DONE",
-            n / local.seconds,
-            "files/s",
-            "plain loop: copy, fsync, rename, delete",
-            plain_rate,
-            Goal("ratio_at_least", 0.5),
+    for (outcome, _), how in ((threads, ""), (processes, " --processes")):
+        s.figures.append(
+            Figure(
+                f"`up{how}`, first line → last DONE",
+                n / outcome.seconds,
+                "files/s",
+                "plain loop: copy, fsync, rename, delete",
+                plain_rate,
+                Goal("ratio_at_least", 0.5),
+            )
         )
-    )
-    s.details = details
+    s.details = _both(threads[1], processes[1])
     return s
 
 
 def _overhead_section(
-    n: int, overhead: Outcome, plain_rate: float, details: dict[str, Any]
+    n: int,
+    threads: tuple[Outcome, dict[str, Any]],
+    processes: tuple[Outcome, dict[str, Any]],
+    plain_rate: float,
 ) -> Section:
     s = Section("3b", "Pipeline overhead: record backend (no bytes moved), deleter dry run")
-    s.figures.append(
-        Figure(
-            "`up`, first line → last INGESTED + dry-run delete",
-            n / overhead.seconds,
-            "files/s",
-            "plain copy loop (§3a)",
-            plain_rate,
-            Goal("value_at_least", 5000),
+    for (outcome, _), how in ((threads, ""), (processes, " --processes")):
+        s.figures.append(
+            Figure(
+                f"`up{how}`, first line → last INGESTED + dry-run delete",
+                n / outcome.seconds,
+                "files/s",
+                "plain copy loop (§3a)",
+                plain_rate,
+                Goal("value_at_least", 5000),
+            )
         )
-    )
-    s.details = details
+    s.details = _both(threads[1], processes[1])
     return s
+
+
+def _both(threads: dict[str, Any], processes: dict[str, Any]) -> dict[str, Any]:
+    """One section's details: the threads' run, and the processes' run under ``processes``."""
+    return threads | {"processes": processes}
 
 
 def large_files(base: Path, bootstrap: str, sizes: Sizes) -> Section:

@@ -90,11 +90,17 @@ def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[
     ups = night(files, 4096)
     write_files(base / "cache", ups)
     feed = feed_all(log_lines(base / "cache", ups))
-    overrides: dict[str, dict[str, object]] = {}
-    if overhead:
-        overrides = {"transfer": {"backend": "record"}, "deleter": {"dry_run": True}}
+    record = {"backend": "record" if overhead else "local"}
     with workspace(base, "profile-up", bootstrap) as ws:
-        outcome, _ = _run(ws, base / "cache", ups, feed, profile=raw, **overrides)
+        outcome, _ = _run(
+            ws,
+            base / "cache",
+            ups,
+            feed,
+            profile=raw,
+            transfer=record,
+            deleter={"dry_run": overhead},
+        )
     return raw.read_text(), outcome.seconds
 
 

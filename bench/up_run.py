@@ -48,7 +48,19 @@ def py_spy(raw: Path, pid: int | None = None) -> list[str]:
 
 
 def peak_rss_mb(pid: int) -> float | None:
-    """The process's peak resident set (VmHWM) in MB, while it still runs."""
+    """The process's peak resident set (VmHWM) in MB, while it still runs; with its children
+    (``up --processes``: one per stage), the sum of their peaks added."""
+    own = _hwm_mb(pid)
+    if own is None:
+        return None
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(_hwm_mb(int(c)) or 0.0 for c in children)
+
+
+def _hwm_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -180,6 +192,7 @@ def run_up(
     keys: set[str],
     *,
     dry_run: bool = False,
+    processes: bool = False,
     timeout_s: float = 3600.0,
     profile: Path | None = None,
 ) -> Outcome:
@@ -189,7 +202,7 @@ def run_up(
     log_file = config_path.with_name("up.log")
     with log_file.open("ab") as err:
         proc = subprocess.Popen(
-            cli_command(config_path, "up", "--quiet"),
+            cli_command(config_path, "up", "--quiet", *(["--processes"] if processes else [])),
             stdout=err,
             stderr=err,
             stdin=subprocess.DEVNULL,
