@@ -31,7 +31,14 @@ from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import TxProducer, check, instance_id, member_consumer, rewind_to_committed
+from terra_xfer.kafka import (
+    TxProducer,
+    check,
+    consume_ready,
+    instance_id,
+    member_consumer,
+    rewind_to_committed,
+)
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
 
@@ -92,7 +99,9 @@ class Monitor:
     def step(self) -> int:
         """Take new batches, poll the tasks that are due, publish what finished."""
         self._start()
-        messages = [m for m in self._consume(self._wait_s()) if check(m) is not None]
+        messages = [
+            m for m in consume_ready(self.consumer, 100, self._wait_s()) if check(m) is not None
+        ]
         good, outputs = decode_or_dead_letter(
             self.config, self.codec, GROUP, messages, frozenset({"BatchSubmitted"})
         )
@@ -127,12 +136,6 @@ class Monitor:
             self.tracked[batch_id] = Tracked(record, partition, offset, record.get("task_id"))
         # A SUBMITTED record of an untracked batch: its PREPARED record was already followed to the
         # end and committed; nothing to do.
-
-    def _consume(self, timeout: float) -> list[Any]:
-        """Up to 100 messages, returning as soon as the first arrives (``consume(n, t)`` alone
-        waits the whole ``t`` for ``n`` messages when fewer are there)."""
-        first = self.consumer.consume(1, timeout)
-        return first + self.consumer.consume(99, 0) if first else first
 
     def _wait_s(self) -> float:
         """How long to wait for new batches: until the next poll or retry is due (a batch with

@@ -285,6 +285,20 @@ def member_consumer(
     return make_consumer(kafka, group_id, {**static, **(overrides or {})})
 
 
+def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_messages``, returning as soon as the first one is there.
+
+    ``Consumer.consume(n, t)`` returns only when n messages have arrived or t has passed, so a
+    stage fed a trickle would wait the whole t at every step. This waits up to ``timeout_s`` for
+    one message, then takes what is already fetched: batches stay small when input is sparse
+    and grow by themselves under load (whatever arrived during the last commit).
+    """
+    first = consumer.consume(1, timeout_s)
+    if not first or max_messages <= 1:
+        return first
+    return first + consumer.consume(max_messages - 1, 0)
+
+
 def check(msg: Message) -> Message | None:
     """The message when it carries data; None for partition EOF; raise for a real error."""
     err = msg.error()

@@ -28,6 +28,7 @@ from terra_xfer.errors import TransientError
 from terra_xfer.kafka import (
     TxProducer,
     check,
+    consume_ready,
     instance_id,
     member_consumer,
     next_offsets,
@@ -159,7 +160,7 @@ class TransactionalLoop:
         self._subscribe()
         if time.monotonic() < self._retry_at:
             return 0  # backing off after a transient failure (well within max.poll.interval.ms)
-        raw = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        raw = consume_ready(self.consumer, self.batch_size, self.poll_timeout_s)
         messages = [m for m in raw if check(m) is not None]
         if not messages:
             return 0
