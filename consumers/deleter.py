@@ -12,6 +12,7 @@ thread, and both are done before anything is removed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -135,14 +136,7 @@ class Deleter:
         if item.size >= OVERLAP_BYTES:
             future = self._confirmer.submit(check)
             return future.result, future
-        answer: list[bool] = []
-
-        def once() -> bool:
-            if not answer:
-                answer.append(check())
-            return answer[0]
-
-        return once, None
+        return functools.cache(check), None
 
     def _gone(self, event: dict[str, Any], confirmed: bool) -> Decision:
         """A file already gone records the destination's state instead of the source's.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any, Protocol
 from producers.gantry.night import log_line, uploads, write_upload
 from terra_xfer.config import Config
 from terra_xfer.runner import StageRunner
+from tests.kafka_read import env_for, read_all
 
 START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
 
@@ -79,3 +83,19 @@ def drain(stage: Steppable) -> None:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def up_process(config: Config, *extra: str) -> subprocess.Popen[bytes]:
+    """``terra-xfer up`` as a user starts it, on ``config`` (through the environment)."""
+    env = {**os.environ, **env_for(config)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "terra_xfer", "--log-json", "up", "--quiet", *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def file_states(config: Config) -> dict[str, str]:
+    """Each file's state name, as committed to files.state now."""
+    return {v["key"]: v["state"] for _, v in read_all(config.kafka, config.topic("files.state"))}

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,24 +14,10 @@ from consumers.sweeper import Sweeper
 from producers.gantry.night import Upload, write_upload
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
-from tests.kafka_read import env_for, read_all, wait_for
-from tests.pipeline import START, gantry_config, sha256, write_night
+from tests.kafka_read import read_all, wait_for
+from tests.pipeline import START, file_states, gantry_config, sha256, up_process, write_night
 
 pytestmark = pytest.mark.broker
-
-
-def up(config: Config, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **env_for(config)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "terra_xfer", "--log-json", "up", "--quiet", *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def states(config: Config) -> dict[str, str]:
-    return {v["key"]: v["state"] for _, v in read_all(config.kafka, config.topic("files.state"))}
 
 
 @pytest.fixture
@@ -48,10 +31,10 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     shipped = set(write_night(config, 1000, seed=21))
     cache = config.gantry.cache_root
     digests = {rel: sha256(cache / rel) for rel in shipped}
-    first = up(config)
+    first = up_process(config)
     try:
         wait_for(
-            lambda: sum(s == "DONE" for s in states(config).values()) > 100,
+            lambda: sum(s == "DONE" for s in file_states(config).values()) > 100,
             timeout_s=120,
             what="the first files DONE",
         )
@@ -74,7 +57,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     shipped |= later
     kept = {p for p in cache.rglob("*") if p.is_file() and "ScriptBackup" in str(p)}
     keys = {f"ua-mac/{rel}" for rel in shipped}
-    second = up(config, "--exit-when-idle", "4")
+    second = up_process(config, "--exit-when-idle", "4")
     try:
         assert second.wait(240) == 0
     finally:
@@ -82,7 +65,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
             second.kill()
         if second.stderr:
             second.stderr.close()
-    final = states(config)
+    final = file_states(config)
     assert {k for k in keys if final.get(k) == "DONE"} == keys
     dest = config.transfer.destination_root
     for v in [
@@ -135,7 +118,7 @@ def test_sweeper_requeues_only_old_unlogged_files(config: Config, tmp_path: Path
         backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
         stages = [Batcher(config, backend), Monitor(config, backend), StateKeeper(config)]
         try:
-            run_until(stages, lambda: {s for s in states(config).values()} == {"TRANSFERRED"})
+            run_until(stages, lambda: {s for s in file_states(config).values()} == {"TRANSFERRED"})
         finally:
             for s in stages:
                 s.close()  # type: ignore[attr-defined]

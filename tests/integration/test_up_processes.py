@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,24 +10,10 @@ import pytest
 from consumers.catalog.local import LocalCatalog
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
-from tests.kafka_read import env_for, read_all, wait_for
-from tests.pipeline import gantry_config, write_night
+from tests.kafka_read import wait_for
+from tests.pipeline import file_states, gantry_config, up_process, write_night
 
 pytestmark = pytest.mark.broker
-
-
-def up(config: Config, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **env_for(config)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "terra_xfer", "--log-json", "up", "--quiet", "--processes", *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def states(config: Config) -> dict[str, str]:
-    return {v["key"]: v["state"] for _, v in read_all(config.kafka, config.topic("files.state"))}
 
 
 @pytest.fixture
@@ -43,10 +26,10 @@ def config(pipeline_config: Config) -> Config:
 def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config) -> None:
     shipped = set(write_night(config, 600, seed=23))
     keys = {f"ua-mac/{rel}" for rel in shipped}
-    first = up(config)
+    first = up_process(config, "--processes")
     try:
         wait_for(
-            lambda: sum(s == "DONE" for s in states(config).values()) > 50,
+            lambda: sum(s == "DONE" for s in file_states(config).values()) > 50,
             timeout_s=180,
             what="the first files DONE",
         )
@@ -61,7 +44,7 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         if first.stderr:
             first.stderr.close()
     assert b"all stages stopped" in stderr
-    second = up(config, "--exit-when-idle", "4")
+    second = up_process(config, "--processes", "--exit-when-idle", "4")
     try:
         assert second.wait(240) == 0
     finally:
@@ -69,7 +52,7 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
             second.kill()
         if second.stderr:
             second.stderr.close()
-    final = states(config)
+    final = file_states(config)
     assert {k for k in keys if final.get(k) == "DONE"} == keys
     assert not any((config.gantry.cache_root / rel).exists() for rel in shipped)
     catalog = LocalCatalog(config.catalog.path)
