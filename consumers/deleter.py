@@ -8,6 +8,10 @@ ALREADY_GONE, and a newer version uploaded under the same path is refused as cha
 The destination is confirmed against the checksum the event carries, which the cache file is
 checked against too; for a large file the two checks read at once, the destination's on a second
 thread, and both are done before anything is removed.
+
+A consumed batch is removed a cache directory at a time (see consumers.deletion): each directory
+is opened once and fsynced once, and its FileDeleted events, in the batch's order, are produced
+only after that fsync.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any
 
 from consumers.batches import on_disk
-from consumers.deletion import Decision, delete
+from consumers.deletion import Decision, Request, delete_batch
 from consumers.sites import SiteFile, Sites
 from consumers.transfer.base import TransferBackend, TransferItem
 from terra_xfer import metrics
@@ -33,6 +38,34 @@ GROUP = "deleter"
 # A file at least this large has its destination confirmed on a second thread while the cache
 # file is checked; below it the hand-off costs more than it saves.
 OVERLAP_BYTES = 1 << 20
+
+
+class Confirmation(AbstractContextManager["Confirmation"]):
+    """The destination check of one file, run at most once.
+
+    For a large file (given the confirmer) it starts on the confirmer thread when entered, while
+    the cache file is checked, and leaving waits for it: the backend serves one check at a time.
+    Otherwise, or if never entered, it runs on the caller's thread when first asked.
+    """
+
+    def __init__(self, check: Callable[[], bool], confirmer: ThreadPoolExecutor | None) -> None:
+        self._check = functools.cache(check)
+        self._confirmer = confirmer
+        self._pending: Future[bool] | None = None
+
+    def __enter__(self) -> Confirmation:
+        if self._confirmer is not None:
+            self._pending = self._confirmer.submit(self._check)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pending is not None:
+            self._pending.exception()
+
+    def __call__(self) -> bool:
+        if self._pending is not None:
+            return self._pending.result()
+        return self._check()
 
 
 class Deleter:
@@ -51,10 +84,11 @@ class Deleter:
         return self.loop.step()
 
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
-        return [self._decide(d.value) for d in batch if d.record == "FileTransferred"]
+        events = [d.value for d in batch if d.record == "FileTransferred"]
+        decisions = self._delete(events)
+        return [self._decide(e, d) for e, d in zip(events, decisions, strict=True)]
 
-    def _decide(self, event: dict[str, Any]) -> Output:
-        decision = self._delete(event)
+    def _decide(self, event: dict[str, Any], decision: Decision) -> Output:
         if decision.outcome == "REFUSED":
             self.refused += 1
             log.warning("%s: deletion refused: %s", event["key"], decision.reason)
@@ -81,10 +115,37 @@ class Deleter:
             self.loop.codec.encode("FileDeleted", value),
         )
 
-    def _delete(self, event: dict[str, Any]) -> Decision:
-        where = self.sites.site_file(event["key"], on_disk(event))
-        if not isinstance(where, SiteFile):
-            return Decision("REFUSED", f"not a shipped cache path: {where.reason}")
+    def _delete(self, events: Sequence[dict[str, Any]]) -> list[Decision]:
+        """The decision for each event, in order; the cache files go a directory at a time."""
+        decided: dict[int, Decision] = {}
+        requests: list[tuple[int, Confirmation, Request]] = []
+        for i, event in enumerate(events):
+            where = self.sites.site_file(event["key"], on_disk(event))
+            if not isinstance(where, SiteFile):
+                decided[i] = Decision("REFUSED", f"not a shipped cache path: {where.reason}")
+                continue
+            confirmation = self._confirmation(event, where)
+            request = Request(
+                str(where.root),
+                where.rel,
+                event["size"],
+                event["mtime_ns"],
+                event.get("checksum"),
+                event.get("checksum_algorithm"),
+                confirmation,
+                where.keep_depth,
+            )
+            requests.append((i, confirmation, request))
+        dry_run = self.config.deleter.dry_run
+        decisions = delete_batch([request for _, _, request in requests], dry_run)
+        for (i, confirmation, _), decision in zip(requests, decisions, strict=True):
+            if decision.outcome == "ALREADY_GONE":
+                decision = self._gone(events[i], confirmation())
+            decided[i] = decision
+        return [decided[i] for i in range(len(events))]
+
+    def _confirmation(self, event: dict[str, Any], where: SiteFile) -> Confirmation:
+        """The destination check of the event's file against the event's checksum."""
         item = TransferItem(
             event["key"],
             str(where.root / where.rel),
@@ -92,34 +153,6 @@ class Deleter:
             event["size"],
             event["mtime_ns"],
         )
-        confirmed, pending = self._confirmation(item, event)
-        try:
-            decision = delete(
-                str(where.root),
-                where.rel,
-                event["size"],
-                event["mtime_ns"],
-                event.get("checksum"),
-                event.get("checksum_algorithm"),
-                confirmed,
-                where.keep_depth,
-                dry_run=self.config.deleter.dry_run,
-            )
-            if decision.outcome == "ALREADY_GONE":
-                return self._gone(event, confirmed())
-            return decision
-        finally:
-            if pending is not None:  # the backend serves one check at a time
-                pending.exception()
-
-    def _confirmation(
-        self, item: TransferItem, event: dict[str, Any]
-    ) -> tuple[Callable[[], bool], Future[bool] | None]:
-        """The destination check against the event's checksum, as a call giving its answer.
-
-        For a large file it is started at once on the confirmer thread (and its future returned,
-        to be waited for); otherwise it runs when first called. Either way it runs once.
-        """
 
         def check() -> bool:
             try:
@@ -133,10 +166,7 @@ class Deleter:
                 log.warning("%s: destination not confirmed: %s", event["key"], outcome.reason)
             return outcome.ok
 
-        if item.size >= OVERLAP_BYTES:
-            future = self._confirmer.submit(check)
-            return future.result, future
-        return functools.cache(check), None
+        return Confirmation(check, self._confirmer if item.size >= OVERLAP_BYTES else None)
 
     def _gone(self, event: dict[str, Any], confirmed: bool) -> Decision:
         """A file already gone records the destination's state instead of the source's.

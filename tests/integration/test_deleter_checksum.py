@@ -137,3 +137,42 @@ def test_a_file_already_gone_is_recorded_with_its_destination_checked_by_checksu
     assert by_name["kept_left.bin"]["destination_confirmed"]
     assert by_name["lost_left.bin"]["outcome"] == "ALREADY_GONE"
     assert not by_name["lost_left.bin"]["destination_confirmed"]
+
+
+def test_a_batch_over_two_directories_keeps_each_files_outcome_and_reports_each_emptied_dir_once(
+    pipeline_config: Config, backend: LocalTransfer
+) -> None:
+    """Small and large files of two cache directories decided together: each file keeps its own
+    outcome, and the directory they emptied is reported by exactly one file's event."""
+    emptied = FOLDER.rsplit("/", 1)[0] + "/2017-08-24__12-41-07-004"
+    root = pipeline_config.gantry.cache_root
+    events, paths = [], {}
+    for folder, names in (
+        (FOLDER, ("a_small", "a_large", "a_bad")),
+        (emptied, ("b_small", "b_large")),
+    ):
+        for name in names:
+            data = os.urandom(SIZES["large" if name.endswith("large") else "small"])
+            path = root / folder / f"{name}_left.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            dest = data[:-1] + b"?" if name.endswith("bad") else data
+            events.append(
+                transferred(pipeline_config, path, hashlib.sha256(data).hexdigest(), dest)
+            )
+            paths[name] = path
+    by_name = {
+        Path(path).name.removesuffix("_left.bin"): value
+        for path, value in decide(pipeline_config, backend, events).items()
+    }
+    assert {name: v["outcome"] for name, v in by_name.items()} == {
+        "a_small": "DELETED",
+        "a_large": "DELETED",
+        "a_bad": "REFUSED",
+        "b_small": "DELETED",
+        "b_large": "DELETED",
+    }
+    reported = sorted(d for v in by_name.values() for d in v["removed_dirs"])
+    assert reported == [emptied]
+    assert not (root / emptied).exists() and paths["a_bad"].exists()
+    assert not paths["a_small"].exists() and not paths["a_large"].exists()
