@@ -10,6 +10,14 @@ difference is rare and small; files.state stays the authority on what happened t
 
 Nothing is served at import time: ``terra_xfer.metrics_http.serve`` exposes ``REGISTRY`` when the
 CLI runs a stage.
+
+With ``up --processes`` each stage process writes these same metrics to files in a directory that
+the parent shares with it (prometheus_client's multiprocess mode, chosen by the stage process
+before it imports this module), and the parent serves :func:`gathered` over that directory: the
+counters and histograms of every process added up, each gauge as its ``multiprocess_mode`` says.
+Every gauge here is set by one stage only, so a gauge with labels takes its last value
+(``mostrecent``); one without labels exists in every process from the start, at 0, and only its
+stage sets it, never below 0, so it takes the largest (``max``): both read as in one process.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +34,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
+from prometheus_client.multiprocess import MultiProcessCollector
 
 log = logging.getLogger(__name__)
 UNKNOWN_SENSOR = "unknown"
@@ -64,6 +74,7 @@ TASKS = Gauge(
     "terra_xfer_tasks",
     "Transfer tasks being followed, by last status.",
     ["status"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 TASK_DURATION = Histogram(
@@ -75,43 +86,64 @@ TASK_DURATION = Histogram(
 OLDEST_UNTRANSFERRED = Gauge(
     "terra_xfer_oldest_untransferred_age_seconds",
     "Since the last state change of the oldest file not yet transferred (0: none).",
+    multiprocess_mode="max",
     registry=REGISTRY,
 )
 FILES_BY_STATE = Gauge(
-    "terra_xfer_files_by_state", "Files per state in files.state.", ["state"], registry=REGISTRY
+    "terra_xfer_files_by_state",
+    "Files per state in files.state.",
+    ["state"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
 )
 TAILER_POSITION = Gauge(
     "terra_xfer_tailer_position_bytes",
     "Byte offset of the gantry tailer's checkpoint in the file it reads.",
     ["source"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 TAILER_BEHIND = Gauge(
     "terra_xfer_tailer_bytes_behind",
     "Bytes of the live log not yet read (the whole live log while a rotated file is read).",
     ["source"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 CACHE_DISK = Gauge(
     "terra_xfer_cache_disk_used_ratio",
     "Used fraction of the file system holding the cache root.",
+    multiprocess_mode="max",
     registry=REGISTRY,
 )
 _GTP = ["group", "topic", "partition"]
 CONSUMER_LAG = Gauge(
-    "terra_xfer_consumer_lag_messages", "Offsets not yet consumed.", _GTP, registry=REGISTRY
+    "terra_xfer_consumer_lag_messages",
+    "Offsets not yet consumed.",
+    _GTP,
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
 )
 CONSUMER_LAG_SECONDS = Gauge(
     "terra_xfer_consumer_lag_seconds",
     "Age of the oldest message not yet consumed (0 when none).",
     _GTP,
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 COMMITTED_OFFSET = Gauge(
-    "terra_xfer_committed_offset", "Committed offset of the group.", _GTP, registry=REGISTRY
+    "terra_xfer_committed_offset",
+    "Committed offset of the group.",
+    _GTP,
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
 )
 GROUP_MEMBERS = Gauge(
-    "terra_xfer_group_members", "Members of a consumer group.", ["group"], registry=REGISTRY
+    "terra_xfer_group_members",
+    "Members of a consumer group.",
+    ["group"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
 )
 
 # Short reason classes for dead letters: the first pattern found in the reason text names it.
@@ -281,3 +313,23 @@ def exported_names() -> set[str]:
         for family in REGISTRY.collect()
         for suffix in suffixes.get(family.type, ("",))
     }
+
+
+@contextlib.contextmanager
+def shared_dir() -> Iterator[str]:
+    """A new private directory (mode 0700) where stage processes write their metrics; removed,
+    with every file in it, when the block ends."""
+    path = tempfile.mkdtemp(prefix="terra-xfer-metrics-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def gathered(path: str) -> CollectorRegistry:
+    """A registry of the series that every stage process wrote under ``path``, read afresh at
+    each scrape: counters and histograms added up, each gauge merged by its ``multiprocess_mode``.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]  # untyped upstream
+    return registry

@@ -3,6 +3,9 @@
 ``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 once every stage of the
 process has finished a step and none has gone ``stale_after_s`` without one, else 503 with the
 reason. Started by the CLI (``run_stage``, ``terra-xfer up``), never at import time.
+
+``/metrics`` serves this process's ``REGISTRY``, or, for ``up --processes``, the registry that
+gathers what the stage processes wrote (``terra_xfer.metrics.gathered``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from terra_xfer.metrics import REGISTRY
 from terra_xfer.watchdog import StepWatchdog
@@ -92,12 +95,12 @@ def watched(
     return [(name, _Watched(name, stage, health, watchdog)) for name, stage in stages]
 
 
-def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
@@ -136,9 +139,12 @@ class MetricsServer:
         self.thread.join()
 
 
-def serve(port: int, health: Health, host: str = "0.0.0.0") -> MetricsServer:
-    """Serve /metrics, /healthz and /readyz on ``port`` (0: any free port) in a daemon thread."""
-    httpd = ThreadingHTTPServer((host, port), _handler(health))
+def serve(
+    port: int, health: Health, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+) -> MetricsServer:
+    """Serve /metrics (``registry``), /healthz and /readyz on ``port`` (0: any free port) in a
+    daemon thread."""
+    httpd = ThreadingHTTPServer((host, port), _handler(health, registry))
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
@@ -147,15 +153,16 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> MetricsServer:
 
 
 @contextlib.contextmanager
-def serving(port: int) -> Iterator[Health]:
-    """A ``Health`` for the block, served on ``port`` unless it is 0 (metrics off).
+def serving(port: int, registry: CollectorRegistry = REGISTRY) -> Iterator[Health]:
+    """A ``Health`` for the block, served with ``registry`` on ``port`` unless it is 0 (metrics
+    off).
 
     A port that cannot be bound is logged as an error and the block runs unserved."""
     health = Health()
     server = None
     if port:
         try:
-            server = serve(port, health)
+            server = serve(port, health, registry=registry)
         except OSError as exc:  # a busy port must not keep the pipeline from running
             log.error("metrics not served: port %d: %s", port, exc)
     try:

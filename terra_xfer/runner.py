@@ -6,6 +6,10 @@ threads only share the stop event. A stage whose step raises stops the whole run
 kept and re-raised by :meth:`StageRunner.join`), because a half-running pipeline would silently
 pile up work: better to stop, with the reason, and be restarted. Transient errors (the broker or a
 remote service away for a while) are retried after a pause instead.
+
+A stage process given a metrics directory writes its Prometheus metrics there
+(prometheus_client's multiprocess mode), so that the parent can serve every stage's series from one
+port, as the threads' process does.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from terra_xfer.errors import TerraXferError, TransientError
 
 log = logging.getLogger(__name__)
 RETRY_S = 2.0
+# Where prometheus_client keeps a process's metric values, read once when it is first imported.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Stage(Protocol):
@@ -157,7 +163,9 @@ class ProcessRunner:
     Threads of one interpreter take turns on its lock; processes run side by side. The semantics
     are the threads': the stages stop together (``join``), a child that ends on its own (a failed
     step, a watchdog exit) stops the others and ``join`` raises, transient errors are retried in
-    the child. Interrupts go to the parent, which stops the children in order.
+    the child. Interrupts go to the parent, which stops the children in order. Given a
+    ``metrics_dir``, the children write their metrics there for the parent to serve
+    (``terra_xfer.metrics.gathered``); the directory is the caller's to make and remove.
     """
 
     def __init__(
@@ -168,9 +176,12 @@ class ProcessRunner:
         idle_wait_s: float = 0.05,
         on_step: Callable[[str], None] | None = None,
         builder: Builder | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         """``builder(config, name)`` makes a stage in its process (a module-level function, as
-        the child imports it; by default :func:`terra_xfer.pipeline.build_one`)."""
+        the child imports it; by default :func:`terra_xfer.pipeline.build_one`). The module that
+        holds it must not import prometheus_client at its top: the child imports that module
+        before it can choose where its metrics go."""
         ctx = multiprocessing.get_context("spawn")
         self.stop = threading.Event()
         self._halt = ctx.Event()
@@ -179,7 +190,17 @@ class ProcessRunner:
         self.threads: list[StageProcess] = []
         for name in names:
             counter, stepped = ctx.RawValue("q", 0), ctx.RawValue("d", 0.0)
-            args = (config, name, counter, stepped, self._halt, idle_wait_s, log_setup, builder)
+            args = (
+                config,
+                name,
+                counter,
+                stepped,
+                self._halt,
+                idle_wait_s,
+                log_setup,
+                builder,
+                metrics_dir,
+            )
             proc = ctx.Process(target=_child, args=args, name=f"terra-xfer {name}")
             self.threads.append(StageProcess(name, proc, counter, stepped))
 
@@ -282,12 +303,18 @@ def _child(
     idle_wait_s: float,
     log_setup: tuple[str, bool | None],
     builder: Builder | None,
+    metrics_dir: str | None,
 ) -> None:
     """A stage process: build the stage, step it until told to stop, close it; exit 1 on failure.
 
     Ctrl-C reaches the whole process group, so the child leaves it to the parent; SIGTERM sent to
-    the child stops every stage, as it would stop ``up``.
+    the child stops every stage, as it would stop ``up``. With ``metrics_dir`` its metrics go to
+    files there: set before the first import of prometheus_client, which reads it only then.
     """
+    too_late = metrics_dir is not None and "prometheus_client" in sys.modules
+    if metrics_dir is not None and not too_late:
+        os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # this process only: it ends with the stage
+
     from terra_xfer.logs import configure, secrets_of
     from terra_xfer.pipeline import build_one
     from terra_xfer.watchdog import StepWatchdog
@@ -297,6 +324,8 @@ def _child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: halt.set())
     configure(log_setup[0], log_setup[1], secrets_of(config))
+    if too_late:  # a stage without metrics still moves files: say so, and run
+        log.error("stage %s: metrics not served, prometheus_client was imported too early", name)
     watchdog = StepWatchdog(config.metrics.stall_exit_s).start()
     try:
         with build(config, name) as stage:

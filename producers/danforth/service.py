@@ -47,6 +47,7 @@ LAST_SNAPSHOT = Gauge(
     "terra_xfer_danforth_last_snapshot_id",
     "Highest LemnaTec snapshot id the Danforth producer has committed past.",
     registry=metrics.REGISTRY,
+    multiprocess_mode="max",  # one writer, never negative: the largest is its value
 )
 
 

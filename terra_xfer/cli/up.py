@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from terra_xfer import metrics
 from terra_xfer.cli import State
 from terra_xfer.cli.running import refuse_bad_credentials
 from terra_xfer.config import Config
@@ -93,16 +94,22 @@ def run_up(
 
 def _run_processes(config: Config, exit_when_idle: float | None, show: bool) -> dict[str, int]:
     """``run_up`` with each stage in a process of its own; this one supervises and serves
-    /healthz and /readyz (ready once every stage has stepped)."""
+    /healthz, /readyz (ready once every stage has stepped) and /metrics: the stages' series,
+    which they write to files in a private directory that lives as long as this call."""
     from terra_xfer.pipeline import stage_names
 
     stop = threading.Event()
     install_signal_handlers(stop)
     names = stage_names(config)
-    with serving(config.metrics.port) as health:
+    with (
+        metrics.shared_dir() as metrics_dir,
+        serving(config.metrics.port, metrics.gathered(metrics_dir)) as health,
+    ):
         for name in names:
             health.expect(name)
-        runner = ProcessRunner(config, names, _log_setup(), on_step=health.beat).start()
+        runner = ProcessRunner(
+            config, names, _log_setup(), on_step=health.beat, metrics_dir=metrics_dir
+        ).start()
         progress = Progress(config) if show else None
         try:
             _watch(runner, stop, exit_when_idle, progress)
@@ -161,14 +168,14 @@ def _watch(
 @click.option(
     "--processes",
     is_flag=True,
-    help="Run each stage in a process of its own (uses every core; stage metrics are not served).",
+    help="Run each stage in a process of its own (uses every core; same metrics on the same port).",
 )
 @click.pass_obj
 def up(state: State, exit_when_idle: float | None, quiet: bool, processes: bool) -> None:
     """Run the whole pipeline: gantry producer, batcher, monitor, state keeper, ingest, deleter
     and sweeper, each with its own consumer group, as on Kubernetes; as threads of this process,
     or with --processes each in a process of its own (about twice the files/s on two cores; this
-    process then serves /healthz and /readyz, but not the stages' metrics).
+    process then supervises them and serves their metrics, /healthz and /readyz).
 
     Ctrl-C or SIGTERM stops every stage within 10 s with its work committed; running it again
     resumes where it stopped. On a terminal it shows live progress; otherwise it logs a line every

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
+import socket
+import stat
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from consumers.catalog.local import LocalCatalog
+from producers.gantry.paths import CachePath, cache_path
+from producers.gantry.service import path_rules
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
+from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
 from tests.pipeline import file_states, gantry_config, up_process, write_night
 
@@ -62,3 +70,66 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         catalog.close()
     metadata = sum(rel.endswith("_metadata.json") for rel in shipped)
     assert counts["files"] == len(shipped) - metadata  # nothing duplicated by the restart
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_stage_processes_metrics_are_served_on_one_port_and_their_files_removed(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = write_night(config, 60, seed=29)
+    keys = {f"ua-mac/{rel}" for rel in shipped}
+    rules = path_rules(config)
+    per_sensor = Counter(
+        w.sensor for rel in shipped if isinstance(w := cache_path(rel, rules), CachePath)
+    )
+    port = free_port()
+    cfg = dataclasses.replace(
+        config,
+        metrics=dataclasses.replace(config.metrics, port=port),
+        sweeper=dataclasses.replace(config.sweeper, min_age_s=1e9),  # no file offered twice
+    )
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # where up makes its metrics directory
+    proc = up_process(cfg, "--processes")
+    try:
+        shared = wait_for(lambda: list(tmp.glob("terra-xfer-metrics-*")), 60, what="metrics dir")
+        assert len(shared) == 1 and stat.S_IMODE(shared[0].stat().st_mode) == 0o700
+        wait_for(
+            lambda: {k for k, v in file_states(cfg).items() if v == "DONE"} >= keys,
+            timeout_s=240,
+            what="every file DONE",
+        )
+
+        def counted() -> bool:
+            now = scrape(port)
+            return all(
+                files(now, stage, sensor) >= n
+                for stage in FILE_STAGES
+                for sensor, n in per_sensor.items()
+            )
+
+        wait_for(counted, timeout_s=60, what="every stage's files counted")
+        after = scrape(port)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr:
+            proc.stderr.close()
+    # arrived: the gantry process; transferred: the monitor's; ingested, deleted: their own
+    for stage in FILE_STAGES:
+        for sensor, n in per_sensor.items():
+            assert files(after, stage, sensor) == n, (stage, sensor)
+    tailer = frozenset({("source", "xferlog")})
+    assert after[("terra_xfer_tailer_position_bytes", tailer)] == cfg.gantry.xferlog.stat().st_size
+    assert after[("terra_xfer_tailer_bytes_behind", tailer)] == 0
+    assert after[("terra_xfer_batch_files_count", frozenset())] > 0  # the batcher's
+    assert all("pid" not in dict(labels) for _, labels in after)  # one series each, as in threads
+    assert not list(tmp.glob("terra-xfer-metrics-*"))  # removed at exit, with the children's files

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import Gauge
 
 from terra_xfer import metrics
 from terra_xfer.config import load
@@ -52,6 +53,18 @@ class Clock:
 
 def test_every_contracted_series_name_is_exported() -> None:
     assert metrics.exported_names() >= CONTRACT
+
+
+def test_every_gauge_says_how_the_stage_processes_values_merge() -> None:
+    """Under ``up --processes`` a gauge left in prometheus_client's default mode ("all") would be
+    served as one series per process, with a ``pid`` label the dashboards do not expect."""
+    gauges = {g._name: g for g in vars(metrics).values() if isinstance(g, Gauge)}
+    modes = {name: g._multiprocess_mode for name, g in gauges.items()}
+    assert len(modes) >= 10 and set(modes.values()) <= {"mostrecent", "max"}
+    # "max" only where every process holds the series from the start and its values are >= 0
+    assert {n for n, m in modes.items() if m == "max"} == {
+        n for n, g in gauges.items() if not g._labelnames
+    }
 
 
 def test_file_counts_go_by_stage_and_sensor() -> None:
