@@ -13,7 +13,6 @@ the run goes on; timings come from the records themselves:
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
@@ -25,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.workspace import wait_groups_stable, wait_ready
+from schemas.codec import Codec
 from terra_xfer.config import Config
 
 STAGE_GROUPS = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
-DRY_RUN_MARK = '%"DELETE_DRY_RUN"%'
+DRY_RUN_MARK = b"DELETE_DRY_RUN"  # a transition's state, as its Avro string bytes
 
 
 def cli_command(config_path: Path, *args: str) -> list[str]:
@@ -71,7 +71,7 @@ def _hwm_mb(pid: int) -> float | None:
 
 
 class KeeperView:
-    """Read-only queries on the state keeper's working copy of files.state."""
+    """Read-only queries on the state keeper's working copy of files.state (a KeeperStore)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,10 +88,10 @@ class KeeperView:
             return 0
         try:
             if dry_run:
-                sql = "SELECT count(*) FROM files WHERE state = ? AND record LIKE ?"
+                sql = "SELECT count(*) FROM kept WHERE state = ? AND instr(value, ?) > 0"
                 return int(db.execute(sql, (state, DRY_RUN_MARK)).fetchone()[0])
             return int(
-                db.execute("SELECT count(*) FROM files WHERE state = ?", (state,)).fetchone()[0]
+                db.execute("SELECT count(*) FROM kept WHERE state = ?", (state,)).fetchone()[0]
             )
         except sqlite3.OperationalError:  # the schema is not written yet
             return 0
@@ -100,10 +100,10 @@ class KeeperView:
         """(key, state, updated_ms, FileState) of every file."""
         db = self._conn()
         assert db is not None, f"{self.path} does not exist"
-        for key, state, updated, record in db.execute(
-            "SELECT key, state, updated_ms, record FROM files"
-        ):
-            yield key, state, int(updated), json.loads(record)
+        codec = Codec()
+        for key, value in db.execute("SELECT key, value FROM kept"):
+            record = codec.decode(value)[1]
+            yield key, record["state"], int(record["updated_ms"]), record
 
     def close(self) -> None:
         if self._db is not None:

@@ -5,7 +5,7 @@ instance the same partition numbers of every topic: with co-partitioned topics (
 one instance sees all events of the files it owns, so there are no lost updates between instances.
 
 New states are written to Kafka in the same transaction as the consumed offsets. Its working copy of
-files.state is an on-disk StatusIndex fronted by :class:`KeptStates`: the states of committed steps
+files.state is an on-disk KeeperStore (the records' bytes as written) fronted by :class:`KeptStates`: the states of committed steps
 wait in memory and reach the copy together, with the offsets Kafka gave them, in one transaction
 per flush; folding reads memory first, then the copy. Only committed states enter memory, so an
 aborted step leaves no trace. The copy is never ahead of the topic: after a crash it is behind, and
@@ -23,9 +23,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from consumers.keeper_store import KeeperCopy, KeeperStore, KeptRecord
 from consumers.state_fold import batched, fold
-from consumers.state_view import StateFollower
-from consumers.status_index import StateRecord, StatusIndex
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
@@ -56,12 +55,14 @@ FLUSH_RECORDS = 20_000  # pending states that make a flush due at once
 FLUSH_S = 5.0  # the longest a committed state waits in memory while the keeper is busy
 KEEP_STATES = 20_000  # recently written states kept in memory beyond the pending ones
 State = dict[str, Any]
+# A state the keeper wrote: partition, offset, key, the FileState and its encoded record.
+Written = tuple[int, int, str, State, bytes]
 
 
 class KeptStates:
     """Committed states in memory in front of the working copy; one keeper's, one thread at a time.
 
-    ``pending``: the latest committed state of each key not yet in the copy, with its offset.
+    ``pending``: the latest committed record of each key not yet in the copy, with its offset.
     ``recent``: the latest committed state of each key written lately, the oldest dropped beyond
     ``keep`` after a flush (they are in the copy by then). Memory always holds a key's newest state
     whenever it holds one, because only this keeper writes its keys between two assignments.
@@ -69,19 +70,19 @@ class KeptStates:
 
     def __init__(
         self,
-        index: StatusIndex,
+        store: KeeperStore,
         *,
         flush_records: int = FLUSH_RECORDS,
         flush_s: float = FLUSH_S,
         keep: int = KEEP_STATES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.index = index
+        self.store = store
         self.flush_records = flush_records
         self.flush_s = flush_s
         self.keep = keep
         self.clock = clock
-        self.pending: dict[str, StateRecord] = {}
+        self.pending: dict[str, KeptRecord] = {}
         self.recent: dict[str, State] = {}
         self._oldest: float | None = None
 
@@ -96,15 +97,13 @@ class KeptStates:
             else:
                 found[key] = state
         if missing:
-            found.update(self.index.get_many(missing))
+            found.update(self.store.get_many(missing))
         return found
 
-    def committed(self, records: Iterable[StateRecord]) -> None:
-        """Take the states a committed step wrote (partition, offset, key, state)."""
-        for record in records:
-            key, state = record[2], record[3]
-            assert state is not None, "the state keeper writes no tombstones"
-            self.pending[key] = record
+    def committed(self, records: Iterable[Written]) -> None:
+        """Take the states a committed step wrote."""
+        for partition, offset, key, state, encoded in records:
+            self.pending[key] = (partition, offset, key, state["state"], encoded)
             self.recent.pop(key, None)  # re-inserted last: the dict runs oldest write first
             self.recent[key] = dict(state)  # shallow: fold never changes a state in place
             if self._oldest is None:
@@ -125,7 +124,7 @@ class KeptStates:
         """
         written = len(self.pending)
         if self.pending:
-            self.index.apply(list(self.pending.values()))
+            self.store.apply(list(self.pending.values()))
             self.pending.clear()
             self._oldest = None
         excess = len(self.recent) - self.keep
@@ -145,7 +144,7 @@ class StateKeeper:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = StateFollower(config, config.status.keeper_path)
+        self.copy = KeeperCopy(config, config.status.keeper_path)
         self.loop = TransactionalLoop(
             config,
             GROUP,
@@ -157,9 +156,9 @@ class StateKeeper:
             on_assign=self._on_assign,
             on_commit=self._on_commit,
         )
-        self.kept = KeptStates(self.store.index)
+        self.kept = KeptStates(self.copy.store)
         self._checked = False
-        self._written: list[StateRecord] = []
+        self._written: list[Written] = []
         self._produced = 0
         self.states_written = 0
 
@@ -180,7 +179,7 @@ class StateKeeper:
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         self.kept.forget()
-        self.store.catch_up()
+        self.copy.catch_up()
 
     def step(self) -> int:
         self._check_partitions()
@@ -202,7 +201,7 @@ class StateKeeper:
                 len(written),
             )
             self.kept.forget()
-            self.store.catch_up()
+            self.copy.catch_up()
 
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
         now = now_ms()
@@ -216,21 +215,18 @@ class StateKeeper:
                 log.error("%s: cannot fold %s: %s", d.msg.topic(), d.record, exc)
         self._produced = len(changed)
         topic = self.config.topic(FILES_STATE)
-        return [
-            Output(
-                topic,
-                key,
-                self.loop.codec.encode("FileState", state),
-                on_delivery=self._delivered(key, state),
-            )
-            for key, state in changed.items()
-        ]
+        outputs = []
+        for key, state in changed.items():
+            encoded = self.loop.codec.encode("FileState", state)
+            delivered = self._delivered(key, state, encoded)
+            outputs.append(Output(topic, key, encoded, on_delivery=delivered))
+        return outputs
 
-    def _delivered(self, key: str, state: dict[str, Any]) -> Any:
+    def _delivered(self, key: str, state: State, encoded: bytes) -> Any:
         def record(msg: Message) -> None:
             p, o = msg.partition(), msg.offset()
             assert p is not None and o is not None
-            self._written.append((p, o, key, state))
+            self._written.append((p, o, key, state, encoded))
 
         return record
 
@@ -242,7 +238,7 @@ class StateKeeper:
         try:
             self.loop.close()
         finally:
-            self.store.close()
+            self.copy.close()
 
 
 def _keys(batch: Sequence[Decoded]) -> list[str]:

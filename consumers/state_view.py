@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from consumers.state_fold import needs_requeue, transferred
 from consumers.status_index import StateRecord, StatusIndex, StatusIndexError
@@ -24,8 +24,93 @@ from terra_xfer.kafka import make_consumer
 from terra_xfer.topics import FILES_STATE
 
 
-class StateFollower:
-    """A read-only view of files.state, kept current by :meth:`refresh` / :meth:`catch_up`.
+class TopicFollower:
+    """Reads files.state from stored offsets and hands what it reads to :meth:`_apply`.
+
+    Of each consumed batch only the last record of each key is handed on: on a compacted topic of
+    whole states it is all the key's row holds after the batch, and the offsets still advance past
+    all (a key's records share a partition, so its last has the highest offset of them).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.topic = config.topic(FILES_STATE)
+        self.codec = Codec()
+        self._consumer: Any = None
+        self._partitions: list[int] = []
+
+    def _stored_offsets(self) -> dict[int, int]:
+        raise NotImplementedError
+
+    def _apply(self, messages: list[Message]) -> int:
+        """Write ``messages`` (at most one per key) and their offsets; return how many applied."""
+        raise NotImplementedError
+
+    def _assign(self, again: bool = False) -> None:
+        """Assign every partition at the stored offsets (``again``: re-assign, which makes the
+        consumer report the end of each partition anew)."""
+        if self._consumer is not None and not again:
+            return
+        if self._consumer is None:
+            self._consumer = make_consumer(
+                self.config.kafka,
+                f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
+                {"enable.partition.eof": True},
+            )
+            meta = self._consumer.list_topics(self.topic, timeout=30)
+            self._partitions = sorted(meta.topics[self.topic].partitions)
+        stored = self._stored_offsets()
+        self._consumer.assign(
+            [
+                TopicPartition(self.topic, p, stored.get(p, OFFSET_BEGINNING))
+                for p in self._partitions
+            ]
+        )
+
+    def refresh(self, max_messages: int = 10_000, timeout_s: float = 0.0) -> int:
+        """Apply what is available now (up to ``max_messages``); return how many states were written."""
+        self._assign()
+        latest: dict[bytes, Message] = {}
+        for msg in self._consumer.consume(max_messages, timeout_s):
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise TransientError(f"reading {self.topic}: {msg.error().str()}")
+            latest[msg.key() or b""] = msg
+        return self._apply(list(latest.values())) if latest else 0
+
+    def catch_up(self, timeout_s: float = 60.0) -> int:
+        """Apply everything committed up to now: each partition is read until the consumer reports
+        its end once (with read_committed, the last stable offset). Records arriving after that
+        are applied when they come in the same read, but an end that moves on is not chased: under
+        a steady stream of state changes it would never be reached everywhere at once."""
+        self._assign(again=True)
+        applied = 0
+        remaining = set(self._partitions)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TransientError(f"catching up with {self.topic} timed out")
+            latest: dict[bytes, Message] = {}
+            for msg in self._consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition())
+                elif err is not None:
+                    raise TransientError(f"reading {self.topic}: {err.str()}")
+                else:
+                    latest[msg.key() or b""] = msg
+            applied += self._apply(list(latest.values())) if latest else 0
+        return applied
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+class StateFollower(TopicFollower):
+    """A read-only view of files.state in a StatusIndex, kept current by :meth:`refresh` /
+    :meth:`catch_up`.
 
     ``records=False``: rows hold their columns only, which is all :meth:`transferred`,
     :meth:`needs_requeue`, counts and queries need (no :meth:`get`); cheaper to keep (the sweeper's).
@@ -44,89 +129,33 @@ class StateFollower:
         records: bool = True,
         transferred_only: bool = False,
     ) -> None:
-        self.config = config
-        self.topic = config.topic(FILES_STATE)
+        super().__init__(config)
         self.transferred_only = transferred_only
         self.index = StatusIndex(index_path, keep_records=records and not transferred_only)
-        self.codec = Codec()
-        self._consumer: Any = None
-        self._partitions: list[int] = []
 
-    def _assign(self, again: bool = False) -> None:
-        """Assign every partition at the index's offsets (``again``: re-assign, which makes the
-        consumer report the end of each partition anew)."""
-        if self._consumer is not None and not again:
-            return
-        if self._consumer is None:
-            self._consumer = make_consumer(
-                self.config.kafka,
-                f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
-                {"enable.partition.eof": True},
-            )
-            meta = self._consumer.list_topics(self.topic, timeout=30)
-            self._partitions = sorted(meta.topics[self.topic].partitions)
-        stored = self.index.offsets()
-        self._consumer.assign(
-            [
-                TopicPartition(self.topic, p, stored.get(p, OFFSET_BEGINNING))
-                for p in self._partitions
-            ]
-        )
+    def _stored_offsets(self) -> dict[int, int]:
+        return self.index.offsets()
 
-    def refresh(self, max_messages: int = 10_000, timeout_s: float = 0.0) -> int:
-        """Apply what is available now (up to ``max_messages``); return how many states were written.
-
-        Only the last record of each key is decoded and written: on a compacted topic of whole
-        states it is all the key's row holds after the batch, and the offsets advance past all.
-        """
-        self._assign()
-        latest: dict[bytes, Any] = {}
-        for msg in self._consumer.consume(max_messages, timeout_s):
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise TransientError(f"reading {self.topic}: {msg.error().str()}")
-            latest[msg.key() or b""] = msg
+    def _apply(self, messages: list[Message]) -> int:
         records = []
-        for msg in latest.values():
+        for msg in messages:
             try:
                 records.append(self._record(msg))
             except CodecError:
                 continue  # the state keeper is the only writer; nothing else belongs here
         return self.index.apply(records) if records else 0
 
-    def catch_up(self, timeout_s: float = 60.0) -> int:
-        """Apply everything committed up to now: each partition is read until the consumer reports
-        its end once (with read_committed, the last stable offset). Records arriving after that
-        are applied when they come in the same read, but an end that moves on is not chased: under
-        a steady stream of state changes it would never be reached everywhere at once."""
-        self._assign(again=True)
-        applied = 0
-        remaining = set(self._partitions)
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TransientError(f"catching up with {self.topic} timed out")
-            batch = []
-            for msg in self._consumer.consume(10_000, 0.5):
-                err = msg.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                elif err is not None:
-                    raise TransientError(f"reading {self.topic}: {err.str()}")
-                else:
-                    batch.append(self._record(msg))
-            applied += self.index.apply(batch) if batch else 0
-        return applied
-
-    def _record(self, msg: Any) -> StateRecord:
+    def _record(self, msg: Message) -> StateRecord:
         """(partition, offset, key, state) of one files.state message; a transferred-only view
         turns every state that is not at the destination into a tombstone for its key."""
         key = (msg.key() or b"").decode("utf-8", "backslashreplace")
-        value = None if msg.value() is None else self.codec.decode(msg.value())[1]
+        raw = msg.value()
+        value = None if raw is None else self.codec.decode(raw)[1]
         if self.transferred_only and value is not None and not transferred(value):
             value = None
-        return msg.partition(), msg.offset(), key, value
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        return partition, offset, key, value
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.index.get(key)
@@ -154,6 +183,7 @@ class StateFollower:
         return needs_requeue(None if row is None else row._asdict(), version)
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-        self.index.close()
+        try:
+            super().close()
+        finally:
+            self.index.close()

@@ -92,7 +92,7 @@ class StatusIndexCorruptError(StatusIndexError, PermanentError):
 
 
 @contextmanager
-def _guarded(path: Path) -> Iterator[None]:
+def guarded(path: Path) -> Iterator[None]:
     """Turn sqlite3 errors into the index's error tree."""
     try:
         yield
@@ -120,7 +120,7 @@ class StatusIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._connect()
         try:
-            with _guarded(self.path):
+            with guarded(self.path):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 with self._transaction():
@@ -145,7 +145,7 @@ class StatusIndex:
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to consume, per partition (as a Kafka commit states it)."""
-        with _guarded(self.path):
+        with guarded(self.path):
             rows = self._db.execute("SELECT partition, next_offset FROM meta").fetchall()
         return {int(p): int(o) for p, o in rows}
 
@@ -156,7 +156,7 @@ class StatusIndex:
         offset of their partition were applied before and are skipped. Within the batch only the
         last record of each key is written: it is what the row holds after the batch either way.
         """
-        with _guarded(self.path), self._transaction():
+        with guarded(self.path), self._transaction():
             stored = dict(self._db.execute("SELECT partition, next_offset FROM meta").fetchall())
             reached: dict[int, int] = {}
             latest: dict[str, Mapping[str, Any] | None] = {}
@@ -179,7 +179,7 @@ class StatusIndex:
     def get(self, key: str) -> dict[str, Any] | None:
         """The whole FileState of ``key`` (with its history), or None when the file is unknown."""
         self._needs_records()
-        with _guarded(self.path):
+        with guarded(self.path):
             row = self._db.execute("SELECT record FROM files WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
@@ -197,7 +197,7 @@ class StatusIndex:
         """``columns`` of the rows of ``keys`` (each key asked once; unknown keys give no row)."""
         wanted = list(dict.fromkeys(keys))
         rows: list[tuple[Any, ...]] = []
-        with _guarded(self.path):
+        with guarded(self.path):
             for i in range(0, len(wanted), _KEYS_PER_QUERY):
                 chunk = wanted[i : i + _KEYS_PER_QUERY]
                 marks = ", ".join("?" * len(chunk))
@@ -209,7 +209,7 @@ class StatusIndex:
         """The version, state and transferred flag of ``key`` (None when unknown), from the row's
         columns: what the batcher and the sweeper decide by, without parsing the record."""
         sql = "SELECT version, state, transferred FROM files WHERE key = ?"
-        with _guarded(self.path):
+        with guarded(self.path):
             row = self._db.execute(sql, (key,)).fetchone()
         return None if row is None else StateSummary(str(row[0]), str(row[1]), bool(row[2]))
 
@@ -234,7 +234,7 @@ class StatusIndex:
     def counts_by_state(self) -> dict[str, int]:
         """How many files are in each state (states with no file are left out)."""
         sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
-        with _guarded(self.path):
+        with guarded(self.path):
             return {str(s): int(n) for s, n in self._db.execute(sql).fetchall()}
 
     def report(self) -> list[dict[str, Any]]:
@@ -250,13 +250,13 @@ class StatusIndex:
             f"SELECT sensor, day, COUNT(*), SUM(size), {sums} FROM files"
             " GROUP BY sensor, day ORDER BY day, sensor"
         )
-        with _guarded(self.path):
+        with guarded(self.path):
             rows = self._db.execute(sql).fetchall()
         return [_report_line(row) for row in rows]
 
     def reset(self) -> None:
         """Forget every row and offset, so the index is rebuilt from the start of files.state."""
-        with _guarded(self.path), self._transaction():
+        with guarded(self.path), self._transaction():
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM meta")
 
@@ -265,7 +265,7 @@ class StatusIndex:
             raise StatusIndexError(f"status index {self.path} keeps no whole records")
 
     def _connect(self) -> sqlite3.Connection:
-        with _guarded(self.path):
+        with guarded(self.path):
             return sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
@@ -285,7 +285,7 @@ class StatusIndex:
         """Rows of ``sql`` from a connection of their own, closed when the iteration ends."""
         db = self._connect()
         try:
-            with _guarded(self.path):
+            with guarded(self.path):
                 for row in db.execute(sql, params):
                     yield _listed(row)
         finally:

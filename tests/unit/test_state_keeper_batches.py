@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from consumers.keeper_store import KeeperStore
 from consumers.state_fold import batched, fold
 from consumers.state_keeper import KeptStates, StateKeeper
-from consumers.status_index import StatusIndex, StatusIndexBusyError
+from consumers.status_index import StatusIndexBusyError
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.stage import Decoded, Output
@@ -115,7 +116,7 @@ def test_the_next_batch_folds_onto_committed_states_not_yet_in_the_copy(
     keeper: StateKeeper,
 ) -> None:
     commit(keeper, keeper._handle([event("FileArrived")]))
-    assert keeper.store.index.get(KEY) is None  # waiting in memory, not written yet
+    assert keeper.copy.store.get(KEY) is None  # waiting in memory, not written yet
 
     later = states(keeper._handle([event("FileTransferred")]))[KEY]
 
@@ -125,7 +126,7 @@ def test_the_next_batch_folds_onto_committed_states_not_yet_in_the_copy(
 def test_an_aborted_step_leaves_no_trace(keeper: StateKeeper) -> None:
     commit(keeper, keeper._handle([event("FileArrived")]))
     keeper.kept.flush()
-    before = keeper.store.index.get(KEY)
+    before = keeper.copy.store.get(KEY)
 
     outputs = keeper._handle([event("FileTransferred")])
     for i, out in enumerate(outputs):  # delivered inside the transaction, which then aborts
@@ -135,7 +136,7 @@ def test_an_aborted_step_leaves_no_trace(keeper: StateKeeper) -> None:
 
     assert keeper.kept.lookup([KEY]) == {KEY: before}
     assert keeper.kept.flush() == 0
-    assert keeper.store.index.get(KEY) == before
+    assert keeper.copy.store.get(KEY) == before
     retried = states(keeper._handle([event("FileTransferred")]))[KEY]
     assert retried["state"] == "TRANSFERRED"  # the retry folds it again: nothing was lost
 
@@ -146,9 +147,9 @@ def test_committed_states_reach_the_copy_with_their_offsets(keeper: StateKeeper)
     commit(keeper, keeper._handle([event("FileTransferred")]), first_offset=42)
 
     assert keeper.kept.flush() == 1  # the key's latest state only
-    assert keeper.store.index.get(KEY) == keeper.kept.lookup([KEY])[KEY]
-    assert keeper.store.index.get(KEY)["state"] == "TRANSFERRED"  # type: ignore[index]
-    assert keeper.store.index.offsets() == {0: 43}
+    assert keeper.copy.store.get(KEY) == keeper.kept.lookup([KEY])[KEY]
+    assert keeper.copy.store.get(KEY)["state"] == "TRANSFERRED"  # type: ignore[index]
+    assert keeper.copy.store.offsets() == {0: 43}
     assert keeper.states_written == 2
 
 
@@ -156,7 +157,7 @@ def test_a_missing_delivery_report_makes_the_keeper_read_the_topic(
     keeper: StateKeeper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caught_up: list[bool] = []
-    monkeypatch.setattr(keeper.store, "catch_up", lambda: caught_up.append(True))
+    monkeypatch.setattr(keeper.copy, "catch_up", lambda: caught_up.append(True))
     commit(keeper, keeper._handle([event("FileArrived")]))
     keeper._handle([event("FileTransferred")])
     keeper._on_commit()  # committed, but no report came for the state
@@ -169,47 +170,49 @@ def test_an_assignment_flushes_forgets_and_catches_up(
     keeper: StateKeeper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caught_up: list[bool] = []
-    monkeypatch.setattr(keeper.store, "catch_up", lambda: caught_up.append(True))
+    monkeypatch.setattr(keeper.copy, "catch_up", lambda: caught_up.append(True))
     commit(keeper, keeper._handle([event("FileArrived")]))
 
     keeper._on_assign(None, [])  # type: ignore[arg-type]
 
     assert caught_up == [True]
     assert keeper.kept.recent == {} and keeper.kept.pending == {}
-    assert keeper.store.index.get(KEY) is not None
+    assert keeper.copy.store.get(KEY) is not None
 
 
-def record(key: str, offset: int, state: str = "ARRIVED") -> tuple[int, int, str, dict[str, Any]]:
+def record(
+    key: str, offset: int, state: str = "ARRIVED"
+) -> tuple[int, int, str, dict[str, Any], bytes]:
     path = key.partition("/")[2]
     value = sample("FileState") | {"key": key, "path": path, "state": state}
-    return 0, offset, key, value
+    return 0, offset, key, value, CODEC.encode("FileState", value)
 
 
 def test_a_failed_flush_keeps_every_pending_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with StatusIndex(tmp_path / "k.sqlite") as index:
-        kept = KeptStates(index)
+    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+        kept = KeptStates(store)
         kept.committed([record("ua-mac/a", 0), record("ua-mac/b", 1)])
-        real = index.apply
+        real = store.apply
 
         def busy(records: Any) -> int:
             raise StatusIndexBusyError("locked")
 
-        monkeypatch.setattr(index, "apply", busy)
+        monkeypatch.setattr(store, "apply", busy)
         with pytest.raises(StatusIndexBusyError):
             kept.flush()
-        monkeypatch.setattr(index, "apply", real)
+        monkeypatch.setattr(store, "apply", real)
 
         assert kept.flush() == 2
-        assert index.offsets() == {0: 2}
-        assert index.get("ua-mac/b") is not None
+        assert store.offsets() == {0: 2}
+        assert store.get("ua-mac/b") is not None
 
 
 def test_flush_is_due_by_count_or_by_age(tmp_path: Path) -> None:
     now = [0.0]
-    with StatusIndex(tmp_path / "k.sqlite") as index:
-        kept = KeptStates(index, flush_records=3, flush_s=1.0, clock=lambda: now[0])
+    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+        kept = KeptStates(store, flush_records=3, flush_s=1.0, clock=lambda: now[0])
         assert not kept.due()
         kept.committed([record("ua-mac/a", 0)])
         assert not kept.due()
@@ -223,8 +226,8 @@ def test_flush_is_due_by_count_or_by_age(tmp_path: Path) -> None:
 def test_old_states_leave_memory_after_a_flush_and_are_read_from_the_copy(
     tmp_path: Path,
 ) -> None:
-    with StatusIndex(tmp_path / "k.sqlite") as index:
-        kept = KeptStates(index, keep=2)
+    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+        kept = KeptStates(store, keep=2)
         kept.committed([record("ua-mac/a", 0), record("ua-mac/b", 1), record("ua-mac/c", 2)])
         kept.committed([record("ua-mac/a", 3, "BATCHED")])  # a is now the latest write
         kept.flush()
