@@ -2,12 +2,16 @@
 
 ``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
 resources; ``stages`` turns :data:`STAGES` into one ``Deployment`` per pipeline stage, all with the
-same probes, security context and grace period. The output is deterministic (fixed key order,
-sorted configs), so ``--check DIR`` can compare it byte for byte with the committed files
-(``DIR/topics.yaml``, ``DIR/stages.yaml``) and fail when someone changed one side only.
+same probes, security context and grace period; ``danforth`` makes the Deployment of the Danforth
+producer (:data:`DANFORTH`), which lives in the optional kustomize component
+``deploy/k8s/components/danforth`` because only a site with a LemnaTec system runs it. The output is
+deterministic (fixed key order, sorted configs), so ``--check DIR`` can compare it byte for byte
+with the committed files (``DIR/topics.yaml``, ``DIR/stages.yaml`` and, beside DIR,
+``components/danforth/danforth.yaml``) and fail when someone changed one side only.
 
     python -m terra_xfer.k8s topics > deploy/k8s/base/topics.yaml
     python -m terra_xfer.k8s stages > deploy/k8s/base/stages.yaml
+    python -m terra_xfer.k8s danforth > deploy/k8s/components/danforth/danforth.yaml
     python -m terra_xfer.k8s --check deploy/k8s/base
 """
 
@@ -33,6 +37,8 @@ CONFIG_FILE = "terra-xfer.toml"
 STATE_DIR = "/var/lib/terra-xfer"
 CACHE_DIR = "/gantry_data"
 LOG_DIR = "/var/log/gantry"
+DANFORTH_CACHE_DIR = "/danforth_data"
+BLOB_DIR = "/lemnatec_blobs"
 RUN_AS = 10001
 # Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
 GRACE_S = 30
@@ -53,6 +59,21 @@ CACHE_RO = Mount("gantry-cache", CACHE_DIR, read_only=True)
 LOGS_RO = Mount("gantry-log", LOG_DIR, read_only=True)
 GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
+# The Danforth producer writes its PNGs and metadata here (and removes an interrupted run's
+# leftovers); the deleter removes verified files. The LemnaTec blob store is only ever read.
+DANFORTH_CACHE_RW = Mount("danforth-cache", DANFORTH_CACHE_DIR, read_only=False)
+BLOBS_RO = Mount("lemnatec-blobs", BLOB_DIR, read_only=True)
+LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A container's CPU and memory requests and limits."""
+
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class Stage:
     mounts: tuple[Mount, ...] = ()
     secrets: tuple[tuple[str, str, str], ...] = ()
     single: bool = False
+    resources: Resources = Resources()
 
 
 STAGES: tuple[Stage, ...] = (
@@ -78,6 +100,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("deleter", (CACHE_RW,), secrets=(GLOBUS_SECRET,), single=True),
     Stage("sweeper", (CACHE_RO,), single=True),
 )
+# One poller per LemnaTec database, never two: its transactional id is fixed per database
+# (``terra.danforth-<dbname>``), so a second copy would fence the first on every start and both
+# would rewrite the same snapshot<id>/ directories of the shared cache, changing files whose
+# events are already committed. Kafka stays exactly-once; the cache would not. Hence one replica,
+# Recreate, and no autoscaling. Its size was measured: one chunk of ten snapshots of full-size
+# VIS frames made by its two PNG threads peaks at about 320 MiB, and the threads can use two cores.
+DANFORTH = Stage(
+    "danforth",
+    (DANFORTH_CACHE_RW, BLOBS_RO),
+    secrets=(LEMNATEC_SECRET,),
+    single=True,
+    resources=Resources("500m", "512Mi", "2", "1Gi"),
+)
+DANFORTH_FILE = Path("components") / "danforth" / "danforth.yaml"  # beside the base directory
 
 
 def kafka_topics(
@@ -153,6 +189,7 @@ def _container(stage: Stage) -> dict[str, Any]:
     mounts += [
         {"name": m.claim, "mountPath": m.path, "readOnly": m.read_only} for m in stage.mounts
     ]
+    size = stage.resources
     return {
         "name": stage.name,
         "image": IMAGE,
@@ -162,8 +199,8 @@ def _container(stage: Stage) -> dict[str, Any]:
         "livenessProbe": _probe("/healthz", period_s=10, failures=3),
         "readinessProbe": _probe("/readyz", period_s=5, failures=2),
         "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
+            "requests": {"cpu": size.cpu_request, "memory": size.memory_request},
+            "limits": {"cpu": size.cpu_limit, "memory": size.memory_limit},
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -196,23 +233,36 @@ def _volumes(stage: Stage) -> list[dict[str, Any]]:
     return volumes
 
 
+KINDS = ("topics", "stages", "danforth")
+
+
 def render(kind: str) -> str:
-    """The YAML text of ``topics`` or ``stages``, exactly as committed under deploy/k8s/base."""
+    """The YAML text of ``topics``, ``stages`` or ``danforth``, exactly as committed."""
     if kind == "topics":
         docs = kafka_topics()
     elif kind == "stages":
         docs = [deployment(s) for s in STAGES]
+    elif kind == "danforth":
+        docs = [deployment(DANFORTH)]
     else:
-        raise ValueError(f"unknown manifest kind {kind!r}: topics or stages")
+        raise ValueError(f"unknown manifest kind {kind!r}: topics, stages or danforth")
     body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))
     return HEADER.format(kind=kind) + body
 
 
+def committed_path(directory: Path, kind: str) -> Path:
+    """Where the manifests of ``kind`` are committed, for the base directory ``directory``."""
+    if kind == "danforth":
+        return directory.parent / DANFORTH_FILE
+    return directory / f"{kind}.yaml"
+
+
 def check(directory: Path) -> list[str]:
-    """Names of the files under ``directory`` that differ from what :func:`render` makes."""
+    """Names of the committed files (the base ``directory``'s and the Danforth component's) that
+    differ from what :func:`render` makes."""
     stale = []
-    for kind in ("topics", "stages"):
-        path = directory / f"{kind}.yaml"
+    for kind in KINDS:
+        path = committed_path(directory, kind)
         if not path.is_file() or path.read_text(encoding="utf-8") != render(kind):
             stale.append(str(path))
     return stale
@@ -220,7 +270,7 @@ def check(directory: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m terra_xfer.k8s", description=__doc__)
-    parser.add_argument("kind", nargs="?", choices=["topics", "stages"])
+    parser.add_argument("kind", nargs="?", choices=KINDS)
     parser.add_argument("--check", type=Path, metavar="DIR", help="compare DIR's files instead")
     args = parser.parse_args(argv)
     if args.check is not None:
@@ -229,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{path} differs from the catalogue; rewrite it with python -m terra_xfer.k8s")
         return 1 if stale else 0
     if args.kind is None:
-        parser.error("name topics or stages, or give --check DIR")
+        parser.error("name topics, stages or danforth, or give --check DIR")
     sys.stdout.write(render(args.kind))
     return 0
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -21,15 +22,20 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
+from producers.danforth import service as danforth_service
+from producers.danforth.lemnatec import database_name
 from terra_xfer import k8s
 from terra_xfer.cli import COMMANDS
-from terra_xfer.config import Config, load
+from terra_xfer.config import ENV_PREFIX, Config, DanforthConfig, load
+from terra_xfer.metrics import REGISTRY
 from terra_xfer.topics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+DANFORTH = ROOT / "deploy" / "k8s" / "components" / "danforth"
 Doc = dict[str, Any]
 
 EXPORTED = {
@@ -48,18 +54,29 @@ EXPORTED = {
     "terra_xfer_committed_offset",
     "terra_xfer_group_members",
 }
+DANFORTH_METRICS = {"terra_xfer_danforth_last_snapshot_id", "terra_xfer_danforth_snapshots_total"}
 HISTOGRAMS = {"terra_xfer_batch_files", "terra_xfer_task_duration_seconds"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 
 
-def base_docs() -> list[Doc]:
-    """Every resource the base kustomization lists, parsed (the ConfigMap comes from a generator)."""
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))
+def listed_docs(directory: Path) -> list[Doc]:
+    """Every resource a kustomization (or component) lists, parsed."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
     docs: list[Doc] = []
     for name in kustomization["resources"]:
-        text = (BASE / name).read_text(encoding="utf-8")
+        text = (directory / name).read_text(encoding="utf-8")
         docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
+
+
+def base_docs() -> list[Doc]:
+    """Every resource the base kustomization lists, parsed (the ConfigMap comes from a generator)."""
+    return listed_docs(BASE)
+
+
+def danforth_docs() -> list[Doc]:
+    """Every resource the Danforth component adds (its deleter patch is not one)."""
+    return listed_docs(DANFORTH)
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
@@ -136,19 +153,30 @@ def test_kafka_topics_match_the_catalogue() -> None:
 def test_committed_files_are_what_the_module_renders() -> None:
     assert k8s.check(BASE) == []
     assert k8s.main(["--check", str(BASE)]) == 0
-    assert k8s.render("stages") == k8s.render("stages")
-    assert "&id" not in k8s.render("stages")
+    for kind in k8s.KINDS:
+        assert k8s.render(kind) == k8s.render(kind)
+        assert "&id" not in k8s.render(kind)
+    assert (DANFORTH / "danforth.yaml").read_text(encoding="utf-8") == k8s.render("danforth")
 
 
 def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    component = tmp_path / "components" / "danforth"
+    base.mkdir()
+    component.mkdir(parents=True)
     for name in ("topics.yaml", "stages.yaml"):
-        shutil.copy(BASE / name, tmp_path / name)
-    topics = tmp_path / "topics.yaml"
+        shutil.copy(BASE / name, base / name)
+    shutil.copy(DANFORTH / "danforth.yaml", component / "danforth.yaml")
+    assert k8s.check(base) == []
+    topics = base / "topics.yaml"
     topics.write_text(topics.read_text().replace("partitions: 6", "partitions: 12", 1))
-    assert k8s.check(tmp_path) == [str(topics)]
-    assert k8s.main(["--check", str(tmp_path)]) == 1
-    (tmp_path / "stages.yaml").unlink()
-    assert len(k8s.check(tmp_path)) == 2
+    assert k8s.check(base) == [str(topics)]
+    assert k8s.main(["--check", str(base)]) == 1
+    (base / "stages.yaml").unlink()
+    assert len(k8s.check(base)) == 2
+    danforth = component / "danforth.yaml"
+    danforth.write_text(danforth.read_text().replace("replicas: 1", "replicas: 2", 1))
+    assert k8s.check(base)[-1] == str(danforth)
 
 
 def test_every_stage_has_a_hardened_deployment() -> None:
@@ -282,9 +310,104 @@ def test_service_monitor_scrapes_the_stages_metrics_port() -> None:
     )
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
-    for deployment in of_kind(docs, "Deployment"):
+    for deployment in of_kind(docs + danforth_docs(), "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items()
+
+
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    (doc,) = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def assert_danforth_deployed(docs: list[Doc], config: Config) -> None:
+    """The Danforth producer as its operator needs it: one hardened, never-surging replica of
+    ``terra-xfer danforth``, the database password only through a Secret, the cache read-write and
+    the blob store read-only where the config says, and metrics the ServiceMonitor scrapes."""
+    deployment = named(docs, "Deployment", "terra-xfer-danforth")
+    assert_hardened(deployment)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "danforth" in COMMANDS and k8s.DANFORTH not in k8s.STAGES
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["terra-xfer", "danforth"]
+    env = {e["name"]: e for e in container["env"]}
+    secret = DanforthConfig.__dataclass_fields__["password"].metadata["secret"]
+    password = env[ENV_PREFIX + secret]
+    assert set(password) == {"name", "valueFrom"}  # never a literal value
+    ref = password["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in named(docs, "Secret", ref["name"])["stringData"]
+    assert env["TERRA_XFER_METRICS_PORT"]["value"] == str(k8s.METRICS_PORT)
+    (service,) = of_kind(docs, "Service")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    cache = mounts[str(config.danforth.cache_root)]
+    blobs = mounts[str(config.danforth.blob_root)]
+    assert cache["readOnly"] is False and blobs["readOnly"] is True
+    for mount, mode in ((cache, "ReadWriteMany"), (blobs, "ReadOnlyMany")):
+        claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+        assert named(docs, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == [mode]
+    # One PNG thread per core: the limit must not throttle the threads the config starts.
+    assert float(container["resources"]["limits"]["cpu"]) >= config.danforth.workers
+
+
+def test_danforth_component_deploys_the_producer() -> None:
+    config = site_config()
+    assert_danforth_deployed(base_docs() + danforth_docs(), config)
+    assert named(danforth_docs(), "Deployment", "terra-xfer-danforth") == k8s.deployment(
+        k8s.DANFORTH
+    )
+    kustomization = yaml.safe_load((DANFORTH / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert kustomization["kind"] == "Component"
+    patch = yaml.safe_load((DANFORTH / "deleter.yaml").read_text(encoding="utf-8"))
+    assert kustomization["patches"] == [{"path": "deleter.yaml"}]
+    assert patch["metadata"]["name"] == "terra-xfer-deleter"
+    (mount,) = patch["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert mount == {
+        "name": k8s.DANFORTH_CACHE_RW.claim,
+        "mountPath": str(config.danforth.cache_root),
+        "readOnly": False,
+    }
+
+
+def test_danforth_password_is_never_in_the_config_map() -> None:
+    text = (BASE / k8s.CONFIG_FILE).read_text(encoding="utf-8")
+    section = tomllib.loads(text)["danforth"]
+    assert "password" not in section  # load() would refuse it too: a secret in the file
+    assert "password" not in conninfo_to_dict(section["dsn"])
+    assert database_name(section["dsn"]) == "LTSystem"  # refuses a dsn holding a password
+    secret = DanforthConfig.__dataclass_fields__["password"].metadata["secret"]
+    assert site_config().danforth.password is None
+    given = load(BASE / k8s.CONFIG_FILE, env={ENV_PREFIX + secret: "s3cret"})
+    assert given.danforth.password is not None and given.danforth.password.reveal() == "s3cret"
+    stored = named(danforth_docs(), "Secret", "terra-xfer-lemnatec")["stringData"]["password"]
+    assert stored.startswith("REPLACE_WITH") and stored not in text
+
+
+def registered(name: str) -> bool:
+    """Whether the process registry holds the metric ``name`` (a counter by its ``_total``)."""
+    families = {m.name for m in REGISTRY.collect()}
+    return name in families or name.removesuffix("_total") in families
+
+
+def test_danforth_alerts_read_the_producers_own_metrics() -> None:
+    assert danforth_service.LAST_SNAPSHOT is not None  # imported: its metrics are registered
+    assert all(registered(name) for name in DANFORTH_METRICS)
+    (base_rule,) = of_kind(base_docs(), "PrometheusRule")
+    (rule,) = of_kind(danforth_docs(), "PrometheusRule")
+    assert rule["metadata"]["labels"] == base_rule["metadata"]["labels"]
+    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    for name, r in rules.items():
+        assert metric_names(r["expr"]) <= DANFORTH_METRICS, name
+        assert r["labels"]["severity"] in ("warning", "critical"), name
+        assert r["annotations"]["summary"] and r["annotations"]["description"], name
+    down = rules["TerraXferDanforthProducerDown"]["expr"]
+    assert down.replace(" ", "") == "absent(terra_xfer_danforth_last_snapshot_id)"
+    stalled = rules["TerraXferDanforthNotAdvancing"]["expr"]
+    assert re.search(r"changes\(terra_xfer_danforth_last_snapshot_id\[24h\]\)", stalled)
 
 
 def assert_strimzi_complete(docs: list[Doc]) -> None:
@@ -349,6 +472,25 @@ def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
     assert config_map["data"][k8s.CONFIG_FILE] == (BASE / k8s.CONFIG_FILE).read_text()
     assert_strimzi_complete(docs)
     assert_scaling_fits_partitions(docs, config)
+    assert_danforth_deployed(docs, config)
+    deleter = named(docs, "Deployment", "terra-xfer-deleter")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in deleter["containers"][0]["volumeMounts"]}
+    assert mounts[str(config.danforth.cache_root)]["readOnly"] is False
+    assert mounts[str(config.gantry.cache_root)]["readOnly"] is False
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in deleter["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    danforth = named(docs, "Deployment", "terra-xfer-danforth")["spec"]["template"]["spec"]
+    assert claims[mounts[str(config.danforth.cache_root)]["name"]] == next(
+        v["persistentVolumeClaim"]["claimName"]
+        for v in danforth["volumes"]
+        if v["name"] == k8s.DANFORTH_CACHE_RW.claim
+    )
+    # The overlays resize every stage but this one, which keeps the size it was measured for.
+    expected = k8s.deployment(k8s.DANFORTH)["spec"]["template"]["spec"]["containers"][0]
+    assert danforth["containers"][0]["resources"] == expected["resources"]
     for deployment in of_kind(docs, "Deployment"):
         assert_hardened(deployment)
         volume = next(

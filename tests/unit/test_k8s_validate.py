@@ -44,6 +44,15 @@ def test_base_core_resources_validate() -> None:
     assert validate_all(docs) == []
 
 
+def test_danforth_component_core_resources_validate() -> None:
+    component = DEPLOY / "components" / "danforth"
+    listed = yaml.safe_load((component / "kustomization.yaml").read_text())["resources"]
+    docs = [d for name in listed for d in yaml.safe_load_all((component / name).read_text()) if d]
+    kinds = sorted(d["kind"] for d in core_resources(docs))
+    assert kinds == ["Deployment", "PersistentVolumeClaim", "PersistentVolumeClaim", "Secret"]
+    assert validate_all(docs) == []
+
+
 def test_a_broken_deployment_is_caught() -> None:
     bad = {
         "apiVersion": "apps/v1",
@@ -78,5 +87,6 @@ def test_built_overlays_validate(overlay: str) -> None:
         timeout=120,
     )
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]
-    assert any(d["kind"] == "Deployment" for d in docs)
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    assert {"terra-xfer-gantry", "terra-xfer-danforth"} <= deployments
     assert validate_all(docs) == []
