@@ -202,7 +202,7 @@ def run_up(
     log_file = config_path.with_name("up.log")
     with log_file.open("ab") as err:
         proc = subprocess.Popen(
-            cli_command(config_path, "up", "--quiet", *(["--processes"] if processes else [])),
+            cli_command(config_path, "up", "--quiet", "--processes" if processes else "--threads"),
             stdout=err,
             stderr=err,
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""``terra-xfer up``: every stage in one process (or, with ``--processes``, one process per stage),
+"""``terra-xfer up``: every stage in a process of its own (or, with ``--threads``, all in this one),
 each with its own consumer group."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Progress:
 
 
 def run_up(
-    config: Config, exit_when_idle: float | None, show: bool, processes: bool = False
+    config: Config, exit_when_idle: float | None, show: bool, processes: bool = True
 ) -> dict[str, int]:
     """Run until a signal (or until every stage was idle for ``exit_when_idle`` seconds)."""
     if processes:
@@ -166,16 +166,19 @@ def _watch(
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option(
-    "--processes",
-    is_flag=True,
-    help="Run each stage in a process of its own (uses every core; same metrics on the same port).",
+    "--processes/--threads",
+    default=True,
+    show_default=True,
+    help="Each stage in a process of its own (uses every core), or every stage as a thread of "
+    "this one (least memory). Both serve the same metrics on the same port.",
 )
 @click.pass_obj
 def up(state: State, exit_when_idle: float | None, quiet: bool, processes: bool) -> None:
     """Run the whole pipeline: gantry producer, batcher, monitor, state keeper, ingest, deleter
-    and sweeper, each with its own consumer group, as on Kubernetes; as threads of this process,
-    or with --processes each in a process of its own (about twice the files/s on two cores; this
-    process then supervises them and serves their metrics, /healthz and /readyz).
+    and sweeper, each with its own consumer group, as on Kubernetes. Each stage runs in a process
+    of its own, which this one supervises, serving their metrics, /healthz and /readyz; with
+    --threads they all run as threads of this process (about half the files/s on two cores, and
+    about two thirds of the memory).
 
     Ctrl-C or SIGTERM stops every stage within 10 s with its work committed; running it again
     resumes where it stopped. On a terminal it shows live progress; otherwise it logs a line every
@@ -183,7 +186,7 @@ def up(state: State, exit_when_idle: float | None, quiet: bool, processes: bool)
 
     \b
     Example:
-      terra-xfer --config site.toml up --processes
+      terra-xfer --config site.toml up
     """
     refuse_bad_credentials()
     handled: dict[str, Any] = run_up(state.config, exit_when_idle, not quiet, processes)

@@ -1,4 +1,5 @@
-"""`terra-xfer up` as a user runs it, the sweeper, and a SIGTERM in the middle of a night."""
+"""`terra-xfer up --threads` (every stage in one process), the sweeper, and a SIGTERM in the middle
+of a night."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     shipped = set(write_night(config, 1000, seed=21))
     cache = config.gantry.cache_root
     digests = {rel: sha256(cache / rel) for rel in shipped}
-    first = up_process(config)
+    first = up_process(config, "--threads")
     try:
         wait_for(
             lambda: sum(s == "DONE" for s in file_states(config).values()) > 100,
@@ -57,7 +58,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     shipped |= later
     kept = {p for p in cache.rglob("*") if p.is_file() and "ScriptBackup" in str(p)}
     keys = {f"ua-mac/{rel}" for rel in shipped}
-    second = up_process(config, "--exit-when-idle", "4")
+    second = up_process(config, "--threads", "--exit-when-idle", "4")
     try:
         assert second.wait(240) == 0
     finally:

@@ -1,4 +1,4 @@
-"""`terra-xfer up --processes`: every stage in a process of its own, as a user runs it."""
+"""`terra-xfer up`: every stage in a process of its own (the default), as a user runs it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from consumers.catalog.local import LocalCatalog
 from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
 from terra_xfer.config import Config
+from terra_xfer.pipeline import stage_names
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
@@ -34,13 +35,14 @@ def config(pipeline_config: Config) -> Config:
 def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config) -> None:
     shipped = set(write_night(config, 600, seed=23))
     keys = {f"ua-mac/{rel}" for rel in shipped}
-    first = up_process(config, "--processes")
+    first = up_process(config)  # the default: one process per stage
     try:
         wait_for(
             lambda: sum(s == "DONE" for s in file_states(config).values()) > 50,
             timeout_s=180,
             what="the first files DONE",
         )
+        assert len(stage_processes(first.pid)) == len(stage_names(config))
         began = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
@@ -52,7 +54,7 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         if first.stderr:
             first.stderr.close()
     assert b"all stages stopped" in stderr
-    second = up_process(config, "--processes", "--exit-when-idle", "4")
+    second = up_process(config, "--exit-when-idle", "4")
     try:
         assert second.wait(240) == 0
     finally:
@@ -70,6 +72,16 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         catalog.close()
     metadata = sum(rel.endswith("_metadata.json") for rel in shipped)
     assert counts["files"] == len(shipped) - metadata  # nothing duplicated by the restart
+
+
+def stage_processes(pid: int) -> list[int]:
+    """The children of ``pid`` that multiprocessing spawned to run a stage."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
 
 
 def free_port() -> int:
