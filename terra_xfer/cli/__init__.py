@@ -30,11 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "state-keeper": ("terra_xfer.cli.stages", "state_keeper", "Fold events into files.state."),
     "ingest": ("terra_xfer.cli.stages", "ingest", "Register transferred files in the catalog."),
     "deleter": ("terra_xfer.cli.stages", "deleter", "Remove verified files from the cache."),
-    "up": (
-        "terra_xfer.cli.up",
-        "up",
-        "Run every stage, each in a process of its own (the main job).",
-    ),
+    "up": ("terra_xfer.cli.up", "up", "Run every stage, a process each (the main job)."),
     "sweeper": ("terra_xfer.cli.stages", "sweeper", "Re-queue old untransferred cache files."),
     "status": ("terra_xfer.cli.status", "status", "A file's history, or files by state."),
     "report": ("terra_xfer.cli.status", "report", "Files and bytes per sensor and day."),
