@@ -55,7 +55,7 @@ def _run(
     ups: list[Upload],
     feed: Any,
     profile: Path | None = None,
-    processes: bool = False,
+    processes: bool = True,
     **overrides: dict[str, Any],
 ) -> tuple[Outcome, dict[str, Any]]:
     settings = ws.settings(cache_root=cache)
@@ -138,7 +138,7 @@ def _small_section(
     plain_rate: float,
 ) -> Section:
     s = Section("3a", f"Pipeline, {n:,} files of {sizes.small_size // 1024} KB, local backends")
-    for (outcome, _), how in ((threads, ""), (processes, " --processes")):
+    for (outcome, _), how in ((processes, ""), (threads, " --threads")):
         s.figures.append(
             Figure(
                 f"`up{how}`, first line → last DONE",
@@ -160,7 +160,7 @@ def _overhead_section(
     plain_rate: float,
 ) -> Section:
     s = Section("3b", "Pipeline overhead: record backend (no bytes moved), deleter dry run")
-    for (outcome, _), how in ((threads, ""), (processes, " --processes")):
+    for (outcome, _), how in ((processes, ""), (threads, " --threads")):
         s.figures.append(
             Figure(
                 f"`up{how}`, first line → last INGESTED + dry-run delete",
@@ -176,8 +176,9 @@ def _overhead_section(
 
 
 def _both(threads: dict[str, Any], processes: dict[str, Any]) -> dict[str, Any]:
-    """One section's details: the threads' run, and the processes' run under ``processes``."""
-    return threads | {"processes": processes}
+    """One section's details: the default run (a process per stage), and ``--threads``' run
+    under ``threads``."""
+    return processes | {"threads": threads}
 
 
 def large_files(base: Path, bootstrap: str, sizes: Sizes) -> Section:

@@ -1,9 +1,10 @@
 """Where the time goes: py-spy samples of a benchmark's measured process, summarised as text.
 
-``producer`` profiles ``terra-xfer gantry`` over an xferlog (§1); ``up`` profiles ``terra-xfer up``
-over small files (§3a, or §3b with ``--overhead``). Samples are taken 100 times a second per
-thread, idle threads left out, so a thread's samples / (100 * seconds) is the share of one core it
-used. The summary (per thread, then the functions with the most samples of their own and in
+``producer`` profiles ``terra-xfer gantry`` over an xferlog (§1); ``up`` profiles ``terra-xfer up
+--threads`` over small files (§3a, or §3b with ``--overhead``): the stages run the same code as in
+their own processes, and as threads of one process each one's samples carry its name. Samples are
+taken 100 times a second per thread, idle threads left out, so a thread's samples / (100 * seconds)
+is the share of one core it used. The summary (per thread, then the functions with the most samples of their own and in
 total) is written to ``bench/profiles/<name>.txt``.
 
     PYTHONPATH=. python -m bench.profile producer --lines 300000
@@ -98,6 +99,7 @@ def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[
             ups,
             feed,
             profile=raw,
+            processes=False,  # one process, each stage a named thread: the samples say whose
             transfer=record,
             deleter={"dry_run": overhead},
         )
