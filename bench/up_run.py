@@ -13,6 +13,7 @@ the run goes on; timings come from the records themselves:
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -24,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.workspace import wait_groups_stable, wait_ready
-from schemas.codec import Codec
 from terra_xfer.config import Config
 
 STAGE_GROUPS = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
-DRY_RUN_MARK = b"DELETE_DRY_RUN"  # a transition's state, as its Avro string bytes
+DRY_RUN_MARK = '"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
 
 
 def cli_command(config_path: Path, *args: str) -> list[str]:
@@ -100,9 +100,8 @@ class KeeperView:
         """(key, state, updated_ms, FileState) of every file."""
         db = self._conn()
         assert db is not None, f"{self.path} does not exist"
-        codec = Codec()
         for key, value in db.execute("SELECT key, value FROM kept"):
-            record = codec.decode(value)[1]
+            record = json.loads(value)
             yield key, record["state"], int(record["updated_ms"]), record
 
     def close(self) -> None:

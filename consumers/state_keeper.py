@@ -5,7 +5,7 @@ instance the same partition numbers of every topic: with co-partitioned topics (
 one instance sees all events of the files it owns, so there are no lost updates between instances.
 
 New states are written to Kafka in the same transaction as the consumed offsets. Its working copy of
-files.state is an on-disk KeeperStore (the records' bytes as written) fronted by :class:`KeptStates`: the states of committed steps
+files.state is an on-disk KeeperStore fronted by :class:`KeptStates`: the states of committed steps
 wait in memory and reach the copy together, with the offsets Kafka gave them, in one transaction
 per flush; folding reads memory first, then the copy. Only committed states enter memory, so an
 aborted step leaves no trace. The copy is never ahead of the topic: after a crash it is behind, and
@@ -55,8 +55,6 @@ FLUSH_RECORDS = 20_000  # pending states that make a flush due at once
 FLUSH_S = 5.0  # the longest a committed state waits in memory while the keeper is busy
 KEEP_STATES = 20_000  # recently written states kept in memory beyond the pending ones
 State = dict[str, Any]
-# A state the keeper wrote: partition, offset, key, the FileState and its encoded record.
-Written = tuple[int, int, str, State, bytes]
 
 
 class KeptStates:
@@ -100,10 +98,11 @@ class KeptStates:
             found.update(self.store.get_many(missing))
         return found
 
-    def committed(self, records: Iterable[Written]) -> None:
-        """Take the states a committed step wrote."""
-        for partition, offset, key, state, encoded in records:
-            self.pending[key] = (partition, offset, key, state["state"], encoded)
+    def committed(self, records: Iterable[KeptRecord]) -> None:
+        """Take the states a committed step wrote (partition, offset, key, state)."""
+        for record in records:
+            key, state = record[2], record[3]
+            self.pending[key] = record
             self.recent.pop(key, None)  # re-inserted last: the dict runs oldest write first
             self.recent[key] = dict(state)  # shallow: fold never changes a state in place
             if self._oldest is None:
@@ -158,7 +157,7 @@ class StateKeeper:
         )
         self.kept = KeptStates(self.copy.store)
         self._checked = False
-        self._written: list[Written] = []
+        self._written: list[KeptRecord] = []
         self._produced = 0
         self.states_written = 0
 
@@ -218,15 +217,14 @@ class StateKeeper:
         outputs = []
         for key, state in changed.items():
             encoded = self.loop.codec.encode("FileState", state)
-            delivered = self._delivered(key, state, encoded)
-            outputs.append(Output(topic, key, encoded, on_delivery=delivered))
+            outputs.append(Output(topic, key, encoded, on_delivery=self._delivered(key, state)))
         return outputs
 
-    def _delivered(self, key: str, state: State, encoded: bytes) -> Any:
+    def _delivered(self, key: str, state: State) -> Any:
         def record(msg: Message) -> None:
             p, o = msg.partition(), msg.offset()
             assert p is not None and o is not None
-            self._written.append((p, o, key, state, encoded))
+            self._written.append((p, o, key, state))
 
         return record
 

@@ -1,4 +1,4 @@
-"""The state keeper's working copy: records kept as written, offsets with them, old files rebuilt."""
+"""The state keeper's working copy: states and offsets kept together, older layouts rebuilt."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import pytest
 
 from consumers.keeper_store import KeeperStore
 from consumers.status_index import StatusIndex, StatusIndexCorruptError
-from schemas.codec import Codec
 from tests.samples import sample
-
-CODEC = Codec()
 
 
 def state(key: str, name: str = "ARRIVED", **over: Any) -> dict[str, Any]:
@@ -21,12 +18,11 @@ def state(key: str, name: str = "ARRIVED", **over: Any) -> dict[str, Any]:
 
 
 def written(key: str, offset: int, name: str = "ARRIVED", partition: int = 0) -> Any:
-    value = state(key, name)
-    return partition, offset, key, name, CODEC.encode("FileState", value)
+    return partition, offset, key, state(key, name)
 
 
-def test_a_record_reads_back_as_the_state_that_was_encoded(tmp_path: Path) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+def test_a_state_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         assert store.apply([written("ua-mac/a", 0), written("ua-mac/b", 1, "DONE")]) == 2
 
         assert store.get("ua-mac/b") == state("ua-mac/b", "DONE")
@@ -35,7 +31,7 @@ def test_a_record_reads_back_as_the_state_that_was_encoded(tmp_path: Path) -> No
 
 
 def test_the_last_record_of_a_key_wins_and_offsets_move_past_all(tmp_path: Path) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         store.apply([written("ua-mac/a", 5), written("ua-mac/a", 9, "BATCHED", 0)])
         store.apply([written("ua-mac/c", 3, partition=2)])
 
@@ -44,7 +40,7 @@ def test_the_last_record_of_a_key_wins_and_offsets_move_past_all(tmp_path: Path)
 
 
 def test_records_below_a_stored_offset_are_skipped(tmp_path: Path) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         store.apply([written("ua-mac/a", 7, "DONE")])
 
         assert store.apply([written("ua-mac/a", 6, "ARRIVED")]) == 0
@@ -53,9 +49,9 @@ def test_records_below_a_stored_offset_are_skipped(tmp_path: Path) -> None:
 
 
 def test_rows_and_offsets_survive_reopening(tmp_path: Path) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         store.apply([written("ua-mac/a", 0, "INGESTED")])
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         assert store.offsets() == {0: 1}
         assert store.get("ua-mac/a")["state"] == "INGESTED"  # type: ignore[index]
 
@@ -68,7 +64,7 @@ def test_a_copy_in_the_status_index_layout_is_emptied_and_rebuilt(tmp_path: Path
         old.apply([(0, 41, "ua-mac/a", state("ua-mac/a"))])
         assert old.offsets() == {0: 42}
 
-    with KeeperStore(path, CODEC) as store:
+    with KeeperStore(path) as store:
         assert store.offsets() == {}
         assert store.get("ua-mac/a") is None
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
@@ -77,7 +73,12 @@ def test_a_copy_in_the_status_index_layout_is_emptied_and_rebuilt(tmp_path: Path
 
 def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "k.sqlite"
-    with KeeperStore(path, CODEC) as store:
-        store.apply([(0, 0, "ua-mac/a", "ARRIVED", b"not an event")])
-        with pytest.raises(StatusIndexCorruptError, match=r"ua-mac/a.*delete the file"):
-            store.get("ua-mac/a")
+    with KeeperStore(path) as store:
+        store.apply([written("ua-mac/a", 0)])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE kept SET value = 'not json' WHERE key = 'ua-mac/a'")
+    with (
+        KeeperStore(path) as store,
+        pytest.raises(StatusIndexCorruptError, match=r"ua-mac/a.*delete the file"),
+    ):
+        store.get("ua-mac/a")

@@ -180,18 +180,16 @@ def test_an_assignment_flushes_forgets_and_catches_up(
     assert keeper.copy.store.get(KEY) is not None
 
 
-def record(
-    key: str, offset: int, state: str = "ARRIVED"
-) -> tuple[int, int, str, dict[str, Any], bytes]:
+def record(key: str, offset: int, state: str = "ARRIVED") -> tuple[int, int, str, dict[str, Any]]:
     path = key.partition("/")[2]
     value = sample("FileState") | {"key": key, "path": path, "state": state}
-    return 0, offset, key, value, CODEC.encode("FileState", value)
+    return 0, offset, key, value
 
 
 def test_a_failed_flush_keeps_every_pending_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         kept = KeptStates(store)
         kept.committed([record("ua-mac/a", 0), record("ua-mac/b", 1)])
         real = store.apply
@@ -211,7 +209,7 @@ def test_a_failed_flush_keeps_every_pending_state(
 
 def test_flush_is_due_by_count_or_by_age(tmp_path: Path) -> None:
     now = [0.0]
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         kept = KeptStates(store, flush_records=3, flush_s=1.0, clock=lambda: now[0])
         assert not kept.due()
         kept.committed([record("ua-mac/a", 0)])
@@ -226,7 +224,7 @@ def test_flush_is_due_by_count_or_by_age(tmp_path: Path) -> None:
 def test_old_states_leave_memory_after_a_flush_and_are_read_from_the_copy(
     tmp_path: Path,
 ) -> None:
-    with KeeperStore(tmp_path / "k.sqlite", CODEC) as store:
+    with KeeperStore(tmp_path / "k.sqlite") as store:
         kept = KeptStates(store, keep=2)
         kept.committed([record("ua-mac/a", 0), record("ua-mac/b", 1), record("ua-mac/c", 2)])
         kept.committed([record("ua-mac/a", 3, "BATCHED")])  # a is now the latest write
