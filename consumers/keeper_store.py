@@ -16,16 +16,14 @@ emptied on open, so the keeper rebuilds it from files.state.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message
 
+from consumers.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded
 from consumers.state_view import TopicFollower
-from consumers.status_index import StatusIndexCorruptError, guarded
 from schemas.codec import CodecError
 from terra_xfer.config import Config
 
@@ -52,19 +50,13 @@ State = dict[str, Any]
 KeptRecord = tuple[int, int, str, State]
 
 
-class KeeperStore:
+class KeeperStore(SqliteFile):
     """The on-disk copy; one keeper, one thread at a time (it may move between threads)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        super().__init__(path, busy_timeout_s)
         try:
             with guarded(self.path):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
                 (layout,) = self._db.execute("PRAGMA user_version").fetchone()
                 if layout != LAYOUT:
                     self._create()
@@ -80,18 +72,6 @@ class KeeperStore:
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {LAYOUT}")
-
-    def __repr__(self) -> str:
-        return f"KeeperStore({str(self.path)!r})"
-
-    def __enter__(self) -> KeeperStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._db.close()
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to read, per partition."""
@@ -153,17 +133,6 @@ class KeeperStore:
                 f"{self.path}: the state of {key!r} is unreadable ({exc}); delete the file to"
                 " rebuild it from files.state"
             ) from exc
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
 
 class KeeperCopy(TopicFollower):

@@ -14,15 +14,16 @@ Memory stays bounded whatever the number of files: queries stream rows from thei
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from consumers.sqlite_file import SqliteFile, guarded
+from consumers.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
+from consumers.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
+from consumers.sqlite_file import StatusIndexError as StatusIndexError
 from consumers.state_fold import transferred
-from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -79,69 +80,24 @@ class StateSummary(NamedTuple):
     transferred: bool
 
 
-class StatusIndexError(TerraXferError):
-    """The status index could not be read or written."""
-
-
-class StatusIndexBusyError(StatusIndexError, TransientError):
-    """The index file is locked or unavailable for now (another writer, disk full): retry later."""
-
-
-class StatusIndexCorruptError(StatusIndexError, PermanentError):
-    """The index file is not a usable database: rebuild it with ``reset()`` or delete the file."""
-
-
-@contextmanager
-def guarded(path: Path) -> Iterator[None]:
-    """Turn sqlite3 errors into the index's error tree."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        raise StatusIndexBusyError(f"status index {path}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StatusIndexCorruptError(f"status index {path}: {exc}") from exc
-
-
-class StatusIndex:
-    """The on-disk view of files.state. One writer at a time; any number of readers.
-
-    An instance may move between threads (a stage is built in one and run in another) but must
-    not be used by two at once.
-    """
+class StatusIndex(SqliteFile):
+    """The on-disk view of files.state. One writer at a time; any number of readers."""
 
     def __init__(
         self, path: str | Path, *, busy_timeout_s: float = 30.0, keep_records: bool = True
     ) -> None:
         """``keep_records=False``: rows hold their columns only (no JSON record, so no
         :meth:`get`), for a view that decides by the columns and must be cheap to keep."""
-        self.path = Path(path)
+        super().__init__(path, busy_timeout_s)
         self.keep_records = keep_records
-        self._timeout = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect()
         try:
-            with guarded(self.path):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                with self._transaction():
-                    for statement in filter(str.strip, SCHEMA.split(";")):
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with guarded(self.path), self._transaction():
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
             raise
-
-    def __repr__(self) -> str:
-        return f"StatusIndex({str(self.path)!r})"
-
-    def __enter__(self) -> StatusIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._db.close()
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to consume, per partition (as a Kafka commit states it)."""
@@ -263,23 +219,6 @@ class StatusIndex:
     def _needs_records(self) -> None:
         if not self.keep_records:
             raise StatusIndexError(f"status index {self.path} keeps no whole records")
-
-    def _connect(self) -> sqlite3.Connection:
-        with guarded(self.path):
-            return sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def _stream(self, sql: str, params: tuple[Any, ...]) -> Iterator[dict[str, Any]]:
         """Rows of ``sql`` from a connection of their own, closed when the iteration ends."""
