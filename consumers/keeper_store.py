@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from consumers.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded
+from consumers.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
 from consumers.state_view import TopicFollower
 from schemas.codec import CodecError
 from terra_xfer.config import Config
@@ -87,16 +87,7 @@ class KeeperStore(SqliteFile):
         """
         with guarded(self.path), self._transaction():
             stored = dict(self._db.execute("SELECT * FROM kept_offsets").fetchall())
-            reached: dict[int, int] = {}
-            latest: dict[str, State] = {}
-            applied = 0
-            for partition, offset, key, state in records:
-                if offset < stored.get(partition, 0):
-                    continue
-                latest[key] = state
-                if offset >= reached.get(partition, 0):
-                    reached[partition] = offset + 1
-                applied += 1
+            latest, reached, applied = unapplied(records, stored)
             rows = [(k, v["state"], _COMPACT.encode(v)) for k, v in latest.items()]
             self._db.executemany(_UPSERT, rows)
             self._db.executemany(_SAVE_OFFSET, reached.items())

@@ -5,12 +5,14 @@ transactions, and closed with the ``with`` block that opened it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
+
+V = TypeVar("V")
 
 
 class StatusIndexError(TerraXferError):
@@ -84,3 +86,23 @@ class SqliteFile:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+
+def unapplied(
+    records: Iterable[tuple[int, int, str, V]], stored: Mapping[int, int]
+) -> tuple[dict[str, V], dict[int, int], int]:
+    """Of consumed (partition, offset, key, value) records, those at or past ``stored`` (the next
+    offset already applied, per partition): the last value of each key, the next offset each
+    partition reaches, and how many records that is. Records below a stored offset were applied
+    before; of a key's records only the last matters, as it is what the row holds either way."""
+    latest: dict[str, V] = {}
+    reached: dict[int, int] = {}
+    applied = 0
+    for partition, offset, key, value in records:
+        if offset < stored.get(partition, 0):
+            continue
+        latest[key] = value
+        if offset >= reached.get(partition, 0):
+            reached[partition] = offset + 1
+        applied += 1
+    return latest, reached, applied

@@ -214,11 +214,15 @@ class StateKeeper:
                 log.error("%s: cannot fold %s: %s", d.msg.topic(), d.record, exc)
         self._produced = len(changed)
         topic = self.config.topic(FILES_STATE)
-        outputs = []
-        for key, state in changed.items():
-            encoded = self.loop.codec.encode("FileState", state)
-            outputs.append(Output(topic, key, encoded, on_delivery=self._delivered(key, state)))
-        return outputs
+        return [
+            Output(
+                topic,
+                key,
+                self.loop.codec.encode("FileState", state),
+                on_delivery=self._delivered(key, state),
+            )
+            for key, state in changed.items()
+        ]
 
     def _delivered(self, key: str, state: State) -> Any:
         def record(msg: Message) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from consumers.sqlite_file import SqliteFile, guarded
+from consumers.sqlite_file import SqliteFile, guarded, unapplied
 from consumers.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
 from consumers.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
 from consumers.sqlite_file import StatusIndexError as StatusIndexError
@@ -114,16 +114,7 @@ class StatusIndex(SqliteFile):
         """
         with guarded(self.path), self._transaction():
             stored = dict(self._db.execute("SELECT partition, next_offset FROM meta").fetchall())
-            reached: dict[int, int] = {}
-            latest: dict[str, Mapping[str, Any] | None] = {}
-            applied = 0
-            for partition, offset, key, value in records:
-                if offset < stored.get(partition, 0):
-                    continue
-                latest[key] = value
-                if offset >= reached.get(partition, 0):
-                    reached[partition] = offset + 1
-                applied += 1
+            latest, reached, applied = unapplied(records, stored)
             gone = [(key,) for key, value in latest.items() if value is None]
             self._db.executemany("DELETE FROM files WHERE key = ?", gone)
             keep = self.keep_records
