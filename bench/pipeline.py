@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import per_file_ms
 from bench.figures import Figure, Goal, Section, percentile
 from bench.up_run import Outcome, feed_all, feed_paced, run_up
 from bench.workload import (
@@ -87,6 +88,8 @@ def _run(
         "incomplete": len(outcome.incomplete),
         "max_wait_s": settings["batcher"]["max_wait_s"],
         "max_files": settings["batcher"]["max_files"],
+        "cpu_s": outcome.cpu_s,
+        "cpu_ms_per_file": per_file_ms(outcome.cpu_s, len(ups)),
     }
     return outcome, details
 

@@ -7,8 +7,12 @@ taken 100 times a second per thread, idle threads left out, so a thread's sample
 is the share of one core it used. The summary (per thread, then the functions with the most samples of their own and in
 total) is written to ``bench/profiles/<name>.txt``.
 
+``cpu`` runs ``terra-xfer up`` as measured (a process per stage) without a sampler, and writes
+the CPU time each stage process, ``up`` itself and the broker used, in all and per file.
+
     PYTHONPATH=. python -m bench.profile producer --lines 300000
     PYTHONPATH=. python -m bench.profile up --files 20000 [--overhead]
+    PYTHONPATH=. python -m bench.profile cpu --files 20000 [--overhead]
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cpu import per_file_ms
 from bench.pipeline import _run
 from bench.producer import make_log, producer_run
-from bench.up_run import feed_all
+from bench.up_run import Outcome, feed_all
 from bench.workload import log_lines, night, write_files
 from bench.workspace import broker, workspace
 
@@ -88,6 +93,32 @@ def profile_producer(base: Path, bootstrap: str, lines: int) -> tuple[str, float
 
 def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[str, float]:
     raw = base / "up.raw"
+    outcome = _run_up(base, bootstrap, files, overhead, profile=raw)
+    return raw.read_text(), outcome.seconds
+
+
+def cpu_up(base: Path, bootstrap: str, files: int, overhead: bool) -> str:
+    """Per-process CPU of one measured ``up`` run (a process per stage), as text."""
+    outcome = _run_up(base, bootstrap, files, overhead)
+    return cpu_text(outcome.cpu_s, files, outcome.seconds)
+
+
+def cpu_text(cpu_s: dict[str, float], files: int, seconds: float) -> str:
+    """A table of CPU seconds, share of the run's wall time and ms per file, per process."""
+    per_file = per_file_ms(cpu_s, files)
+    out = [
+        f"{files:,} files in {seconds:.1f} s ({files / seconds:,.0f} files/s)",
+        "",
+        "process: CPU s (share of one core over the run; ms per file)",
+    ]
+    rows = [*cpu_s.items(), ("pipeline", sum(s for n, s in cpu_s.items() if n != "broker"))]
+    out += [f"  {name}: {s:.1f} s ({s / seconds:.0%}; {per_file[name]:.3f} ms)" for name, s in rows]
+    return "\n".join(out) + "\n"
+
+
+def _run_up(
+    base: Path, bootstrap: str, files: int, overhead: bool, profile: Path | None = None
+) -> Outcome:
     ups = night(files, 4096)
     write_files(base / "cache", ups)
     feed = feed_all(log_lines(base / "cache", ups))
@@ -98,17 +129,18 @@ def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[
             base / "cache",
             ups,
             feed,
-            profile=raw,
-            processes=False,  # one process, each stage a named thread: the samples say whose
+            profile=profile,
+            # sampled: one process, each stage a named thread, so the samples say whose
+            processes=profile is None,
             transfer=record,
             deleter={"dry_run": overhead},
         )
-    return raw.read_text(), outcome.seconds
+    return outcome
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["producer", "up"])
+    ap.add_argument("what", choices=["producer", "up", "cpu"])
     ap.add_argument("--lines", type=int, default=300_000)
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--overhead", action="store_true", help="record backend, deleter dry run")
@@ -116,22 +148,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     base = Path("var/bench/profile").resolve()
     base.mkdir(parents=True, exist_ok=True)
+    setup = ", record backend, deleter dry run" if args.overhead else ", local backends"
     try:
         with broker() as (config, _):
             bootstrap = config.kafka.bootstrap_servers
             if args.what == "producer":
                 raw, seconds = profile_producer(base, bootstrap, args.lines)
                 name, what = "producer", f"terra-xfer gantry, {args.lines:,} lines"
-            else:
+            elif args.what == "up":
                 raw, seconds = profile_up(base, bootstrap, args.files, args.overhead)
                 name = "up-overhead" if args.overhead else "up-local"
-                what = f"terra-xfer up, {args.files:,} files of 4 KB" + (
-                    ", record backend, deleter dry run" if args.overhead else ", local backends"
-                )
+                what = f"terra-xfer up --threads, {args.files:,} files of 4 KB{setup}"
+            else:
+                name = "cpu-overhead" if args.overhead else "cpu-local"
+                what = f"terra-xfer up, {args.files:,} files of 4 KB{setup}"
+                report = cpu_up(base, bootstrap, args.files, args.overhead)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if args.what == "cpu":
+        text = f"# CPU per process: {what}\n\n{report}"
+    else:
+        text = f"# py-spy profile: {what}\n\n" + summarise(raw, seconds)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = f"# py-spy profile: {what}\n\n" + summarise(raw, seconds)
     (args.out / f"{name}.txt").write_text(text, encoding="utf-8")
     print(text)
 

@@ -76,6 +76,23 @@ def machine_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def cpu_lines(results: Mapping[str, Any]) -> list[str]:
+    """One bullet per measured ``up`` run: each process's CPU per file, the busiest first."""
+    lines = []
+    for section in results.get("sections", []):
+        details = section.get("details") or {}
+        for how, run in (("`up`", details), ("`up --threads`", details.get("threads") or {})):
+            per_file = run.get("cpu_ms_per_file")
+            if not per_file:
+                continue
+            total = per_file.get("pipeline")
+            rest = ", ".join(
+                f"{name} {format_number(ms)}" for name, ms in per_file.items() if name != "pipeline"
+            )
+            lines.append(f"- §{section['key']} {how}: pipeline {format_number(total)} ({rest})")
+    return lines
+
+
 def render(results: Mapping[str, Any]) -> str:
     """The whole generated block: machine, one table of every figure, then notes and gaps."""
     rows: list[str] = [HEADER, RULE]
@@ -92,6 +109,15 @@ def render(results: Mapping[str, Any]) -> str:
             if figure.get("note"):
                 notes.append(f"- §{number} {figure['name']}: {figure['note']}")
     parts = [START, "", *machine_lines(results), "", *rows, ""]
+    cpu = cpu_lines(results)
+    if cpu:
+        parts += [
+            "CPU per file (ms of user + system time, from the first line fed to the last file "
+            "complete; `pipeline` is every process but the broker):",
+            "",
+            *cpu,
+            "",
+        ]
     if notes:
         parts += ["Notes:", "", *notes, ""]
     if gaps:

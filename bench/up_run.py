@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.workspace import wait_groups_stable, wait_ready
+from bench.cpu import CpuMeter
+from bench.cpu import processes as run_processes
+from bench.workspace import broker_pid, wait_groups_stable, wait_ready
 from terra_xfer.config import Config
 
 STAGE_GROUPS = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
@@ -136,6 +138,7 @@ class Outcome:
     incomplete: list[str] = field(default_factory=list)
     peak_rss_mb: float | None = None
     ready_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per process, first line to the end
 
     @property
     def end_ms(self) -> int:
@@ -214,8 +217,10 @@ def run_up(
         ready += wait_groups_stable(config.kafka.bootstrap_servers, groups, 120)
         if profile is not None:
             spy = subprocess.Popen(py_spy(profile, proc.pid), stdout=subprocess.DEVNULL)
+        meter = CpuMeter(run_processes(proc.pid, broker_pid())).start()
         outcome = Outcome(started_ms=feed(config.gantry.xferlog), ready_s=ready)
         _wait_complete(view, len(keys), dry_run, timeout_s, proc, log_file)
+        outcome.cpu_s = meter.read()
         outcome.peak_rss_mb = peak_rss_mb(proc.pid)
         _collect(view, keys, dry_run, outcome)
         return outcome

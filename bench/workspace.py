@@ -45,6 +45,12 @@ def broker(config_path: Path = DEMO_CONFIG) -> Iterator[tuple[Config, bool]]:
             node.stop()
 
 
+def broker_pid(config_path: Path = DEMO_CONFIG) -> int | None:
+    """The process id of ``config_path``'s embedded broker, when it runs from its pidfile."""
+    b = load(config_path).broker
+    return EmbeddedBroker(b.port, b.data_dir, b.kafka_version, b.heap).pid()
+
+
 def to_toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
     """A TOML document of one level of tables holding strings, numbers, booleans and paths."""
     out: list[str] = []

@@ -9,7 +9,8 @@ remote service away for a while) are retried after a pause instead.
 
 A stage process given a metrics directory writes its Prometheus metrics there
 (prometheus_client's multiprocess mode), so that the parent can serve every stage's series from one
-port, as the threads' process does.
+port, as the threads' process does. Each stage process is named ``tx-<stage>`` (the kernel's
+15-character ``comm``), so ``ps``, ``top`` and per-process accounting say which stage it runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from terra_xfer.errors import TerraXferError, TransientError
 
 log = logging.getLogger(__name__)
 RETRY_S = 2.0
+COMM = "/proc/self/comm"
 # Where prometheus_client keeps a process's metric values, read once when it is first imported.
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -294,6 +296,20 @@ class _Count:
         self.counter.value = value
 
 
+def process_name(stage: str) -> str:
+    """The name a stage process goes by in ``ps`` and ``/proc/<pid>/comm``."""
+    return f"tx-{stage}"[:15]
+
+
+def name_process(stage: str, comm: str = COMM) -> None:
+    """Name this process after its stage; where the kernel has no ``comm`` file, leave it be."""
+    try:
+        with open(comm, "w", encoding="ascii") as f:
+            f.write(process_name(stage))
+    except OSError:
+        pass
+
+
 def _child(
     config: Config,
     name: str,
@@ -311,6 +327,7 @@ def _child(
     the child stops every stage, as it would stop ``up``. With ``metrics_dir`` its metrics go to
     files there: set before the first import of prometheus_client, which reads it only then.
     """
+    name_process(name)
     too_late = metrics_dir is not None and "prometheus_client" in sys.modules
     if metrics_dir is not None and not too_late:
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # this process only: it ends with the stage

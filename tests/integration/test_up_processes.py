@@ -17,6 +17,7 @@ from producers.gantry.paths import CachePath, cache_path
 from producers.gantry.service import path_rules
 from terra_xfer.config import Config
 from terra_xfer.pipeline import stage_names
+from terra_xfer.runner import process_name
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
@@ -42,7 +43,10 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
             timeout_s=180,
             what="the first files DONE",
         )
-        assert len(stage_processes(first.pid)) == len(stage_names(config))
+        children = stage_processes(first.pid)
+        assert sorted(comm(child) for child in children) == sorted(
+            process_name(name) for name in stage_names(config)
+        )
         began = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
@@ -82,6 +86,10 @@ def stage_processes(pid: int) -> list[int]:
         for child in children
         if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def free_port() -> int:
