@@ -90,6 +90,7 @@ def _run(
         "max_files": settings["batcher"]["max_files"],
         "cpu_s": outcome.cpu_s,
         "cpu_ms_per_file": per_file_ms(outcome.cpu_s, len(ups)),
+        "offsets_per_file": {t: round(n / len(ups), 2) for t, n in outcome.offsets.items()},
     }
     return outcome, details
 

@@ -100,7 +100,8 @@ def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[
 def cpu_up(base: Path, bootstrap: str, files: int, overhead: bool) -> str:
     """Per-process CPU of one measured ``up`` run (a process per stage), as text."""
     outcome = _run_up(base, bootstrap, files, overhead)
-    return cpu_text(outcome.cpu_s, files, outcome.seconds)
+    offsets = ", ".join(f"{t} {n / files:.2f}" for t, n in outcome.offsets.items() if n)
+    return cpu_text(outcome.cpu_s, files, outcome.seconds) + f"\noffsets per file: {offsets}\n"
 
 
 def cpu_text(cpu_s: dict[str, float], files: int, seconds: float) -> str:

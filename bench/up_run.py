@@ -24,10 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from bench.cpu import CpuMeter
 from bench.cpu import processes as run_processes
 from bench.workspace import broker_pid, wait_groups_stable, wait_ready
 from terra_xfer.config import Config
+from terra_xfer.kafka import make_consumer
+from terra_xfer.topics import CATALOGUE
 
 STAGE_GROUPS = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
 DRY_RUN_MARK = '"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
@@ -47,6 +51,27 @@ def py_spy(raw: Path, pid: int | None = None) -> list[str]:
     cmd = [str(spy), "record", "--format", "raw", "--threads", "--nonblocking", "--rate", "100"]
     cmd += ["--output", str(raw)]
     return [*cmd, "--pid", str(pid)] if pid is not None else [*cmd, "--"]
+
+
+def end_offsets(config: Config) -> dict[str, int]:
+    """The end offset of every catalogue topic, summed over its partitions (by catalogue name).
+
+    Offsets count records and transaction markers alike: on fresh topics, what a run wrote."""
+    consumer = make_consumer(config.kafka, "bench-offsets")
+    try:
+        meta = consumer.list_topics(timeout=30)
+        out = {}
+        for spec in CATALOGUE:
+            topic = meta.topics.get(config.topic(spec.name))
+            if topic is None:
+                continue
+            out[spec.name] = sum(
+                consumer.get_watermark_offsets(TopicPartition(topic.topic, p), timeout=30)[1]
+                for p in topic.partitions
+            )
+        return out
+    finally:
+        consumer.close()
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -139,6 +164,7 @@ class Outcome:
     peak_rss_mb: float | None = None
     ready_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)  # per process, first line to the end
+    offsets: dict[str, int] = field(default_factory=dict)  # per topic, at the end
 
     @property
     def end_ms(self) -> int:
@@ -221,6 +247,7 @@ def run_up(
         outcome = Outcome(started_ms=feed(config.gantry.xferlog), ready_s=ready)
         _wait_complete(view, len(keys), dry_run, timeout_s, proc, log_file)
         outcome.cpu_s = meter.read()
+        outcome.offsets = end_offsets(config)
         outcome.peak_rss_mb = peak_rss_mb(proc.pid)
         _collect(view, keys, dry_run, outcome)
         return outcome
