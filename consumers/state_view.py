@@ -23,6 +23,8 @@ from terra_xfer.errors import TransientError
 from terra_xfer.kafka import make_consumer
 from terra_xfer.topics import FILES_STATE
 
+HEAD_ENDS_AT = "history"  # a FileState's columns are all among the fields before this one
+
 
 class TopicFollower:
     """Reads files.state from stored offsets and hands what it reads to :meth:`_apply`.
@@ -132,6 +134,8 @@ class StateFollower(TopicFollower):
         super().__init__(config)
         self.transferred_only = transferred_only
         self.index = StatusIndex(index_path, keep_records=records and not transferred_only)
+        # Columns alone come from a FileState's fields before its history: only those are read.
+        self._head_only = not self.index.keep_records
 
     def _stored_offsets(self) -> dict[int, int]:
         return self.index.offsets()
@@ -150,7 +154,12 @@ class StateFollower(TopicFollower):
         turns every state that is not at the destination into a tombstone for its key."""
         key = (msg.key() or b"").decode("utf-8", "backslashreplace")
         raw = msg.value()
-        value = None if raw is None else self.codec.decode(raw)[1]
+        if raw is None:
+            value = None
+        elif self._head_only:
+            value = self.codec.decode_head(raw, HEAD_ENDS_AT)[1]
+        else:
+            value = self.codec.decode(raw)[1]
         if self.transferred_only and value is not None and not transferred(value):
             value = None
         partition, offset = msg.partition(), msg.offset()

@@ -21,6 +21,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.head_reader import HeadReader, compile_head_reader
 from schemas.writer import UnsupportedSchema, Writer, compile_writer
 from terra_xfer.errors import PermanentError
 
@@ -127,6 +128,7 @@ class Codec:
         for version in [*self._writers.values(), *self._readers.values()]:
             self._known.setdefault(version.fingerprint, version)
         self._compiled = {name: _compiled(version) for name, version in self._writers.items()}
+        self._heads: dict[tuple[int, str], HeadReader | None] = {}
 
     def encode(self, record_name: str, value: Mapping[str, Any]) -> bytes:
         """Encode ``value`` as the current version of ``record_name`` (e.g. ``"FileArrived"``)."""
@@ -171,6 +173,40 @@ class Codec:
                 f"corrupt {short} body: {len(data) - buf.tell()} trailing bytes"
             )
         return short, value  # type: ignore[return-value]
+
+    def decode_head(self, data: bytes, stop_at: str) -> tuple[str, dict[str, Any]]:
+        """Decode one event's fields before ``stop_at`` into (record name, value).
+
+        Only for an event written with the current schema of its record, which needs no
+        resolution; any other version, or a record without a field ``stop_at``, is decoded whole
+        (a superset of the head). The rest of the body is not read, so not checked either.
+        """
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            return self.decode(data)  # raises the error a full decode would
+        (fingerprint,) = struct.unpack_from("<Q", data, 2)
+        reader = self._head_reader(fingerprint, stop_at)
+        if reader is None:
+            return self.decode(data)
+        version = self._known[fingerprint]
+        short = version.name.rsplit(".", 1)[1]
+        try:
+            return short, reader(data, HEADER_LEN)
+        except (IndexError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise CorruptEventError(f"corrupt {short} body: {type(exc).__name__}: {exc}") from exc
+
+    def _head_reader(self, fingerprint: int, stop_at: str) -> HeadReader | None:
+        key = (fingerprint, stop_at)
+        if key not in self._heads:
+            version = self._known.get(fingerprint)
+            current = None if version is None else self._readers.get(version.name.rsplit(".", 1)[1])
+            reader = None
+            if version is not None and current is not None and current.fingerprint == fingerprint:
+                try:
+                    reader = compile_head_reader(version.parsed, stop_at)
+                except UnsupportedSchema:
+                    reader = None
+            self._heads[key] = reader
+        return self._heads[key]
 
     def _writer(self, record_name: str) -> SchemaVersion:
         try:
