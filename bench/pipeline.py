@@ -18,6 +18,8 @@ from typing import Any
 
 from bench.cpu import per_file_ms
 from bench.figures import Figure, Goal, Section, percentile
+from bench.hop import BATCH as hop_batch
+from bench.hop import hop_run
 from bench.up_run import Outcome, feed_all, feed_paced, run_up
 from bench.workload import (
     cp_and_sync,
@@ -28,7 +30,7 @@ from bench.workload import (
     verified_copy,
     write_files,
 )
-from bench.workspace import Workspace, workspace
+from bench.workspace import Workspace, broker_pid, workspace
 from producers.gantry.night import Upload
 from terra_xfer.broker import free_port
 
@@ -44,6 +46,8 @@ class Sizes:
     large_size: int = 64 * 1024 * 1024
     latency_files: int = 3000
     latency_rate: float = 100.0
+    hop_records: int = 200_000
+    hop_size: int = 533  # our events' mean size (§2)
 
 
 def _keys(ups: list[Upload]) -> set[str]:
@@ -127,10 +131,11 @@ def small_files(base: Path, bootstrap: str, sizes: Sizes) -> list[Section]:
     left = sum(1 for p in (root / "cache").rglob("*") if p.is_file())
     shutil.rmtree(root, ignore_errors=True)
     runs["3a", True][1].update(plain_copy_s=round(copy_s, 2), files_left_in_cache=left)
+    hop = hop_run(bootstrap, sizes.hop_records, sizes.hop_size, 6, broker_pid())
     n = len(ups)
     return [
         _small_section(n, sizes, runs["3a", False], runs["3a", True], plain_rate),
-        _overhead_section(n, runs["3b", False], runs["3b", True], plain_rate),
+        _overhead_section(n, runs["3b", False], runs["3b", True], plain_rate, hop),
     ]
 
 
@@ -162,6 +167,7 @@ def _overhead_section(
     threads: tuple[Outcome, dict[str, Any]],
     processes: tuple[Outcome, dict[str, Any]],
     plain_rate: float,
+    hop: dict[str, Any],
 ) -> Section:
     s = Section("3b", "Pipeline overhead: record backend (no bytes moved), deleter dry run")
     for (outcome, _), how in ((processes, ""), (threads, " --threads")):
@@ -175,7 +181,15 @@ def _overhead_section(
                 Goal("value_at_least", 5000),
             )
         )
-    s.details = _both(threads[1], processes[1])
+    s.figures.append(
+        Figure(
+            f"bare transactional hop: consume {hop_batch} {hop['records_size']} B records, "
+            "produce each unchanged, commit (no decoding)",
+            hop["records_per_s"],
+            "records/s",
+        )
+    )
+    s.details = _both(threads[1], processes[1]) | {"hop": hop}
     return s
 
 

@@ -28,7 +28,14 @@ from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import TxProducer, check, instance_id, member_consumer, rewind_to_committed
+from terra_xfer.kafka import (
+    TxProducer,
+    check,
+    consume_ready,
+    instance_id,
+    member_consumer,
+    rewind_to_committed,
+)
 from terra_xfer.stage import Output, dead_letter, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
 
@@ -112,7 +119,10 @@ class Batcher:
             return 0
         wait = self.windows.seconds_until_due(self.clock())
         timeout = 0.5 if wait is None else min(0.5, wait)
-        messages = [m for m in self.consumer.consume(500, timeout) if check(m) is not None]
+        # Back as soon as a message is there: a window's clock starts when its first file is
+        # consumed, not when a poll that waited for 500 of them gives up.
+        ready = consume_ready(self.consumer, 500, timeout)
+        messages = [m for m in ready if check(m) is not None]
         closed, dead = self._window(messages)
         closed += self.windows.due(self.clock())
         idle = self.windows.idle_commits()
