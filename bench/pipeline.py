@@ -61,6 +61,7 @@ def _run(
     feed: Any,
     profile: Path | None = None,
     processes: bool = True,
+    profile_stage: str | None = None,
     **overrides: dict[str, Any],
 ) -> tuple[Outcome, dict[str, Any]]:
     settings = ws.settings(cache_root=cache)
@@ -81,6 +82,7 @@ def _run(
         dry_run=dry_run,
         processes=processes,
         profile=profile,
+        profile_stage=profile_stage,
     )
     details = {
         "files": len(ups),

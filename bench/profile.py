@@ -7,12 +7,13 @@ taken 100 times a second per thread, idle threads left out, so a thread's sample
 is the share of one core it used. The summary (per thread, then the functions with the most samples of their own and in
 total) is written to ``bench/profiles/<name>.txt``.
 
-``cpu`` runs ``terra-xfer up`` as measured (a process per stage) without a sampler, and writes
-the CPU time each stage process, ``up`` itself and the broker used, in all and per file.
+``cpu`` runs ``terra-xfer up`` as measured (a process per stage) and writes the CPU time each stage
+process, ``up`` itself and the broker used, in all and per file; with ``--stage``, py-spy samples
+that one stage's process as well (the other stages run unsampled).
 
     PYTHONPATH=. python -m bench.profile producer --lines 300000
     PYTHONPATH=. python -m bench.profile up --files 20000 [--overhead]
-    PYTHONPATH=. python -m bench.profile cpu --files 20000 [--overhead]
+    PYTHONPATH=. python -m bench.profile cpu --files 20000 [--overhead] [--stage state-keeper]
 """
 
 from __future__ import annotations
@@ -97,11 +98,18 @@ def profile_up(base: Path, bootstrap: str, files: int, overhead: bool) -> tuple[
     return raw.read_text(), outcome.seconds
 
 
-def cpu_up(base: Path, bootstrap: str, files: int, overhead: bool) -> str:
-    """Per-process CPU of one measured ``up`` run (a process per stage), as text."""
-    outcome = _run_up(base, bootstrap, files, overhead)
+def cpu_up(base: Path, bootstrap: str, files: int, overhead: bool, stage: str | None = None) -> str:
+    """Per-process CPU of one measured ``up`` run (a process per stage), as text; with
+    ``stage``, py-spy samples that stage's process too and its summary follows."""
+    raw = base / "stage.raw" if stage else None
+    outcome = _run_up(base, bootstrap, files, overhead, profile=raw, stage=stage)
     offsets = ", ".join(f"{t} {n / files:.2f}" for t, n in outcome.offsets.items() if n)
-    return cpu_text(outcome.cpu_s, files, outcome.seconds) + f"\noffsets per file: {offsets}\n"
+    text = cpu_text(outcome.cpu_s, files, outcome.seconds) + f"\noffsets per file: {offsets}\n"
+    if raw is not None:
+        text += f"\n## py-spy: the {stage} process\n\n" + summarise(
+            raw.read_text(), outcome.seconds
+        )
+    return text
 
 
 def cpu_text(cpu_s: dict[str, float], files: int, seconds: float) -> str:
@@ -118,7 +126,12 @@ def cpu_text(cpu_s: dict[str, float], files: int, seconds: float) -> str:
 
 
 def _run_up(
-    base: Path, bootstrap: str, files: int, overhead: bool, profile: Path | None = None
+    base: Path,
+    bootstrap: str,
+    files: int,
+    overhead: bool,
+    profile: Path | None = None,
+    stage: str | None = None,
 ) -> Outcome:
     ups = night(files, 4096)
     write_files(base / "cache", ups)
@@ -131,8 +144,9 @@ def _run_up(
             ups,
             feed,
             profile=profile,
-            # sampled: one process, each stage a named thread, so the samples say whose
-            processes=profile is None,
+            # sampled whole: one process, each stage a named thread, so the samples say whose
+            processes=profile is None or stage is not None,
+            profile_stage=stage,
             transfer=record,
             deleter={"dry_run": overhead},
         )
@@ -145,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--lines", type=int, default=300_000)
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--overhead", action="store_true", help="record backend, deleter dry run")
+    ap.add_argument("--stage", help="cpu: also sample this stage's process with py-spy")
     ap.add_argument("--out", type=Path, default=Path("bench/profiles"))
     args = ap.parse_args(argv)
     base = Path("var/bench/profile").resolve()
@@ -162,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 what = f"terra-xfer up --threads, {args.files:,} files of 4 KB{setup}"
             else:
                 name = "cpu-overhead" if args.overhead else "cpu-local"
+                name += f"-{args.stage}" if args.stage else ""
                 what = f"terra-xfer up, {args.files:,} files of 4 KB{setup}"
-                report = cpu_up(base, bootstrap, args.files, args.overhead)
+                report = cpu_up(base, bootstrap, args.files, args.overhead, args.stage)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.what == "cpu":

@@ -223,10 +223,12 @@ def run_up(
     processes: bool = False,
     timeout_s: float = 3600.0,
     profile: Path | None = None,
+    profile_stage: str | None = None,
 ) -> Outcome:
     """Start ``up``, feed its log, wait until every key is complete, stop it; what it measured.
 
-    With ``profile``, py-spy samples the process from the first line fed until it stops."""
+    With ``profile``, py-spy samples the process from the first line fed until it stops: ``up``,
+    or with ``profile_stage`` (and a process per stage) that stage's process."""
     log_file = config_path.with_name("up.log")
     with log_file.open("ab") as err:
         proc = subprocess.Popen(
@@ -241,9 +243,11 @@ def run_up(
         ready = wait_ready(metrics_port, 120, alive=lambda: proc.poll() is None)
         groups = [config.group(g) for g in STAGE_GROUPS]
         ready += wait_groups_stable(config.kafka.bootstrap_servers, groups, 120)
+        pids = run_processes(proc.pid, broker_pid())
         if profile is not None:
-            spy = subprocess.Popen(py_spy(profile, proc.pid), stdout=subprocess.DEVNULL)
-        meter = CpuMeter(run_processes(proc.pid, broker_pid())).start()
+            target = pids[profile_stage] if profile_stage else proc.pid
+            spy = subprocess.Popen(py_spy(profile, target), stdout=subprocess.DEVNULL)
+        meter = CpuMeter(pids).start()
         outcome = Outcome(started_ms=feed(config.gantry.xferlog), ready_s=ready)
         _wait_complete(view, len(keys), dry_run, timeout_s, proc, log_file)
         outcome.cpu_s = meter.read()
