@@ -35,7 +35,14 @@ from bench.workspace import broker, workspace
 RATE_HZ = 100
 _LINE = re.compile(r":\d+\)$")
 # Frames every stack passes through (CLI, threads, the run loop): left out of the totals.
-_PLUMBING = ("<module>", "click/", "terra_xfer/cli/", "threading.py", "terra_xfer/runner.py")
+_PLUMBING = (
+    "<module>",
+    "click/",
+    "terra_xfer/cli/",
+    "threading.py",
+    "terra_xfer/runner.py",
+    "multiprocessing/",
+)
 _PLUMBING_TOO = ("terra_xfer/service.py", "terra_xfer/metrics_http.py", "terra_xfer/watchdog.py")
 
 

@@ -11,14 +11,14 @@ difference is rare and small; files.state stays the authority on what happened t
 Nothing is served at import time: ``terra_xfer.metrics_http.serve`` exposes ``REGISTRY`` when the
 CLI runs a stage.
 
-With ``up --processes`` each stage process writes these same metrics to files in a directory that
-the parent shares with it (prometheus_client's multiprocess mode, chosen by the stage process
-before it imports this module), and the parent serves :func:`gathered` over that directory: the
-counters and histograms of every process added up, each gauge as its ``multiprocess_mode`` says.
-Every gauge here is set by one stage only, so a gauge with labels takes its last value
-(``mostrecent``); one without labels exists in every process from the start, at 0, and only its
-stage sets it, never below 0, so it takes the largest (``max``): both read as in one process.
-"""
+With ``up`` running a process per stage (its default), each stage process writes these same metrics
+to files in a directory that the parent shares with it (prometheus_client's multiprocess mode,
+chosen by the stage process before it imports this module), and the parent serves :func:`gathered`
+over that directory: the counters and histograms of every process added up, each gauge as its
+``multiprocess_mode`` says. Every gauge here is set by one stage only, so a gauge with labels takes
+its last value (``mostrecent``); one without labels exists in every process from the start, at 0,
+and only its stage sets it, never below 0, so it takes the largest (``max``): both read as in one
+process."""
 
 from __future__ import annotations
 

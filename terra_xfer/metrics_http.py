@@ -4,8 +4,8 @@
 process has finished a step and none has gone ``stale_after_s`` without one, else 503 with the
 reason. Started by the CLI (``run_stage``, ``terra-xfer up``), never at import time.
 
-``/metrics`` serves this process's ``REGISTRY``, or, for ``up --processes``, the registry that
-gathers what the stage processes wrote (``terra_xfer.metrics.gathered``).
+``/metrics`` serves this process's ``REGISTRY``, or, for ``up`` with a process per stage, the
+registry that gathers what the stage processes wrote (``terra_xfer.metrics.gathered``).
 """
 
 from __future__ import annotations
