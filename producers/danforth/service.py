@@ -43,6 +43,11 @@ SNAPSHOTS = Counter(
     ["outcome"],
     registry=metrics.REGISTRY,
 )
+POLL_ERRORS = Counter(
+    "terra_xfer_danforth_poll_errors_total",
+    "Danforth polls that failed reading the LemnaTec database or blob store (retried).",
+    registry=metrics.REGISTRY,
+)
 LAST_SNAPSHOT = Gauge(
     "terra_xfer_danforth_last_snapshot_id",
     "Highest LemnaTec snapshot id the Danforth producer has committed past.",
@@ -102,6 +107,7 @@ class DanforthProducer:
             todo = plan(self.position, newer, waited, now_ms(), int(d.give_up_after_s * 1000))
             made = self.materialiser.make(self.db.with_tiles(todo.ready)) if todo.ready else []
         except TransientError as exc:
+            POLL_ERRORS.inc()
             log.warning("danforth: %s; trying again in %.1f s", exc, d.poll_s)
             self.next_poll = self.clock() + d.poll_s
             return 0

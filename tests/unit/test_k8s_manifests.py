@@ -54,7 +54,11 @@ EXPORTED = {
     "terra_xfer_committed_offset",
     "terra_xfer_group_members",
 }
-DANFORTH_METRICS = {"terra_xfer_danforth_last_snapshot_id", "terra_xfer_danforth_snapshots_total"}
+DANFORTH_METRICS = {
+    "terra_xfer_danforth_last_snapshot_id",
+    "terra_xfer_danforth_snapshots_total",
+    "terra_xfer_danforth_poll_errors_total",
+}
 HISTOGRAMS = {"terra_xfer_batch_files", "terra_xfer_task_duration_seconds"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 
@@ -408,6 +412,8 @@ def test_danforth_alerts_read_the_producers_own_metrics() -> None:
     assert down.replace(" ", "") == "absent(terra_xfer_danforth_last_snapshot_id)"
     stalled = rules["TerraXferDanforthNotAdvancing"]["expr"]
     assert re.search(r"changes\(terra_xfer_danforth_last_snapshot_id\[24h\]\)", stalled)
+    failing = rules["TerraXferDanforthPollFailing"]["expr"]
+    assert re.search(r"increase\(terra_xfer_danforth_poll_errors_total\[5m\]\)", failing)
 
 
 def assert_strimzi_complete(docs: list[Doc]) -> None:

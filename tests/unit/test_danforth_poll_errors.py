@@ -1,0 +1,65 @@
+"""A Danforth poll that cannot read the LemnaTec database is counted, retried later, and ships
+nothing; the count is what the TerraXferDanforthPollFailing alert watches."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from producers.danforth.lemnatec import LemnaTecUnavailableError
+from producers.danforth.progress import Position
+from producers.danforth.service import POLL_ERRORS, DanforthProducer
+from terra_xfer.config import Config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RefusingDb:
+    """A database that refuses every connection, as with a wrong password."""
+
+    database = "LTSystem"
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def newer(self, after_id: int, limit: int) -> list[Any]:
+        self.polls += 1
+        raise LemnaTecUnavailableError("password authentication failed for user lemnatec")
+
+    def by_id(self, ids: Sequence[int]) -> list[Any]:
+        raise AssertionError("not reached")
+
+
+def test_a_failed_poll_is_counted_and_retried_after_poll_s(tmp_path: Path) -> None:
+    base = Config()
+    config = dataclasses.replace(
+        base,
+        kafka=dataclasses.replace(base.kafka, bootstrap_servers="127.0.0.1:9"),
+        danforth=dataclasses.replace(
+            base.danforth, cache_root=tmp_path / "cache", blob_root=tmp_path / "blobs"
+        ),
+    )
+    clock, db = Clock(), RefusingDb()
+    producer = DanforthProducer(config, db=db, clock=clock)  # type: ignore[arg-type]
+    try:
+        producer.position = Position()  # as if started: no Kafka needed to poll
+        before = POLL_ERRORS._value.get()
+
+        assert producer.step() == 0
+        assert producer.step() == 0  # within poll_s: not polled again
+        clock.now += config.danforth.poll_s
+        assert producer.step() == 0
+
+        assert db.polls == 2
+        assert POLL_ERRORS._value.get() - before == 2
+        assert producer.position == Position()  # nothing committed past
+    finally:
+        producer.producer.close()
