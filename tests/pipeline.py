@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,14 +87,38 @@ def sha256(path: Path) -> str:
 
 
 def up_process(config: Config, *extra: str) -> subprocess.Popen[bytes]:
-    """``terra-xfer up`` as a user starts it, on ``config`` (through the environment)."""
+    """``terra-xfer up`` as a user starts it, on ``config`` (through the environment).
+
+    Its log goes to a temporary file, read with :func:`finished`: a pipe nobody reads while it
+    runs fills up, and then every stage blocks on its next log line and never gets idle.
+    """
     env = {**os.environ, **env_for(config)}
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by finished(), after the process)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "terra_xfer", "--log-json", "up", "--quiet", *extra],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    _UP_LOGS[proc.pid] = log
+    return proc
+
+
+_UP_LOGS: dict[int, Any] = {}
+
+
+def finished(proc: subprocess.Popen[bytes]) -> bytes:
+    """Kill ``proc`` if it still runs, reap it, and return what it logged (once)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(30)
+    log = _UP_LOGS.pop(proc.pid)
+    try:
+        log.seek(0)
+        data: bytes = log.read()
+        return data
+    finally:
+        log.close()
 
 
 def file_states(config: Config) -> dict[str, str]:

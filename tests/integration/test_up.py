@@ -16,7 +16,15 @@ from producers.gantry.night import Upload, write_upload
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_for
-from tests.pipeline import START, file_states, gantry_config, sha256, up_process, write_night
+from tests.pipeline import (
+    START,
+    file_states,
+    finished,
+    gantry_config,
+    sha256,
+    up_process,
+    write_night,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -44,11 +52,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
         assert first.wait(30) == 0
         assert time.monotonic() - began < 10  # the shutdown budget
     finally:
-        if first.poll() is None:
-            first.kill()
-        stderr = first.stderr.read() if first.stderr else b""
-        if first.stderr:
-            first.stderr.close()
+        stderr = finished(first)
     assert b"all stages stopped" in stderr
     # More of the night arrives while it is stopped: the restart must take it from the committed
     # position as well as finish what was in flight.
@@ -62,10 +66,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     try:
         assert second.wait(240) == 0
     finally:
-        if second.poll() is None:
-            second.kill()
-        if second.stderr:
-            second.stderr.close()
+        finished(second)
     final = file_states(config)
     assert {k for k in keys if final.get(k) == "DONE"} == keys
     dest = config.transfer.destination_root

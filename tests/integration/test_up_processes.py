@@ -21,7 +21,7 @@ from terra_xfer.runner import process_name
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
-from tests.pipeline import file_states, gantry_config, up_process, write_night
+from tests.pipeline import file_states, finished, gantry_config, up_process, write_night
 
 pytestmark = pytest.mark.broker
 
@@ -52,20 +52,13 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         assert first.wait(30) == 0
         assert time.monotonic() - began < 12  # the shutdown budget, and the children's exit
     finally:
-        if first.poll() is None:
-            first.kill()
-        stderr = first.stderr.read() if first.stderr else b""
-        if first.stderr:
-            first.stderr.close()
+        stderr = finished(first)
     assert b"all stages stopped" in stderr
     second = up_process(config, "--exit-when-idle", "4")
     try:
         assert second.wait(240) == 0
     finally:
-        if second.poll() is None:
-            second.kill()
-        if second.stderr:
-            second.stderr.close()
+        finished(second)
     final = file_states(config)
     assert {k for k in keys if final.get(k) == "DONE"} == keys
     assert not any((config.gantry.cache_root / rel).exists() for rel in shipped)
@@ -139,10 +132,7 @@ def test_stage_processes_metrics_are_served_on_one_port_and_their_files_removed(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if proc.stderr:
-            proc.stderr.close()
+        finished(proc)
     # arrived: the gantry process; transferred: the monitor's; ingested, deleted: their own
     for stage in FILE_STAGES:
         for sensor, n in per_sensor.items():
