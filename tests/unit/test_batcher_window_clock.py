@@ -7,22 +7,13 @@ window would open that much after its first file was in hand (and close that muc
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from consumers.batcher import Batcher
 from schemas.codec import Codec
-from terra_xfer.config import Config
+from tests.fakes import Clock, offline
 from tests.samples import sample
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Msg:
@@ -80,11 +71,8 @@ class IdleProducer:
 
 
 def test_a_window_opens_when_its_first_file_is_consumed(tmp_path: Path) -> None:
-    base = Config()
-    config = dataclasses.replace(
-        base, kafka=dataclasses.replace(base.kafka, bootstrap_servers="127.0.0.1:9")
-    )
-    clock = Clock()
+    config = offline()
+    clock = Clock(100.0)
     batcher = Batcher(config, backend=Backend(), clock=clock)  # type: ignore[arg-type]
     batcher.consumer.close()
     batcher.producer.close()

@@ -12,14 +12,7 @@ from producers.danforth.lemnatec import LemnaTecUnavailableError
 from producers.danforth.progress import Position
 from producers.danforth.service import POLL_ERRORS, DanforthProducer
 from terra_xfer.config import Config
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock, offline
 
 
 class RefusingDb:
@@ -39,14 +32,10 @@ class RefusingDb:
 
 
 def test_a_failed_poll_is_counted_and_retried_after_poll_s(tmp_path: Path) -> None:
-    base = Config()
-    config = dataclasses.replace(
-        base,
-        kafka=dataclasses.replace(base.kafka, bootstrap_servers="127.0.0.1:9"),
-        danforth=dataclasses.replace(
-            base.danforth, cache_root=tmp_path / "cache", blob_root=tmp_path / "blobs"
-        ),
+    danforth = dataclasses.replace(
+        Config().danforth, cache_root=tmp_path / "cache", blob_root=tmp_path / "blobs"
     )
+    config = offline(danforth=danforth)
     clock, db = Clock(), RefusingDb()
     producer = DanforthProducer(config, db=db, clock=clock)  # type: ignore[arg-type]
     try:
