@@ -332,6 +332,7 @@ def _child(
     if metrics_dir is not None and not too_late:
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # this process only: it ends with the stage
 
+    from terra_xfer import heap
     from terra_xfer.logs import configure, secrets_of
     from terra_xfer.pipeline import build_one
     from terra_xfer.watchdog import StepWatchdog
@@ -346,6 +347,7 @@ def _child(
     watchdog = StepWatchdog(config.metrics.stall_exit_s).start()
     try:
         with build(config, name) as stage:
+            heap.settle()
             try:
 
                 def step() -> int:

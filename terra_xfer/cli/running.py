@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import click
 
+from terra_xfer import heap
 from terra_xfer.kafka_security import KafkaUnreachableError, check_access
 from terra_xfer.metrics_http import serving
 from terra_xfer.service import install_signal_handlers, run
@@ -45,6 +46,7 @@ def run_stage(
         teardown.callback(watchdog.stop)
         teardown.callback(close)
         watched = watchdog.watch(name, health.watch(name, step))
+        heap.settle()
         handled = run(watched, stop, once=once, idle_exit_s=idle_exit)
     log.info("%s stopped after %d items", name, handled)
     return handled

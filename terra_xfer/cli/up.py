@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from terra_xfer import metrics
+from terra_xfer import heap, metrics
 from terra_xfer.cli import State
 from terra_xfer.cli.running import refuse_bad_credentials
 from terra_xfer.config import Config
@@ -78,6 +78,7 @@ def run_up(
     install_signal_handlers(stop)
     watchdog = StepWatchdog(config.metrics.stall_exit_s).start()
     with build(config) as stages, serving(config.metrics.port) as health:
+        heap.settle()
         runner = StageRunner(watched(stages, health, watchdog)).start()
         progress = Progress(config) if show else None
         try:

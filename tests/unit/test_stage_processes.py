@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import stat
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from terra_xfer import heap
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.runner import MULTIPROC_DIR_ENV, ProcessRunner, StageProcessError, loop
@@ -37,7 +39,8 @@ class StandIn:
         return 1 if self.steps <= 6 else 0
 
     def close(self) -> None:
-        self.where.write_text("closed")
+        # What the process's collector was set to while the stage ran (terra_xfer.heap).
+        self.where.write_text(f"{gc.get_threshold()} {gc.get_freeze_count() > 0}")
 
 
 @contextlib.contextmanager
@@ -65,6 +68,8 @@ def test_stage_processes_step_until_stopped_and_close_their_stages(tmp_path: Pat
     assert {t.name: t.handled for t in runner.threads} == {"a": 5, "b": 5}
     assert [t.process.exitcode for t in runner.threads] == [0, 0]
     assert (tmp_path / "a.closed").exists() and (tmp_path / "b.closed").exists()
+    settled = f"{heap.THRESHOLDS} True"  # each child froze its start-up and collects less often
+    assert (tmp_path / "a.closed").read_text() == settled
 
 
 def test_a_failing_stage_process_stops_every_stage(tmp_path: Path) -> None:
