@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import pytest
+
 from producers.gantry.night import log_line, uploads, write_upload
 from terra_xfer.config import Config
 from terra_xfer.runner import StageRunner
@@ -108,17 +110,28 @@ _UP_LOGS: dict[int, Any] = {}
 
 
 def finished(proc: subprocess.Popen[bytes]) -> bytes:
-    """Kill ``proc`` if it still runs, reap it, and return what it logged (once)."""
+    """Kill ``proc`` if it still runs, reap it, and return what it logged (the first time)."""
     if proc.poll() is None:
         proc.kill()
     proc.wait(30)
-    log = _UP_LOGS.pop(proc.pid)
+    log = _UP_LOGS.pop(proc.pid, None)
+    if log is None:
+        return b""
     try:
         log.seek(0)
         data: bytes = log.read()
         return data
     finally:
         log.close()
+
+
+def exit_status(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """``up``'s exit status; if it is still running after ``timeout_s``, fail with its log's end."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        tail = finished(proc).decode("utf-8", "replace").splitlines()[-40:]
+        pytest.fail(f"up still ran after {timeout_s} s; the end of its log:\n" + "\n".join(tail))
 
 
 def file_states(config: Config) -> dict[str, str]:

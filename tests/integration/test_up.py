@@ -18,6 +18,7 @@ from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_for
 from tests.pipeline import (
     START,
+    exit_status,
     file_states,
     finished,
     gantry_config,
@@ -49,7 +50,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
         )
         began = time.monotonic()
         first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0
+        assert exit_status(first, 30) == 0
         assert time.monotonic() - began < 10  # the shutdown budget
     finally:
         stderr = finished(first)
@@ -64,7 +65,7 @@ def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     keys = {f"ua-mac/{rel}" for rel in shipped}
     second = up_process(config, "--threads", "--exit-when-idle", "4")
     try:
-        assert second.wait(240) == 0
+        assert exit_status(second, 240) == 0
     finally:
         finished(second)
     final = file_states(config)

@@ -21,7 +21,14 @@ from terra_xfer.runner import process_name
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
-from tests.pipeline import file_states, finished, gantry_config, up_process, write_night
+from tests.pipeline import (
+    exit_status,
+    file_states,
+    finished,
+    gantry_config,
+    up_process,
+    write_night,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -49,14 +56,14 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         )
         began = time.monotonic()
         first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0
+        assert exit_status(first, 30) == 0
         assert time.monotonic() - began < 12  # the shutdown budget, and the children's exit
     finally:
         stderr = finished(first)
     assert b"all stages stopped" in stderr
     second = up_process(config, "--exit-when-idle", "4")
     try:
-        assert second.wait(240) == 0
+        assert exit_status(second, 240) == 0
     finally:
         finished(second)
     final = file_states(config)
