@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
+from terra_xfer import heap
 from terra_xfer.config import Config
 from terra_xfer.errors import TerraXferError, TransientError
 
@@ -332,7 +333,6 @@ def _child(
     if metrics_dir is not None and not too_late:
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # this process only: it ends with the stage
 
-    from terra_xfer import heap
     from terra_xfer.logs import configure, secrets_of
     from terra_xfer.pipeline import build_one
     from terra_xfer.watchdog import StepWatchdog

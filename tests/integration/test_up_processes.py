@@ -137,7 +137,7 @@ def test_stage_processes_metrics_are_served_on_one_port_and_their_files_removed(
         wait_for(counted, timeout_s=60, what="every stage's files counted")
         after = scrape(port)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert exit_status(proc, 30) == 0
     finally:
         finished(proc)
     # arrived: the gantry process; transferred: the monitor's; ingested, deleted: their own
