@@ -64,7 +64,9 @@ QUICK = Plan(
     "quick",
     100_000,
     5_000,
-    Sizes(small_files=3_000, large_files=4, latency_files=400, hop_records=20_000),
+    Sizes(
+        small_files=3_000, large_files=4, latency_files=400, hop_records=20_000, floor_files=3_000
+    ),
     recovery=["gantry", "state-keeper"],
     snapshots=50,
     codec_seconds=0.6,
