@@ -29,13 +29,16 @@ tools:
 
 # Debian packages the tests use (installed only when missing, and only as root). The packaged
 # vsftpd and PostgreSQL daemons are stopped again: the tests run their own instances on loopback
-# ports (PostgreSQL from /usr/lib/postgresql/<version>/bin, in a temporary directory).
+# ports (PostgreSQL from /usr/lib/postgresql/<version>/bin, in a temporary directory). A C compiler
+# and librdkafka's headers build the benchmark's compiled producer floor (bench/compiled_floor.c).
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v vsftpd >/dev/null || [ -x /usr/sbin/vsftpd ] || missing="$$missing vsftpd"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	[ -f /usr/include/librdkafka/rdkafka.h ] || missing="$$missing librdkafka-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \

@@ -42,6 +42,7 @@ ORIGINAL = re.compile(
     r"^\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4} \d+ ::ffff:([\d.]+) (\d+) (.+?) b _ i r (\S+) ftp 0 \* c$"
 )
 IDLE_EXIT_S = 1.5
+SITE = "ua-mac"  # the site of the benchmark's cache (the config's default)
 # The same producer settings as terra-xfer's transactional producer, without the transactions.
 KCAT_SETTINGS = ("-X", "enable.idempotence=true", "-X", "linger.ms=5", "-X", "compression.type=lz4")
 
@@ -193,18 +194,27 @@ def perf_tool_run(
     return float(re.search(r"([\d.]+) records/sec", summary).group(1))  # type: ignore[union-attr]
 
 
-def python_floor_run(bootstrap: str, log: Path, cache: Path, size: int, chunk: int) -> float:
+def python_floor_run(bootstrap: str, log: Path, cache: Path, chunk: int) -> float:
     """Events/s of the fastest producer any Python code of ours could be: the log's files already
-    resolved and every event already encoded, so each line costs only the ``os.lstat`` of its file
-    and one ``produce`` into the same transactional producer, a transaction per ``chunk`` lines."""
+    resolved and each file's FileArrived already encoded, so each line costs only the ``os.lstat``
+    of its file and one ``produce`` into the same transactional producer, a transaction per
+    ``chunk`` lines."""
+    from schemas.codec import Codec
     from terra_xfer.config import KafkaConfig
     from terra_xfer.kafka import TxProducer
+    from tests.samples import sample
 
     with log.open() as fh:
         matches = [ORIGINAL.match(line.rstrip("\n")) for line in fh]
     paths = [str(cache) + m.group(3)[len("/gantry_data") :] for m in matches if m]
-    keys = [p[len(str(cache)) :] for p in paths]
-    value = b"v" * size
+    rels = [p[len(str(cache)) + 1 :] for p in paths]
+    keys = [f"{SITE}/{rel}" for rel in rels]
+    codec, template = Codec(), sample("FileArrived")
+    encoded = {
+        rel: codec.encode("FileArrived", template | {"key": f"{SITE}/{rel}", "path": rel})
+        for rel in set(rels)
+    }
+    values = [encoded[rel] for rel in rels]
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
@@ -217,12 +227,71 @@ def python_floor_run(bootstrap: str, log: Path, cache: Path, size: int, chunk: i
                 events = []
                 for i in range(first, min(len(paths), first + chunk)):
                     lstat(paths[i])
-                    events.append((keys[i], value))
+                    events.append((keys[i], values[i]))
                 producer.produce_all(topic, events)
         return len(paths) / (time.perf_counter() - started)
     finally:
         producer.close()
         admin.delete_topics([topic])[topic].result()
+
+
+def build_compiled_floor(workdir: Path) -> Path | str:
+    """``bench/compiled_floor.c`` built with the system's C compiler into ``workdir``; or why not.
+
+    It links the librdkafka that confluent-kafka ships (the producer's own client version) when
+    there is one, else the system's; either way it compiles against the system's headers
+    (Debian: librdkafka-dev), whose functions it uses are the same in every 2.x release.
+    """
+    import confluent_kafka
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return "no C compiler"
+    exe = workdir / "compiled_floor"
+    source = Path(__file__).with_name("compiled_floor.c")
+    shipped = sorted(
+        Path(confluent_kafka.__file__).parent.parent.glob("confluent_kafka.libs/librdkafka*.so*")
+    )
+    link = [str(shipped[0]), f"-Wl,-rpath,{shipped[0].parent}"] if shipped else ["-lrdkafka"]
+    built = subprocess.run(
+        [compiler, "-O2", "-o", str(exe), str(source), *link], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        return f"it did not build (Debian: librdkafka-dev): {built.stderr.strip()[-200:]}"
+    return exe
+
+
+def compiled_floor(
+    exe: Path, bootstrap: str, topic: str, log: Path, cache: Path, chunk: int
+) -> tuple[int, float, str]:
+    """(events, seconds, librdkafka version) of the compiled floor over ``log``, into ``topic``."""
+    from schemas.codec import current_schemas
+
+    header = current_schemas()["FileArrived"].header.hex()
+    args = [bootstrap, topic, topic, str(log), str(cache), "/gantry_data", SITE, str(chunk), header]
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"compiled floor failed: {done.stderr.strip()[-300:]}")
+    events, seconds, version = done.stdout.split()
+    return int(events), float(seconds), version
+
+
+def compiled_floor_run(
+    bootstrap: str, log: Path, cache: Path, workdir: Path, chunk: int
+) -> tuple[float, str] | str:
+    """(events/s, librdkafka version) of the producer's per-line work in C; or why it could not
+    be measured."""
+    exe = build_compiled_floor(workdir)
+    if isinstance(exe, str):
+        return f"not available: {exe}"
+    topic = f"bench-compiled-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
+    try:
+        events, seconds, version = compiled_floor(exe, bootstrap, topic, log, cache, chunk)
+    finally:
+        admin.delete_topics([topic])[topic].result()
+    return events / max(seconds, 1e-3), version
 
 
 def producer_section(lines: int, run: dict[str, float], kcat: float, scan: float) -> Section:
@@ -261,6 +330,18 @@ def producer_section(lines: int, run: dict[str, float], kcat: float, scan: float
             limit_unit="lines/s",
         ),
     ]
+    if "compiled_floor_per_s" in run:
+        s.figures.append(
+            Figure(
+                "compiled floor: the same per-line work in C on librdkafka (split, lstat, Avro,"
+                " exactly-once produce)",
+                run["compiled_floor_per_s"],
+                "events/s",
+                "`kcat -P`, same lines",
+                kcat,
+                limit_unit="lines/s",
+            )
+        )
     s.details = {k: round(v, 2) for k, v in run.items()} | {
         "lines": lines,
         "kcat_lines_per_s": round(kcat),
@@ -301,7 +382,12 @@ def sections(
         with workspace(base, "producer", bootstrap) as ws:
             run = producer_run(ws, cache, log, lines)
         size = max(1, round(run["event_bytes"]))
-        run["python_floor_per_s"] = python_floor_run(bootstrap, log, cache, size, 10_000)
+        run["python_floor_per_s"] = python_floor_run(bootstrap, log, cache, 10_000)
+        compiled = compiled_floor_run(bootstrap, log, cache, work, 10_000)
+        if isinstance(compiled, str):
+            compiled_note = compiled
+        else:
+            run["compiled_floor_per_s"], compiled_note = compiled[0], f"librdkafka {compiled[1]}"
         tool = {
             "random": perf_tool_run(bootstrap, kafka_version, lines, size),
             "lines": perf_tool_run(bootstrap, kafka_version, lines, 0, payloads),
@@ -310,6 +396,8 @@ def sections(
         shutil.rmtree(work, ignore_errors=True)
     one = producer_section(lines, run, kcat, scan)
     one.details["distinct_files"] = distinct
+    if compiled_note:
+        one.details["compiled_floor"] = compiled_note
     return [one, ceiling_section(lines, size, tool, kcat, run["events_per_s"])]
 
 
