@@ -37,6 +37,7 @@ from terra_xfer.broker import free_port
 
 SITE = "ua-mac"
 MB = 1_000_000
+OVERHEAD_GOAL = 5000  # §3b: files/s on two cores
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _overhead_section(
                 "files/s",
                 "plain copy loop (§3a)",
                 plain_rate,
-                Goal("value_at_least", 5000),
+                Goal("value_at_least", OVERHEAD_GOAL),
             )
         )
     s.figures.append(
@@ -206,7 +207,7 @@ def _overhead_section(
             cores * 1000 / (floor_ms + broker_ms),
             "files/s",
             "the goal",
-            5000,
+            OVERHEAD_GOAL,
         )
     )
     s.details = _both(threads[1], processes[1]) | {
