@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.cpu import CpuMeter
+from bench.workspace import scratch_topics
 from schemas.codec import Codec
 from terra_xfer.config import KafkaConfig
 from terra_xfer.kafka import (
@@ -60,17 +60,9 @@ def hop_run(
     kafka = KafkaConfig(bootstrap_servers=bootstrap)
     run = uuid.uuid4().hex[:8]
     source, sink = f"bench-hop-in-{run}", f"bench-hop-out-{run}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(t, partitions, 1) for t in (source, sink)]
-    ).values():
-        future.result()
-    try:
+    with scratch_topics(bootstrap, source, sink, partitions=partitions):
         _fill(kafka, source, records, size)
         return _hop(kafka, source, sink, records, broker_pid, run) | {"records_size": size}
-    finally:
-        for future in admin.delete_topics([source, sink]).values():
-            future.result()
 
 
 def _fill(kafka: KafkaConfig, topic: str, records: int, size: int) -> None:
@@ -118,7 +110,6 @@ def codec_floor_run(bootstrap: str, files: int, partitions: int) -> dict[str, di
     from consumers.state_view import HEAD_ENDS_AT
 
     kafka = KafkaConfig(bootstrap_servers=bootstrap)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     codec = Codec()
 
     def recode(value: bytes) -> bytes:
@@ -135,12 +126,8 @@ def codec_floor_run(bootstrap: str, files: int, partitions: int) -> dict[str, di
     for kind, states in (("events", False), ("states", True)):
         run = uuid.uuid4().hex[:8]
         source, sink = f"bench-floor-{kind}-{run}", f"bench-floor-out-{run}"
-        for future in admin.create_topics(
-            [NewTopic(t, partitions, 1) for t in (source, sink)]
-        ).values():
-            future.result()
         records = files * (len(STATES) if states else len(EVENTS))
-        try:
+        with scratch_topics(bootstrap, source, sink, partitions=partitions):
             _fill_with(kafka, source, file_records(files, codec, states))
             hop = _hop(kafka, source, sink, records, None, run, recode)
             out[kind] = {
@@ -149,9 +136,6 @@ def codec_floor_run(bootstrap: str, files: int, partitions: int) -> dict[str, di
             }
             if states:
                 out[kind]["head"] = _read(kafka, source, records, f"{run}-head", head)
-        finally:
-            for future in admin.delete_topics([source, sink]).values():
-                future.result()
     return out
 
 

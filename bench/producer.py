@@ -29,11 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.figures import Figure, Goal, Section
 from bench.up_run import cli_command, py_spy
-from bench.workspace import Workspace, workspace
+from bench.workspace import Workspace, scratch_topics, workspace
 from producers.gantry.night import log_line, uploads, write_upload
 from terra_xfer.kafka_tools import run_tool
 
@@ -159,17 +158,13 @@ def kcat_run(bootstrap: str, log: Path, partitions: int, lines: int) -> float:
     if kcat is None:
         raise RuntimeError("kcat is not installed (Debian: apt-get install kcat)")
     topic = f"bench-kcat-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
-    try:
+    with scratch_topics(bootstrap, topic, partitions=partitions):
         started = time.perf_counter()
         subprocess.run(
             [kcat, "-P", "-b", bootstrap, "-t", topic, "-l", str(log), *KCAT_SETTINGS],
             check=True,
         )
         return lines / (time.perf_counter() - started)
-    finally:
-        admin.delete_topics([topic])[topic].result()
 
 
 def perf_tool_run(
@@ -178,16 +173,12 @@ def perf_tool_run(
     """Records/s of Kafka's ProducerPerformance (idempotent, acks=all, lz4, linger 5 ms): random
     records of ``size`` bytes, or lines picked at random from the file ``payloads``."""
     topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
     props = [f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true"]
     props += ["compression.type=lz4", "linger.ms=5", "batch.size=1000000"]
     args = ["--topic", topic, "--num-records", str(records), "--throughput", "-1"]
     args += ["--payload-file", str(payloads)] if payloads else ["--record-size", str(size)]
-    try:
+    with scratch_topics(bootstrap, topic):
         done = run_tool(kafka_version, "producer-perf-test", [*args, "--producer-props", *props])
-    finally:
-        admin.delete_topics([topic])[topic].result()
     if done.returncode != 0:
         raise RuntimeError(f"ProducerPerformance failed: {done.stderr.strip()[-300:]}")
     summary = [line for line in done.stdout.splitlines() if "records sent" in line][-1]
@@ -216,23 +207,21 @@ def python_floor_run(bootstrap: str, log: Path, cache: Path, chunk: int) -> floa
     }
     values = [encoded[rel] for rel in rels]
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
-    producer = TxProducer(KafkaConfig(bootstrap_servers=bootstrap), topic)
-    try:
-        producer.init()
-        lstat, started = os.lstat, time.perf_counter()
-        for first in range(0, len(paths), chunk):
-            with producer.transaction():
-                events = []
-                for i in range(first, min(len(paths), first + chunk)):
-                    lstat(paths[i])
-                    events.append((keys[i], values[i]))
-                producer.produce_all(topic, events)
-        return len(paths) / (time.perf_counter() - started)
-    finally:
-        producer.close()
-        admin.delete_topics([topic])[topic].result()
+    with scratch_topics(bootstrap, topic):
+        producer = TxProducer(KafkaConfig(bootstrap_servers=bootstrap), topic)
+        try:
+            producer.init()
+            lstat, started = os.lstat, time.perf_counter()
+            for first in range(0, len(paths), chunk):
+                with producer.transaction():
+                    events = []
+                    for i in range(first, min(len(paths), first + chunk)):
+                        lstat(paths[i])
+                        events.append((keys[i], values[i]))
+                    producer.produce_all(topic, events)
+            return len(paths) / (time.perf_counter() - started)
+        finally:
+            producer.close()
 
 
 def build_compiled_floor(workdir: Path) -> Path | str:
@@ -285,12 +274,8 @@ def compiled_floor_run(
     if isinstance(exe, str):
         return f"not available: {exe}"
     topic = f"bench-compiled-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
-    try:
+    with scratch_topics(bootstrap, topic):
         events, seconds, version = compiled_floor(exe, bootstrap, topic, log, cache, chunk)
-    finally:
-        admin.delete_topics([topic])[topic].result()
     return events / max(seconds, 1e-3), version
 
 

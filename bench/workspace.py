@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from terra_xfer.broker import EmbeddedBroker, answers_metadata
 from terra_xfer.config import Config, load
@@ -134,6 +134,19 @@ class Workspace:
             with contextlib.suppress(Exception):
                 future.result()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_topics(bootstrap: str, *names: str, partitions: int = 6) -> Iterator[None]:
+    """Topics created for one measurement and deleted after it, whatever happens in between."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        future.result()
+    try:
+        yield
+    finally:
+        for future in admin.delete_topics(list(names)).values():
+            future.result()
 
 
 @contextlib.contextmanager

@@ -22,12 +22,11 @@ def test_the_compiled_floor_commits_one_decodable_event_per_upload(
     if isinstance(exe, str):
         pytest.skip(f"the compiled floor cannot be built here: {exe}")
     cache, log = make_log(tmp_path, lines=250, distinct=100)
-    logged = {
-        ln.split()[8].decode().removeprefix("/gantry_data/") for ln in log.read_bytes().splitlines()
-    }
+    lines = log.read_bytes().splitlines(keepends=True)
+    logged = {ln.split()[8].decode().removeprefix("/gantry_data/") for ln in lines}
     (cache / "gone").mkdir()
     with log.open("ab") as out:  # not an upload, a missing file, and a malformed line
-        out.write(log.read_bytes().splitlines(keepends=True)[0].replace(b" i r ", b" o r "))
+        out.write(lines[0].replace(b" i r ", b" o r "))
         out.write(
             b"Thu Aug 24 12:00:00 2017 1 ::ffff:1.2.3.4 0 /gantry_data/gone/x b _ i r u ftp 0 * c\n"
         )
