@@ -29,8 +29,8 @@ from consumers.catalog.local import LocalCatalog
 from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
-from consumers.state_keeper import StateKeeper
-from consumers.state_view import StateFollower
+from consumers.state.keeper import StateKeeper
+from consumers.state.view import StateFollower
 from consumers.transfer.local import LocalTransfer
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import DEFAULT_CAMERAS, Config

@@ -107,7 +107,7 @@ def codec_floor_run(bootstrap: str, files: int, partitions: int) -> dict[str, di
     ``hop`` consumes, decodes, encodes, produces and commits each; ``read`` consumes and decodes;
     for states also ``head``: consumes and decodes the fields before the history, as the views do.
     """
-    from consumers.state_view import HEAD_ENDS_AT
+    from consumers.state.view import HEAD_ENDS_AT
 
     kafka = KafkaConfig(bootstrap_servers=bootstrap)
     codec = Codec()

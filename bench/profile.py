@@ -43,7 +43,11 @@ _PLUMBING = (
     "terra_xfer/runner.py",
     "multiprocessing/",
 )
-_PLUMBING_TOO = ("terra_xfer/service.py", "terra_xfer/metrics_http.py", "terra_xfer/watchdog.py")
+_PLUMBING_TOO = (
+    "terra_xfer/service.py",
+    "terra_xfer/metrics_http.py",
+    "terra_xfer/stages/stall_guard.py",
+)
 
 
 def _frame(text: str) -> str:

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from producers.gantry.night import Upload, log_line, metadata_document, uploads
-from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import path_rules
 from terra_xfer.config import Config
+from terra_xfer.sites.cache import path_rules
+from terra_xfer.sites.gantry import CachePath, cache_path
 
 METADATA = "_metadata.json"
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumers.batches import batch_record, transfer_items
-from consumers.batching import BatchItem, Window, Windows
+from consumers.batch_records import batch_record, transfer_items
+from consumers.batch_windows import BatchItem, Window, Windows
 from consumers.transfer.base import TransferBackend
 from schemas.codec import Codec
 from terra_xfer import metrics

@@ -23,13 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
-from consumers.batches import on_disk
+from consumers.batch_records import on_disk
 from consumers.deletion import Decision, Request, delete_batch
-from consumers.sites import SiteFile, Sites
 from consumers.transfer.base import TransferBackend, TransferItem
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
+from terra_xfer.sites.cache import SiteFile, Sites
 from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
 from terra_xfer.topics import FILES_DELETED
 

@@ -23,11 +23,11 @@ from typing import Any
 
 from consumers.catalog.base import Catalog, IngestItem, IngestResult, ingest_each
 from consumers.catalog.naming import catalog_names, danforth_names
-from consumers.sites import Sites
-from producers.gantry.paths import CachePath, cache_path
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
+from terra_xfer.sites.cache import Sites
+from terra_xfer.sites.gantry import CachePath, cache_path
 from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
 from terra_xfer.topics import FILES_INGESTED
 

@@ -24,8 +24,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from consumers.batches import transfer_items
-from consumers.sites import Sites
+from consumers.batch_records import transfer_items
 from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
 from schemas.codec import Codec
 from terra_xfer import metrics
@@ -39,6 +38,7 @@ from terra_xfer.kafka import (
     member_consumer,
     rewind_to_committed,
 )
+from terra_xfer.sites.cache import Sites
 from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
 

@@ -23,7 +23,6 @@ from fastavro.schema import to_parsing_canonical_form
 
 from schemas.head_reader import HeadReader, compile_head_reader
 from schemas.writer import UnsupportedSchema, Writer, compile_writer
-from terra_xfer.errors import PermanentError
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -38,8 +37,12 @@ for _i in range(256):
     _TABLE.append(_fp)
 
 
-class CodecError(PermanentError):
-    """An event could not be encoded or decoded; the message says why in one sentence."""
+class CodecError(ValueError):
+    """An event could not be encoded or decoded; the message says why in one sentence.
+
+    A plain ``ValueError``: the schemas import nothing of the runtime. A stage treats it as
+    permanent (the message is dead-lettered with this reason, never retried).
+    """
 
 
 class UnknownSchemaError(CodecError):

@@ -74,6 +74,10 @@ class KafkaConfig:
     sasl_username: str | None = None
     sasl_password: Secret | None = field(default=None, metadata={"secret": "KAFKA_SASL_PASSWORD"})
     ssl_ca_location: Path | None = None  # CA bundle that signed the brokers' TLS certificates
+    # This replica's name among the replicas of a stage (its static group membership and
+    # transactional id): the host name when unset, the pod name on Kubernetes. Two replicas of one
+    # stage must never share it, or they fence each other.
+    instance_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ class StatusConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = 9100  # /metrics, /healthz and /readyz; 0 turns the server off
-    # A step running this long exits the process for a restart (see terra_xfer.watchdog); 0: never.
+    # A step running this long exits the process for a restart (see terra_xfer.stages.stall_guard); 0: never.
     stall_exit_s: float = 900.0
 
 

@@ -110,7 +110,7 @@ def pin_log_start(config: Config) -> None:
 
 def check(config: Config, night: Night) -> list[str]:
     """Everything that is not as it should be after the night (empty: all good)."""
-    from consumers.state_view import StateFollower
+    from consumers.state.view import StateFollower
 
     problems = []
     follower = StateFollower(config, config.status.index_path)
@@ -219,7 +219,7 @@ def arrival_sources(config: Config) -> dict[str, int]:
 
 
 def _report(config: Config) -> list[dict[str, object]]:
-    from consumers.state_view import StateFollower
+    from consumers.state.view import StateFollower
 
     follower = StateFollower(config, config.status.index_path)
     try:

@@ -44,7 +44,7 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # librdkafka's transactional calls wait forever by default; a coordinator lost in a broker restart
 # would then hang the stage. Bounded, they fail and the transaction is aborted and retried.
 # send_offsets_to_transaction can still block past its timeout when the group coordinator went away
-# (librdkafka issue 5456); the step watchdog (terra_xfer.watchdog) restarts such a process.
+# (librdkafka issue 5456); the step watchdog (terra_xfer.stages.stall_guard) restarts such a process.
 TXN_CALL_TIMEOUT_S = 30.0
 
 
@@ -63,9 +63,10 @@ def client_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def instance_id() -> str:
-    """This process's stable instance name (the pod name on Kubernetes)."""
-    return socket.gethostname()
+def instance_id(kafka: KafkaConfig) -> str:
+    """This replica's stable name: ``[kafka] instance_id`` (the pod name on Kubernetes), else the
+    host name."""
+    return kafka.instance_id or socket.gethostname()
 
 
 class TxProducer:
@@ -281,7 +282,7 @@ def member_consumer(
     that incarnation is fenced by the coordinator. Only for a stage's own group: two processes on
     one host with the same group would fence each other (as their producers already do).
     """
-    static = {"group.instance.id": f"{group_id}-{instance_id()}"}
+    static = {"group.instance.id": f"{group_id}-{instance_id(kafka)}"}
     return make_consumer(kafka, group_id, {**static, **(overrides or {})})
 
 

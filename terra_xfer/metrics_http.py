@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from terra_xfer.metrics import REGISTRY
-from terra_xfer.watchdog import StepWatchdog
+from terra_xfer.stages.stall_guard import StepWatchdog
 
 log = logging.getLogger(__name__)
 READY_STALE_S = 300.0  # a stage whose last step ended longer ago than this is not ready

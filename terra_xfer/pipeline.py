@@ -70,10 +70,10 @@ def _make(
     from consumers.deleter import Deleter
     from consumers.ingest import Ingest
     from consumers.monitor import Monitor
-    from consumers.state_keeper import StateKeeper
-    from consumers.state_view import StateFollower
-    from consumers.sweeper import Sweeper
+    from consumers.state.keeper import StateKeeper
+    from consumers.state.view import StateFollower
     from producers.gantry.service import GantryProducer, log_source
+    from producers.sweeper import Sweeper
 
     def view(file_name: str, **kind: bool) -> Any:
         follower = StateFollower(config, config.status.index_path.with_name(file_name), **kind)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from terra_xfer import heap
 from terra_xfer.config import Config
 from terra_xfer.errors import TerraXferError, TransientError
+from terra_xfer.stages import gc_tuning as heap
 
 log = logging.getLogger(__name__)
 RETRY_S = 2.0
@@ -335,7 +335,7 @@ def _child(
 
     from terra_xfer.logs import configure, secrets_of
     from terra_xfer.pipeline import build_one
-    from terra_xfer.watchdog import StepWatchdog
+    from terra_xfer.stages.stall_guard import StepWatchdog
 
     build = builder or build_one
 

@@ -22,7 +22,7 @@ import psycopg
 
 from producers.danforth.blobs import blob_path
 from producers.danforth.lemnatec import database_name
-from producers.danforth.paths import image_name
+from producers.danforth.materialise import image_name
 from terra_xfer.config import Config, Secret
 from tests.postgres import PostgresServer
 

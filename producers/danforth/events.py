@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 from producers.danforth.materialise import CacheFile, Failure, Made
 from producers.danforth.metadata import timestamp_dir
-from producers.danforth.paths import SENSOR, cache_rel, dest_rel
 from producers.danforth.progress import GivenUp
+from terra_xfer.sites.danforth import SENSOR, cache_rel, dest_rel
 
 SOURCE = "danforth"
 

@@ -24,9 +24,9 @@ from producers.danforth.cameras import Cameras
 from producers.danforth.errors import CacheWriteError, ImageError
 from producers.danforth.frames import to_pixels
 from producers.danforth.metadata import Missing, image_metadata, snapshot_metadata
-from producers.danforth.paths import cache_rel, image_name, metadata_name, snapshot_dir
 from producers.danforth.png import encode_png
 from producers.danforth.records import Snapshot, Tile
+from terra_xfer.sites.danforth import cache_rel, metadata_name, snapshot_dir
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,10 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def image_name(camera_label: str, tiled_image_id: int, frame: int) -> str:
+    """``<camera label>_<tiled image id>_<frame>.png``; a label unfit for a file name is refused."""
+    if not camera_label or camera_label.startswith(".") or any(c in camera_label for c in "/\\\0"):
+        raise ImageError("unsupported", f"camera label {camera_label!r} cannot name a file")
+    return f"{camera_label}_{tiled_image_id}_{frame}.png"

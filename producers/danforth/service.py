@@ -24,13 +24,13 @@ from producers.danforth.cameras import Cameras
 from producers.danforth.events import arrivals, image_dead_letter, snapshot_dead_letter
 from producers.danforth.lemnatec import LemnaTecDb
 from producers.danforth.materialise import Made, Materialiser, Sources
-from producers.danforth.paths import SENSOR
 from producers.danforth.progress import Plan, Position, plan
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import TxProducer
+from terra_xfer.sites.danforth import SENSOR
 from terra_xfer.stage import Output, now_ms
 from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
 

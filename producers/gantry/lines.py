@@ -13,14 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from producers.gantry.paths import (
-    CachePath,
-    PathClassifier,
-    PathRejected,
-    PathRules,
-    cache_path,
-)
-from producers.gantry.paths import matching_paths as candidate_paths
 from producers.gantry.tailer import LineKind, TailedLine
 from producers.gantry.xferlog import (
     AccessMode,
@@ -32,6 +24,16 @@ from producers.gantry.xferlog import (
     parse_nas_line,
     parser_for,
 )
+from terra_xfer.sites.gantry import (
+    CachePath,
+    PathClassifier,
+    PathRejected,
+    PathRules,
+    cache_path,
+    file_fields,
+    text_of,
+)
+from terra_xfer.sites.gantry import matching_paths as candidate_paths
 
 _UNCHECKED = object()
 _DIR_CHECKS_LIMIT = 65_536
@@ -209,43 +211,6 @@ class LineHandler:
         return Rejected(reason)
 
 
-def _text(value: str | None) -> str | None:
-    """``value`` as valid UTF-8 text: bytes that were not UTF-8 (kept as surrogates) become \\xNN."""
-    if value is None or value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return value
-
-
-def file_fields(where: CachePath) -> dict[str, Any]:
-    """The fields naming a cache file in its events, as valid UTF-8 text.
-
-    A name that is not UTF-8 is written with ``\\xNN`` escapes in ``path`` (and so in ``key``)
-    and kept exactly, as bytes, in ``raw_path``.
-    """
-    path, raw_path, dest = where.rel, None, where.dest_rel
-    if not path.isascii():
-        raw = os.fsencode(path)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            path, raw_path = raw.decode("utf-8", "backslashreplace"), raw
-            dest = os.fsencode(dest).decode("utf-8", "backslashreplace")
-    return {
-        "key": f"{where.site}/{path}",
-        "site": where.site,
-        "path": path,
-        "raw_path": raw_path,
-        "sensor": _text(where.sensor),
-        "date": _text(where.date),
-        "timestamp": _text(where.timestamp),
-        "dest_path": dest,
-    }
-
-
 def arrival_value(
     arrival: Arrival, line: TailedLine, source: str, emitted_ms: int
 ) -> dict[str, Any]:
@@ -261,7 +226,7 @@ def arrival_value(
         "source_ref": f"{line.source.name}@{line.offset}",
         "logged_ms": int(record.time.timestamp() * 1000) if record else None,
         "remote_host": record.remote_host if record else None,
-        "username": _text(record.username) if record else None,
+        "username": text_of(record.username) if record else None,
         "emitted_ms": emitted_ms,
         "attempt": 1,
     }

@@ -16,24 +16,17 @@ from dataclasses import dataclass
 
 from producers.checkpoints import checkpoint_output, last_checkpoint
 from producers.gantry.lines import LineHandler, Rejected, arrival_value
-from producers.gantry.paths import PathRules
 from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import ConfigError
 from terra_xfer.kafka import TxProducer
+from terra_xfer.sites.cache import path_rules
 from terra_xfer.stage import Output, now_ms
 from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
-
-
-def path_rules(config: Config) -> PathRules:
-    g = config.gantry
-    return PathRules(
-        cache_root=str(g.cache_root), log_root=g.log_root, whitelist=g.whitelist, site=g.site
-    )
 
 
 @dataclass(frozen=True)

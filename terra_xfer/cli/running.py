@@ -10,11 +10,11 @@ from typing import Any, Protocol
 
 import click
 
-from terra_xfer import heap
 from terra_xfer.kafka_security import KafkaUnreachableError, check_access
 from terra_xfer.metrics_http import serving
 from terra_xfer.service import install_signal_handlers, run
-from terra_xfer.watchdog import StepWatchdog
+from terra_xfer.stages import gc_tuning as heap
+from terra_xfer.stages.stall_guard import StepWatchdog
 
 log = logging.getLogger(__name__)
 

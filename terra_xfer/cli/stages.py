@@ -26,7 +26,7 @@ def batcher(state: State, once: bool, idle_exit: float | None) -> None:
     """
     from consumers.backends import make_transfer
     from consumers.batcher import Batcher
-    from consumers.state_view import StateFollower
+    from consumers.state.view import StateFollower
 
     config = state.config
     backend = make_transfer(config)
@@ -70,7 +70,7 @@ def state_keeper(state: State, once: bool, idle_exit: float | None) -> None:
     Example:
       terra-xfer --config site.toml state-keeper
     """
-    from consumers.state_keeper import StateKeeper
+    from consumers.state.keeper import StateKeeper
 
     stage = StateKeeper(state.config)
     run_stage("state-keeper", stage.step, stage.close, once=once, idle_exit=idle_exit)
@@ -131,8 +131,8 @@ def sweeper(state: State, once: bool, idle_exit: float | None) -> None:
     Example:
       terra-xfer --config site.toml sweeper --once
     """
-    from consumers.state_view import StateFollower
-    from consumers.sweeper import Sweeper
+    from consumers.state.view import StateFollower
+    from producers.sweeper import Sweeper
 
     config = state.config
     view = StateFollower(config, config.status.index_path.with_name("sweeper-view.sqlite"))

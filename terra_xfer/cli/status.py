@@ -19,7 +19,7 @@ from terra_xfer.config import Config
 
 
 def _follower(config: Config) -> Any:
-    from consumers.state_view import StateFollower
+    from consumers.state.view import StateFollower
 
     follower = StateFollower(config, config.status.index_path)
     follower.catch_up()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from terra_xfer import heap, metrics
+from terra_xfer import metrics
 from terra_xfer.cli import State
 from terra_xfer.cli.running import refuse_bad_credentials
 from terra_xfer.config import Config
@@ -19,7 +19,8 @@ from terra_xfer.logs import JsonFormatter
 from terra_xfer.metrics_http import serving, watched
 from terra_xfer.runner import ProcessRunner, StageRunner
 from terra_xfer.service import install_signal_handlers
-from terra_xfer.watchdog import StepWatchdog
+from terra_xfer.stages import gc_tuning as heap
+from terra_xfer.stages.stall_guard import StepWatchdog
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
@@ -29,7 +30,7 @@ class Progress:
     """Files per state, files/s, bytes and dead letters, from the status index."""
 
     def __init__(self, config: Config) -> None:
-        from consumers.state_view import StateFollower
+        from consumers.state.view import StateFollower
 
         self.config = config
         self.view = StateFollower(config, config.status.index_path)

@@ -24,11 +24,11 @@ from consumers.catalog.local import LocalCatalog
 from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
-from consumers.state_keeper import StateKeeper
-from consumers.state_view import StateFollower
-from consumers.sweeper import Sweeper
+from consumers.state.keeper import StateKeeper
+from consumers.state.view import StateFollower
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
+from producers.sweeper import Sweeper
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all

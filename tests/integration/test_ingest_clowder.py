@@ -13,7 +13,7 @@ from consumers.catalog.clowder import ClowderCatalog
 from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
-from consumers.state_keeper import StateKeeper
+from consumers.state.keeper import StateKeeper
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import GantryProducer, log_source, path_rules
+from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.cli import State
 from terra_xfer.cli.lag import lag
 from terra_xfer.config import Config
@@ -21,6 +20,8 @@ from terra_xfer.lag import STAGES, pipeline_lag, publish_lag
 from terra_xfer.metrics_http import Health, serve, watched
 from terra_xfer.pipeline import build
 from terra_xfer.runner import StageRunner
+from terra_xfer.sites.cache import path_rules
+from terra_xfer.sites.gantry import CachePath, cache_path
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
 from tests.pipeline import drain, gantry_config, write_night

@@ -15,8 +15,8 @@ from consumers.catalog.local import LocalCatalog
 from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
-from consumers.state_keeper import StateKeeper
-from consumers.state_view import StateFollower
+from consumers.state.keeper import StateKeeper
+from consumers.state.view import StateFollower
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import BrokerConfig, Config

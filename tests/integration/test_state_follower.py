@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from consumers.state_view import StateFollower
+from consumers.state.view import StateFollower
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.kafka import TxProducer

@@ -37,7 +37,7 @@ def test_a_restarted_instance_takes_its_own_place(
     unique: Callable[[str], str],
 ) -> None:
     topic, group = make_topic(partitions=3), unique("g")
-    name = f"{group}-{instance_id()}"
+    name = f"{group}-{instance_id(kafka_config)}"
     first = member_consumer(kafka_config, group)
     first.subscribe([topic])
     assert _assigned(first) == 3

@@ -10,7 +10,7 @@ import pytest
 
 from consumers.batcher import Batcher
 from consumers.monitor import Monitor
-from consumers.state_keeper import StateKeeper
+from consumers.state.keeper import StateKeeper
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from consumers.catalog.local import LocalCatalog
-from consumers.state_view import StateFollower
-from consumers.sweeper import Sweeper
+from consumers.state.view import StateFollower
 from producers.gantry.night import Upload, write_upload
+from producers.sweeper import Sweeper
 from terra_xfer.config import Config
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_for
@@ -114,7 +114,7 @@ def test_sweeper_requeues_only_old_unlogged_files(config: Config, tmp_path: Path
         # The same files, now batched (in flight) per files.state, are not offered again.
         from consumers.batcher import Batcher
         from consumers.monitor import Monitor
-        from consumers.state_keeper import StateKeeper
+        from consumers.state.keeper import StateKeeper
         from consumers.transfer.local import LocalTransfer
         from tests.pipeline import run_until
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from consumers.catalog.local import LocalCatalog
-from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import path_rules
 from terra_xfer.config import Config
 from terra_xfer.pipeline import stage_names
 from terra_xfer.runner import process_name
+from terra_xfer.sites.cache import path_rules
+from terra_xfer.sites.gantry import CachePath, cache_path
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.hop import EVENTS, READERS, file_records, floor_ms_per_file
-from consumers.state_keeper import INPUTS
+from consumers.state.keeper import INPUTS
 from schemas.codec import Codec
 
 FLOOR = {"events": {"hop": 20.0, "read": 10.0}, "states": {"hop": 30.0, "read": 15.0, "head": 5.0}}

@@ -12,7 +12,7 @@ import pytest
 from producers.danforth.cameras import FrameSpec, Kind
 from producers.danforth.errors import ImageError
 from producers.danforth.events import arrivals, epoch_ms, image_dead_letter
-from producers.danforth.materialise import CacheFile, Failure, Made
+from producers.danforth.materialise import CacheFile, Failure, Made, image_name
 from producers.danforth.metadata import (
     Missing,
     image_metadata,
@@ -22,10 +22,10 @@ from producers.danforth.metadata import (
     timestamp_dir,
     timestamp_text,
 )
-from producers.danforth.paths import DanforthPath, danforth_path, image_name
 from producers.danforth.progress import MAX_GAP, Position, plan
 from producers.danforth.records import Snapshot, Tile
-from producers.gantry.paths import PathRejected
+from terra_xfer.sites.danforth import DanforthPath, danforth_path
+from terra_xfer.sites.gantry import PathRejected
 
 TAKEN = datetime(2017, 6, 28, 23, 48, 28, 435123)
 TILE = Tile(7, 1090617, "VIS_SV_90_z1_h1_g0_e82", 0, 4242, 0, 0)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from consumers.batches import source_of
+from consumers.batch_records import source_of
 from consumers.catalog.base import CatalogNameError
 from consumers.catalog.naming import danforth_names
 from consumers.ingest import danforth_item
-from consumers.sites import SiteFile, Sites, site_of
-from producers.gantry.paths import PathRejected
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
+from terra_xfer.sites.cache import SiteFile, Sites, site_of
+from terra_xfer.sites.gantry import PathRejected
 
 SNAPSHOT = {"snapshot_id": 7, "timestamp": "2017-06-28 23:48:28.435", "complete": True}
 IMAGE = "VIS_SV_90_z1_h1_g0_e82_1090617_0.png"

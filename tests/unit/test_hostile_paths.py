@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.deletion import delete
-from consumers.sweeper import walk
 from producers.gantry.lines import Arrival, LineHandler, Rejected
-from producers.gantry.paths import CachePath, PathRejected, PathRules, classify_logged
 from producers.gantry.tailer import LogIdentity, TailedLine
+from producers.sweeper import walk
+from terra_xfer.sites.gantry import CachePath, PathRejected, PathRules, classify_logged
 
 HOSTILE = settings(
     max_examples=250,

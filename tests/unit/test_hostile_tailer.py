@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from producers.gantry.lines import LineHandler, Rejected
-from producers.gantry.paths import PathRules
 from producers.gantry.tailer import (
     Checkpoint,
     LineKind,
     TailedLine,
     Tailer,
 )
+from terra_xfer.sites.gantry import PathRules
 
 HOSTILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PIECES = st.one_of(

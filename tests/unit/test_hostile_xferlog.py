@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from consumers.sweeper import walk
 from producers.gantry.lines import Arrival, LineHandler, Rejected, arrival_value
-from producers.gantry.paths import CachePath, PathRules, cache_path
 from producers.gantry.tailer import LogIdentity, TailedLine, Tailer
 from producers.gantry.xferlog import Malformed, XferRecord, parse_line
+from producers.sweeper import walk
 from schemas.codec import Codec
+from terra_xfer.sites.gantry import CachePath, PathRules, cache_path
 
 ZONE = "America/Phoenix"
 IDENT = LogIdentity("xferlog", 1, 2, "0" * 64, 64)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumers.keeper_store import KeeperStore
-from consumers.status_index import StatusIndex, StatusIndexCorruptError
+from consumers.state.keeper_store import KeeperStore
+from consumers.state.status_index import StatusIndex, StatusIndexCorruptError
 from tests.samples import sample
 
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.gantry.paths import (
+from terra_xfer.errors import ConfigError
+from terra_xfer.sites.gantry import (
     CachePath,
     PathClassifier,
     PathRejected,
@@ -18,7 +19,6 @@ from producers.gantry.paths import (
     matching_paths,
     rel_from_logged,
 )
-from terra_xfer.errors import ConfigError
 
 RULES = PathRules()
 UUID = "ef0b016f-3069-4f00-90fb-95475cb581f6"

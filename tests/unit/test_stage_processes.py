@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from terra_xfer import heap
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.runner import MULTIPROC_DIR_ENV, ProcessRunner, StageProcessError, loop
+from terra_xfer.stages import gc_tuning as heap
 
 
 class StandIn:
@@ -39,7 +39,7 @@ class StandIn:
         return 1 if self.steps <= 6 else 0
 
     def close(self) -> None:
-        # What the process's collector was set to while the stage ran (terra_xfer.heap).
+        # What the process's collector was set to while the stage ran (terra_xfer.stages.gc_tuning).
         self.where.write_text(f"{gc.get_threshold()} {gc.get_freeze_count() > 0}")
 
 

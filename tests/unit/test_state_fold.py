@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.state_fold import (
+from consumers.state.fold import (
     HISTORY_LIMIT,
     PREVIOUS_VERSIONS_LIMIT,
     StateFoldError,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from consumers.keeper_store import KeeperStore
-from consumers.state_fold import batched, fold
-from consumers.state_keeper import KeptStates, StateKeeper
-from consumers.status_index import StatusIndexBusyError
+from consumers.state.fold import batched, fold
+from consumers.state.keeper import KeptStates, StateKeeper
+from consumers.state.keeper_store import KeeperStore
+from consumers.state.status_index import StatusIndexBusyError
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.stage import Decoded, Output

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from consumers.state_view import StateFollower
-from consumers.status_index import StatusIndexError
+from consumers.state.status_index import StatusIndexError
+from consumers.state.view import StateFollower
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from tests.samples import sample

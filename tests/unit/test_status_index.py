@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from consumers.state_fold import batched, fold
-from consumers.status_index import (
+from consumers.state.fold import batched, fold
+from consumers.state.status_index import (
     StateRecord,
     StatusIndex,
     StatusIndexBusyError,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from consumers.batching import BatchItem, Window
+from consumers.batch_windows import BatchItem, Window
 from consumers.transfer.base import TransferItem
 from terra_xfer.config import Config
 

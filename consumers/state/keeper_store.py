@@ -22,8 +22,8 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from consumers.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
-from consumers.state_view import TopicFollower
+from consumers.state.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
+from consumers.state.view import TopicFollower
 from schemas.codec import CodecError
 from terra_xfer.config import Config
 

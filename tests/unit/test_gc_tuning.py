@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from terra_xfer import heap
+from terra_xfer.stages import gc_tuning as heap
 
 
 def python(code: str) -> str:
@@ -22,7 +22,7 @@ def python(code: str) -> str:
 def test_settle_freezes_what_exists_and_raises_the_thresholds() -> None:
     out = python(
         "import gc\n"
-        "from terra_xfer import heap\n"
+        "from terra_xfer.stages import gc_tuning as heap\n"
         "print(gc.get_threshold(), gc.get_freeze_count() > 0)\n"
         "heap.settle()\n"
         "print(gc.get_threshold(), gc.get_freeze_count() > 0)\n"
@@ -35,7 +35,7 @@ def test_settle_freezes_what_exists_and_raises_the_thresholds() -> None:
 def test_settled_process_still_collects_cycles_by_itself() -> None:
     out = python(
         "import gc, weakref\n"
-        "from terra_xfer import heap\n"
+        "from terra_xfer.stages import gc_tuning as heap\n"
         "heap.settle()\n"
         "class Node: pass\n"
         "def cycle():\n"

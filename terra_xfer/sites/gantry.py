@@ -17,6 +17,7 @@ name on disk; ``matching_names`` and ``matching_paths`` list the real names it c
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from datetime import date
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from terra_xfer.errors import ConfigError
 
@@ -324,3 +325,40 @@ def _listed(listdir: Callable[[bytes], Iterable[bytes]], prefix: bytes, part: by
         return matching_names(part, listdir(prefix))
     except OSError:
         return []
+
+
+def text_of(value: str | None) -> str | None:
+    """``value`` as valid UTF-8 text: bytes that were not UTF-8 (kept as surrogates) become \\xNN."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def file_fields(where: CachePath) -> dict[str, Any]:
+    """The fields naming a cache file in its events, as valid UTF-8 text.
+
+    A name that is not UTF-8 is written with ``\\xNN`` escapes in ``path`` (and so in ``key``)
+    and kept exactly, as bytes, in ``raw_path``.
+    """
+    path, raw_path, dest = where.rel, None, where.dest_rel
+    if not path.isascii():
+        raw = os.fsencode(path)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            path, raw_path = raw.decode("utf-8", "backslashreplace"), raw
+            dest = os.fsencode(dest).decode("utf-8", "backslashreplace")
+    return {
+        "key": f"{where.site}/{path}",
+        "site": where.site,
+        "path": path,
+        "raw_path": raw_path,
+        "sensor": text_of(where.sensor),
+        "date": text_of(where.date),
+        "timestamp": text_of(where.timestamp),
+        "dest_path": dest,
+    }

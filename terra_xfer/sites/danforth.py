@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from producers.danforth.errors import ImageError
-from producers.gantry.paths import PathRejected, RejectKind
+from terra_xfer.sites.gantry import PathRejected, RejectKind
 
 SENSOR = "ddpscIndoorSuite"
 METADATA_SUFFIX = "_metadata.json"
@@ -40,13 +39,6 @@ def snapshot_dir(snapshot_id: int) -> str:
 
 def metadata_name(snapshot_id: int) -> str:
     return f"snapshot{snapshot_id}{METADATA_SUFFIX}"
-
-
-def image_name(camera_label: str, tiled_image_id: int, frame: int) -> str:
-    """``<camera label>_<tiled image id>_<frame>.png``; a label unfit for a file name is refused."""
-    if not camera_label or camera_label.startswith(".") or any(c in camera_label for c in "/\\\0"):
-        raise ImageError("unsupported", f"camera label {camera_label!r} cannot name a file")
-    return f"{camera_label}_{tiled_image_id}_{frame}.png"
 
 
 def cache_rel(snapshot_id: int, name: str) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
-from consumers.state_fold import needs_requeue, transferred
-from consumers.status_index import StateRecord, StatusIndex, StatusIndexError
+from consumers.state.fold import needs_requeue, transferred
+from consumers.state.status_index import StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError

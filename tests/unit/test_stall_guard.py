@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from terra_xfer.watchdog import STALLED_EXIT_CODE, StepWatchdog
+from terra_xfer.stages.stall_guard import STALLED_EXIT_CODE, StepWatchdog
 
 
 class Clock:
@@ -43,7 +43,7 @@ def test_a_stalled_process_exits_with_the_retry_code() -> None:
     script = textwrap.dedent(
         """
         import threading
-        from terra_xfer.watchdog import StepWatchdog
+        from terra_xfer.stages.stall_guard import StepWatchdog
         dog = StepWatchdog(1.0).start()
         dog.watch("stuck", lambda: threading.Event().wait() or 0)()
         """

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from consumers.sqlite_file import SqliteFile, guarded, unapplied
-from consumers.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
-from consumers.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
-from consumers.sqlite_file import StatusIndexError as StatusIndexError
-from consumers.state_fold import transferred
+from consumers.state.fold import transferred
+from consumers.state.sqlite_file import SqliteFile, guarded, unapplied
+from consumers.state.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
+from consumers.state.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
+from consumers.state.sqlite_file import StatusIndexError as StatusIndexError
 
 SCHEMA_VERSION = 1
 SCHEMA = """

@@ -23,8 +23,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumers.keeper_store import KeeperCopy, KeeperStore, KeptRecord
-from consumers.state_fold import batched, fold
+from consumers.state.fold import batched, fold
+from consumers.state.keeper_store import KeeperCopy, KeeperStore, KeptRecord
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms

@@ -11,11 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from producers.danforth.paths import SENSOR as DANFORTH_SENSOR
-from producers.danforth.paths import danforth_path
-from producers.gantry.paths import CachePath, PathRejected, cache_path
-from producers.gantry.service import path_rules
 from terra_xfer.config import Config
+from terra_xfer.sites.danforth import SENSOR as DANFORTH_SENSOR
+from terra_xfer.sites.danforth import danforth_path
+from terra_xfer.sites.gantry import CachePath, PathRejected, PathRules, cache_path
+
+
+def path_rules(config: Config) -> PathRules:
+    g = config.gantry
+    return PathRules(
+        cache_root=str(g.cache_root), log_root=g.log_root, whitelist=g.whitelist, site=g.site
+    )
 
 
 def site_of(key: str) -> str:

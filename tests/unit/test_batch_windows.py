@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.batching import BatchItem, Windows
+from consumers.batch_windows import BatchItem, Windows
 
 
 def item(n: int, version: str = "1:1") -> BatchItem:

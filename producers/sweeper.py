@@ -17,15 +17,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from consumers.state_view import StateFollower
-from producers.gantry.lines import file_fields
-from producers.gantry.paths import CachePath, cache_path
-from producers.gantry.service import path_rules
+from consumers.state.view import StateFollower
 from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.kafka import TxProducer
 from terra_xfer.lag import publish_lag
+from terra_xfer.sites.cache import path_rules
+from terra_xfer.sites.gantry import CachePath, cache_path, file_fields
 from terra_xfer.stage import now_ms
 from terra_xfer.topics import FILES_ARRIVED
 

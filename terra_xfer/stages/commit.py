@@ -1,0 +1,161 @@
+"""The one transactional commit path every Kafka-writing stage uses.
+
+:class:`StageKafka` holds a stage's Kafka clients, made from its registry entry: a static member of
+its consumer group on its input topics (for a stage that consumes) and a transactional producer.
+
+The commit order is fixed here and nowhere else:
+
+1. the step's side effects (a transfer submitted, a catalog entry, a file removed) are done first,
+   outside Kafka, and are idempotent;
+2. then, in ONE transaction, the step's output events, in the order given, and the consumed
+   offsets (or, for a producer, the checkpoint event that records its input position);
+3. on any failure the transaction is aborted and the stage goes back to what it last committed:
+   the consumer is put back at its committed offsets and the stage's ``on_rewind`` hook forgets what
+   it held of the aborted input (open windows, followed tasks, a tailer's position). The error is
+   re-raised for the host's one retry policy (:mod:`terra_xfer.stages.host`).
+
+Stages with more than one transaction per step use the same method for each: the batcher commits its
+PREPARED batches with their window's offsets, submits, then commits SUBMITTED with no offsets; the
+monitor passes offsets that stop at its oldest unfinished batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from schemas.codec import Codec
+from terra_xfer.config import Config
+from terra_xfer.kafka import (
+    TxProducer,
+    check,
+    consume_ready,
+    instance_id,
+    member_consumer,
+    rewind_to_committed,
+)
+from terra_xfer.stages.outputs import Decoded, Output, decode_or_dead_letter
+from terra_xfer.stages.spec import StageSpec
+
+log = logging.getLogger(__name__)
+Rebalance = Callable[[Consumer, list[TopicPartition]], None]
+
+
+class StageKafka:
+    """One stage instance's consumer (if it consumes) and transactional producer.
+
+    ``transactional_id`` defaults to ``<group>-<instance>``: one per replica, stable across its
+    restarts, so a restarted replica fences its previous incarnation. A producer that owns a source
+    (a log, a database) names it after the source instead: one writer per source, whatever the host.
+    No network call is made before :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        spec: StageSpec,
+        *,
+        transactional_id: str | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.codec = Codec()
+        self.topics = [config.topic(t) for t in spec.inputs]
+        self.consumer: Consumer | None = None
+        if spec.inputs:
+            group = spec.consumer_group(config)
+            self.consumer = member_consumer(config.kafka, group, consumer_overrides)
+            transactional_id = transactional_id or f"{group}-{instance_id(config.kafka)}"
+        if transactional_id is None:
+            raise ValueError(f"stage {spec.name} consumes nothing: name its transactional id")
+        self.producer = TxProducer(config.kafka, transactional_id)
+        self._on_rewind: Callable[[], None] | None = None
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def start(
+        self,
+        *,
+        on_assign: Rebalance | None = None,
+        on_revoke: Rebalance | None = None,
+        on_rewind: Callable[[], None] | None = None,
+    ) -> bool:
+        """Fence earlier incarnations and join the group, once; True the first time.
+
+        ``on_assign``/``on_revoke`` run on rebalances; ``on_rewind`` after every failed attempt, once
+        the consumer is back at its committed offsets.
+        """
+        if self._started:
+            return False
+        self.producer.init()
+        if self.consumer is not None:
+            kwargs: dict[str, Rebalance] = {}
+            if on_assign is not None:
+                kwargs["on_assign"] = on_assign
+            if on_revoke is not None:
+                kwargs["on_revoke"] = on_revoke
+            self.consumer.subscribe(self.topics, **kwargs)
+        self._on_rewind = on_rewind
+        self._started = True
+        return True
+
+    def read(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_messages`` consumed messages carrying data (see ``consume_ready``)."""
+        assert self.consumer is not None, f"stage {self.spec.name} consumes nothing"
+        ready = consume_ready(self.consumer, max_messages, timeout_s)
+        return [m for m in ready if check(m) is not None]
+
+    def decode(self, messages: Sequence[Message]) -> tuple[list[Decoded], list[Output]]:
+        """The messages of records this stage accepts, and a dead letter for every other one."""
+        return decode_or_dead_letter(
+            self.config, self.codec, self.spec.name, messages, self.spec.accepts
+        )
+
+    def commit(
+        self,
+        outputs: Iterable[Output] = (),
+        offsets: Sequence[TopicPartition] = (),
+        *,
+        bulk: tuple[str, Sequence[tuple[str | bytes | None, bytes]]] | None = None,
+    ) -> None:
+        """One transaction: ``bulk`` events (topic, [(key, value)], no delivery callbacks), then
+        ``outputs`` in order, then the consumed ``offsets``. On failure: aborted, the stage rewound
+        (:meth:`rewind`), the error re-raised."""
+        try:
+            with self.producer.transaction():
+                if bulk is not None:
+                    self.producer.produce_all(*bulk)
+                for out in outputs:
+                    self.producer.produce(
+                        out.topic, out.value, out.key, out.partition, out.on_delivery
+                    )
+                if offsets:
+                    assert self.consumer is not None
+                    self.producer.send_offsets(self.consumer, offsets)
+        except BaseException:
+            self.rewind()
+            raise
+
+    def rewind(self) -> None:
+        """Back to what was last committed: the consumer at its committed offsets, then the
+        stage's ``on_rewind``. Called by :meth:`commit` on failure, and by a stage whose step
+        failed before it reached its commit."""
+        if self.consumer is not None and self._started:
+            rewind_to_committed(self.consumer)
+        if self._on_rewind is not None:
+            self._on_rewind()
+
+    def close(self) -> None:
+        """Leave the group, then flush the producer (an open transaction is left to be fenced)."""
+        try:
+            if self.consumer is not None:
+                self.consumer.close()
+        finally:
+            self.producer.close()

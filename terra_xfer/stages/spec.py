@@ -1,0 +1,122 @@
+"""The shape of a stage's entry in the registry (:mod:`terra_xfer.stages.registry`).
+
+Only the type lives here, below the stages themselves: a stage is handed its own entry when it is
+built, and reads its consumer group, topics and accepted records from it, so none of them is
+written anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from terra_xfer.config import Config
+
+
+class Stage(Protocol):
+    """One running stage: ``step`` does one bounded unit of work and says how many items it
+    handled (0: nothing to do); ``close`` releases what the stage opened itself."""
+
+    def step(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a stage is built from: the configuration, its registry entry, and the exit stack that
+    releases what the stage was given (backends, views) after the stage itself is closed."""
+
+    config: Config
+    spec: StageSpec
+    held: contextlib.ExitStack
+
+    def hold(self, thing: C) -> C:
+        """``thing``, closed when the stage's resources are released."""
+        self.held.callback(thing.close)
+        return thing
+
+
+Factory = Callable[[Wiring], Stage]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A PersistentVolumeClaim mounted into a stage's container."""
+
+    claim: str
+    path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A container's CPU and memory requests and limits."""
+
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a stage needs from Kubernetes.
+
+    ``single``: never two copies at once (one transactional producer per source, one walker of the
+    cache), so it rolls with ``Recreate`` instead of surging a second pod. ``component``: the
+    kustomize component that holds it, for a stage only some sites run ("" = the base).
+    """
+
+    mounts: tuple[Mount, ...] = ()
+    secrets: tuple[tuple[str, str, str], ...] = ()  # (env var, Secret name, key)
+    single: bool = False
+    resources: Resources = Resources()
+    component: str = ""
+
+
+def always(_config: Config) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: everything the CLI, ``up``, lag, the Kubernetes generator and the tests know of it.
+
+    ``group`` is the consumer group (a catalogue name, prefixed like the topics) of a stage that
+    consumes; ``inputs`` and ``outputs`` are catalogue topic names; ``accepts`` the records it
+    takes from its inputs (any other is dead-lettered). ``command`` is how ``terra-xfer`` runs it,
+    as Kubernetes and the chaos runner call it; ``runs_when`` whether ``up`` runs it under a
+    configuration.
+    """
+
+    name: str
+    summary: str
+    build: Factory
+    group: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    accepts: frozenset[str] = frozenset()
+    command: tuple[str, ...] = ()
+    runs_when: Callable[[Config], bool] = always
+    deployment: Deployment | None = field(default_factory=Deployment)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The ``terra-xfer`` arguments that run this stage on its own."""
+        return self.command or (self.name,)
+
+    def consumer_group(self, config: Config) -> str:
+        """The full consumer group name under ``config``."""
+        if self.group is None:
+            raise ValueError(f"stage {self.name} consumes nothing and has no consumer group")
+        return config.group(self.group)
