@@ -24,19 +24,12 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from consumers.batch_records import batch_record, transfer_items
 from consumers.batch_windows import BatchItem, Window, Windows
 from consumers.transfer.base import TransferBackend
-from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import (
-    TxProducer,
-    check,
-    consume_ready,
-    instance_id,
-    member_consumer,
-    rewind_to_committed,
-)
-from terra_xfer.stage import Output, dead_letter, decode_or_dead_letter, now_ms
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.outputs import Output, dead_letter, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
@@ -44,7 +37,6 @@ UNNAMEABLE = (
     "the file name is not UTF-8 and the transfer service names files in UTF-8 only: rename it in "
     "the cache (the sweeper then ships it under its new name)"
 )
-GROUP = "batcher"
 PENDING_RECHECK_S = 2.0
 
 
@@ -82,31 +74,34 @@ class Batcher:
     def __init__(
         self,
         config: Config,
+        spec: StageSpec,
         backend: TransferBackend,
         view: TransferredView | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.spec = spec
         self.backend = backend
         self.view = view or NoView()
         self.clock = clock
-        self.codec = Codec()
+        self.kafka = StageKafka(config, spec)
+        self.codec = self.kafka.codec
         self.topic = config.topic(FILES_ARRIVED)
         self.windows = Windows(self.topic, config.batcher.max_files, config.batcher.max_wait_s)
-        self.consumer = member_consumer(config.kafka, config.group(GROUP))
-        self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.pending: set[str] = set()
         self._pending_checked = 0.0
         self._paused = False
-        self._started = False
         self.batches_submitted = 0
 
+    @property
+    def consumer(self) -> Consumer:
+        assert self.kafka.consumer is not None
+        return self.kafka.consumer
+
     def _start(self) -> None:
-        if not self._started:
-            self.producer.init()
+        if not self.kafka.started:
             self.view.catch_up()  # everything transferred so far is known before the first batch
-            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
-            self._started = True
+            self.kafka.start(on_revoke=self._on_revoke, on_rewind=self._drop_windows)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.windows.drop({tp.partition for tp in partitions})
@@ -119,22 +114,15 @@ class Batcher:
             return 0
         wait = self.windows.seconds_until_due(self.clock())
         timeout = 0.5 if wait is None else min(0.5, wait)
-        # Back as soon as a message is there: a window's clock starts when its first file is
-        # consumed, not when a poll that waited for 500 of them gives up.
-        ready = consume_ready(self.consumer, 500, timeout)
-        messages = [m for m in ready if check(m) is not None]
-        closed, dead = self._window(messages)
-        closed += self.windows.due(self.clock())
-        idle = self.windows.idle_commits()
-        if closed or dead or idle:
-            try:
+        with self.kafka.attempt():
+            # Back as soon as a message is there: a window's clock starts when its first file is
+            # consumed, not when a poll that waited for 500 of them gives up.
+            messages = self.kafka.read(500, timeout)
+            closed, dead = self._window(messages)
+            closed += self.windows.due(self.clock())
+            idle = self.windows.idle_commits()
+            if closed or dead or idle:
                 self._record(closed, dead, idle)
-            except TransientError as exc:
-                log.warning(
-                    "batcher: transaction aborted, re-reading from committed offsets: %s", exc
-                )
-                self._reset()
-                return 0
         return len(messages)
 
     def _idle_poll(self) -> None:
@@ -150,9 +138,7 @@ class Batcher:
     def _window(self, messages: list[Message]) -> tuple[list[Window], list[Output]]:
         if messages:
             self.view.refresh()
-        good, dead = decode_or_dead_letter(
-            self.config, self.codec, GROUP, messages, frozenset({"FileArrived"})
-        )
+        good, dead = self.kafka.decode(messages)
         decoded = {(d.msg.partition(), d.msg.offset()): d.value for d in good}
         sent = self.view.transferred_among((v["key"], v["version"]) for v in decoded.values())
         closed = []
@@ -163,7 +149,7 @@ class Batcher:
             value = decoded.get((partition, offset))
             item = self._item(value, sent) if value is not None else None
             if item is not None and item.raw_path is not None and not self.backend.raw_names:
-                dead.append(dead_letter(self.config, self.codec, GROUP, UNNAMEABLE, msg))
+                dead.append(dead_letter(self.config, self.codec, self.spec.name, UNNAMEABLE, msg))
                 log.error("batcher: %s: %s", item.key, UNNAMEABLE)
                 item = None
             window = self.windows.add(partition, offset, item, now)
@@ -189,30 +175,26 @@ class Batcher:
         )
 
     def _record(self, closed: list[Window], dead: list[Output], idle: dict[int, int]) -> None:
+        """Phase 1: the PREPARED batches with their windows' offsets; then each is submitted and
+        recorded as SUBMITTED (phase 2)."""
         prepared = []
+        outputs = list(dead)
         offsets = dict(idle)
-        with self.producer.transaction():
-            for out in dead:
-                self.producer.produce(out.topic, out.value, out.key)
-            for window in closed:
-                if not window.files:
-                    offsets[window.partition] = max(
-                        offsets.get(window.partition, 0), window.last_offset + 1
-                    )
-                    continue
-                submission_id = self.backend.new_submission_id(window.batch_id)
-                record = batch_record(
-                    window, "PREPARED", submission_id, self.backend.name, None, now_ms()
-                )
-                self._produce_batch(record)
-                prepared.append(record)
-                offsets[window.partition] = max(
-                    offsets.get(window.partition, 0), window.last_offset + 1
-                )
-            self.producer.send_offsets(
-                self.consumer,
-                [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+        for window in closed:
+            offsets[window.partition] = max(
+                offsets.get(window.partition, 0), window.last_offset + 1
             )
+            if not window.files:
+                continue
+            submission_id = self.backend.new_submission_id(window.batch_id)
+            record = batch_record(
+                window, "PREPARED", submission_id, self.backend.name, None, now_ms()
+            )
+            outputs.append(self._batch_output(record))
+            prepared.append(record)
+        self.kafka.commit(
+            outputs, [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
+        )
         for record in prepared:
             self._submit(record)
 
@@ -230,8 +212,7 @@ class Batcher:
             )
             return
         submitted = dict(record, phase="SUBMITTED", task_id=task_id, emitted_ms=now_ms())
-        with self.producer.transaction():
-            self._produce_batch(submitted)
+        self.kafka.commit([self._batch_output(submitted)])
         self.pending.add(task_id)
         self.batches_submitted += 1
         metrics.observe_batch(record["files"])
@@ -242,11 +223,11 @@ class Batcher:
             task_id,
         )
 
-    def _produce_batch(self, record: dict[str, Any]) -> None:
-        self.producer.produce(
+    def _batch_output(self, record: dict[str, Any]) -> Output:
+        return Output(
             self.config.topic(BATCHES_SUBMITTED),
-            self.codec.encode("BatchSubmitted", record),
             record["batch_id"],
+            self.codec.encode("BatchSubmitted", record),
         )
 
     def _backpressure(self) -> bool:
@@ -273,13 +254,11 @@ class Batcher:
         except TransientError:
             return False
 
-    def _reset(self) -> None:
+    def _drop_windows(self) -> None:
+        """After a failed attempt (the consumer is back at its committed offsets): the open
+        windows are consumed again, so they are dropped."""
         self.windows.drop({tp.partition for tp in self.consumer.assignment()})
-        rewind_to_committed(self.consumer)
 
     def close(self) -> None:
         """Leave the group; open windows are not recorded and will be consumed again."""
-        try:
-            self.consumer.close()
-        finally:
-            self.producer.close()
+        self.kafka.close()

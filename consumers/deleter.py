@@ -30,11 +30,12 @@ from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.sites.cache import SiteFile, Sites
-from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
+from terra_xfer.stages.consume_loop import TransactionalLoop
+from terra_xfer.stages.outputs import Decoded, Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import FILES_DELETED
 
 log = logging.getLogger(__name__)
-GROUP = "deleter"
 # A file at least this large has its destination confirmed on a second thread while the cache
 # file is checked; below it the hand-off costs more than it saves.
 OVERLAP_BYTES = 1 << 20
@@ -71,11 +72,11 @@ class Confirmation(AbstractContextManager["Confirmation"]):
 class Deleter:
     """One deleter (its own consumer group on files.transferred)."""
 
-    def __init__(self, config: Config, backend: TransferBackend) -> None:
+    def __init__(self, config: Config, spec: StageSpec, backend: TransferBackend) -> None:
         self.config = config
         self.backend = backend
         self.sites = Sites(config)
-        self.loop = transferred_loop(config, GROUP, self._handle)
+        self.loop = TransactionalLoop(config, spec, self._handle, batch_size=200)
         self.deleted = 0
         self.refused = 0
         self._confirmer = ThreadPoolExecutor(1, thread_name_prefix="deleter-confirm")

@@ -28,11 +28,12 @@ from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.sites.cache import Sites
 from terra_xfer.sites.gantry import CachePath, cache_path
-from terra_xfer.stage import Decoded, Output, now_ms, transferred_loop
+from terra_xfer.stages.consume_loop import TransactionalLoop
+from terra_xfer.stages.outputs import Decoded, Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import FILES_INGESTED
 
 log = logging.getLogger(__name__)
-GROUP = "ingest"
 # The local catalog files a consumed batch in one transaction, so larger batches cost less per
 # file; a remote catalog registers item by item, so its batches stay short (bounded step time).
 BATCH_SIZE = {"local": 1000}
@@ -42,13 +43,13 @@ REMOTE_BATCH_SIZE = 200
 class Ingest:
     """One ingest worker (its own consumer group on files.transferred)."""
 
-    def __init__(self, config: Config, catalog: Catalog) -> None:
+    def __init__(self, config: Config, spec: StageSpec, catalog: Catalog) -> None:
         self.config = config
         self.catalog = catalog
         self.sites = Sites(config)
         self.rules = self.sites.gantry_rules
         batch_size = BATCH_SIZE.get(catalog.name, REMOTE_BATCH_SIZE)
-        self.loop = transferred_loop(config, GROUP, self._handle, batch_size)
+        self.loop = TransactionalLoop(config, spec, self._handle, batch_size=batch_size)
         self.ingested = 0
 
     def step(self) -> int:

@@ -26,24 +26,16 @@ from confluent_kafka import TopicPartition
 
 from consumers.batch_records import transfer_items
 from consumers.transfer.base import FileOutcome, TransferBackend, TransferItem
-from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
-from terra_xfer.kafka import (
-    TxProducer,
-    check,
-    consume_ready,
-    instance_id,
-    member_consumer,
-    rewind_to_committed,
-)
 from terra_xfer.sites.cache import Sites
-from terra_xfer.stage import Output, decode_or_dead_letter, now_ms
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.outputs import Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import BATCHES_SUBMITTED, FILES_ARRIVED, FILES_TRANSFERRED
 
 log = logging.getLogger(__name__)
-GROUP = "monitor"
 
 
 @dataclass
@@ -68,27 +60,28 @@ class Monitor:
     """One monitor instance (its own consumer group on batches.submitted)."""
 
     def __init__(
-        self, config: Config, backend: TransferBackend, clock: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        spec: StageSpec,
+        backend: TransferBackend,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.backend = backend
         self.clock = clock
-        self.codec = Codec()
+        self.kafka = StageKafka(config, spec)
+        self.codec = self.kafka.codec
         self.sites = Sites(config)
         self.topic = config.topic(BATCHES_SUBMITTED)
-        self.consumer = member_consumer(config.kafka, config.group(GROUP))
-        self.producer = TxProducer(config.kafka, f"{config.group(GROUP)}-{instance_id()}")
         self.tracked: dict[str, Tracked] = {}
         self.consumed: dict[int, int] = {}
-        self._started = False
         self.files_transferred = 0
         self.files_failed = 0
 
-    def _start(self) -> None:
-        if not self._started:
-            self.producer.init()
-            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
-            self._started = True
+    def _forget(self) -> None:
+        """After a failed attempt: every batch is read again from the committed offsets."""
+        self.tracked.clear()
+        self.consumed.clear()
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
@@ -98,33 +91,23 @@ class Monitor:
 
     def step(self) -> int:
         """Take new batches, poll the tasks that are due, publish what finished."""
-        self._start()
-        messages = [
-            m for m in consume_ready(self.consumer, 100, self._wait_s()) if check(m) is not None
-        ]
-        good, outputs = decode_or_dead_letter(
-            self.config, self.codec, GROUP, messages, frozenset({"BatchSubmitted"})
-        )
-        for msg in messages:
-            p, o = msg.partition(), msg.offset()
-            assert p is not None and o is not None
-            self.consumed[p] = max(self.consumed.get(p, -1), o)
-        for d in good:
-            self._take(d.value, d.msg.partition() or 0, d.msg.offset() or 0)
-        for tracked in self._due():
-            outputs += self._follow(tracked)
-        finished = [t for t in self.tracked.values() if t.done]
-        if outputs or finished or messages:
-            try:
+        self.kafka.start(on_revoke=self._on_revoke, on_rewind=self._forget)
+        with self.kafka.attempt():
+            messages = self.kafka.read(100, self._wait_s())
+            good, outputs = self.kafka.decode(messages)
+            for msg in messages:
+                p, o = msg.partition(), msg.offset()
+                assert p is not None and o is not None
+                self.consumed[p] = max(self.consumed.get(p, -1), o)
+            for d in good:
+                self._take(d.value, d.msg.partition() or 0, d.msg.offset() or 0)
+            for tracked in self._due():
+                outputs += self._follow(tracked)
+            finished = [t for t in self.tracked.values() if t.done]
+            if outputs or finished or messages:
                 self._commit(outputs)
-            except TransientError as exc:
-                log.warning("monitor: transaction aborted, following again from committed: %s", exc)
-                self.tracked.clear()
-                self.consumed.clear()
-                rewind_to_committed(self.consumer)
-                return 0
-            for t in finished:
-                self.tracked.pop(t.batch_id, None)
+        for t in finished:
+            self.tracked.pop(t.batch_id, None)
         return len(messages) + len(outputs)
 
     def _take(self, record: dict[str, Any], partition: int, offset: int) -> None:
@@ -315,20 +298,13 @@ class Monitor:
         for t in self.tracked.values():
             if not t.done:
                 offsets[t.partition] = min(offsets.get(t.partition, t.offset), t.offset)
-        with self.producer.transaction():
-            for out in outputs:
-                self.producer.produce(out.topic, out.value, out.key)
-            self.producer.send_offsets(
-                self.consumer,
-                [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
-            )
+        self.kafka.commit(
+            outputs, [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
+        )
 
     @property
     def in_flight(self) -> int:
         return sum(not t.done for t in self.tracked.values())
 
     def close(self) -> None:
-        try:
-            self.consumer.close()
-        finally:
-            self.producer.close()
+        self.kafka.close()

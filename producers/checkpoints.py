@@ -12,7 +12,7 @@ from typing import Any
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.reading import read_to_end
-from terra_xfer.stage import Output, now_ms
+from terra_xfer.stages.outputs import Output, now_ms
 from terra_xfer.topics import CHECKPOINTS
 
 

@@ -14,18 +14,18 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from consumers.state.view import StateFollower
-from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
-from terra_xfer.kafka import TxProducer
 from terra_xfer.lag import publish_lag
 from terra_xfer.sites.cache import path_rules
 from terra_xfer.sites.gantry import CachePath, cache_path, file_fields
-from terra_xfer.stage import now_ms
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.outputs import Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import FILES_ARRIVED
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,21 @@ def walk(root: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, os.stat_re
 class Sweeper:
     """Walks the cache on a schedule; ``step`` sweeps when one is due."""
 
-    def __init__(self, config: Config, view: StateFollower) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spec: StageSpec,
+        view: StateFollower,
+        measured: Sequence[StageSpec] = (),
+    ) -> None:
+        """``measured``: the consuming stages whose consumer lag the sweeper publishes."""
         self.config = config
         self.view = view
+        self.measured = tuple(measured)
         self.rules = path_rules(config)
-        self.codec = Codec()
-        self.producer = TxProducer(config.kafka, config.group("sweeper"))
+        # One walker of the cache, wherever it runs: a restart fences its previous incarnation.
+        self.kafka = StageKafka(config, spec, transactional_id=config.group(spec.name))
+        self.codec = self.kafka.codec
         self.next_run = 0.0
         self.requeued = 0
         self.stuck: dict[str, int] = {}
@@ -74,7 +83,7 @@ class Sweeper:
         """Files by state and consumer lag, for the process's /metrics."""
         self.view.refresh()
         metrics.observe_states(self.view.index)
-        publish_lag(self.config)
+        publish_lag(self.config, self.measured)
 
     def step(self) -> int:
         self.gauges.maybe()
@@ -139,9 +148,9 @@ class Sweeper:
         if not events:
             return 0
         topic = self.config.topic(FILES_ARRIVED)
-        with self.producer.transaction():
-            for value in events:
-                self.producer.produce(topic, self.codec.encode("FileArrived", value), value["key"])
+        self.kafka.commit(
+            Output(topic, value["key"], self.codec.encode("FileArrived", value)) for value in events
+        )
         for value in events:
             metrics.count_file("arrived", value["sensor"], value["size"])
         return len(events)
@@ -162,4 +171,4 @@ class Sweeper:
         return counts
 
     def close(self) -> None:
-        self.producer.close()
+        self.kafka.close()

@@ -18,16 +18,25 @@ import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
+from consumers.state.view import StateFollower
 from producers.gantry.night import Upload, log_line, uploads, write_upload
+from producers.gantry.service import GantryProducer, log_source
+from producers.gantry.tailer import checkpoint_at_end
 from terra_xfer.broker import EmbeddedBroker
+from terra_xfer.cli.events import read_committed
+from terra_xfer.cli.status import render_report
+from terra_xfer.cli.up import run_up
 from terra_xfer.config import Config, load
+from terra_xfer.deadletters import count_dead_letters
 from terra_xfer.errors import TerraXferError
 from terra_xfer.logs import configure
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 
 MALFORMED = (
@@ -98,10 +107,8 @@ def unlogged_old_file(config: Config, night: Night) -> None:
 def pin_log_start(config: Config) -> None:
     """Commit the producer's position at the start of today's (empty) log, so the rotation that
     may happen before the producer first reads cannot make it skip the rotated file."""
-    from producers.gantry.service import GantryProducer, log_source
-    from producers.gantry.tailer import checkpoint_at_end
 
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         producer.reseat(checkpoint_at_end(config.gantry.xferlog))
     finally:
@@ -110,7 +117,6 @@ def pin_log_start(config: Config) -> None:
 
 def check(config: Config, night: Night) -> list[str]:
     """Everything that is not as it should be after the night (empty: all good)."""
-    from consumers.state.view import StateFollower
 
     problems = []
     follower = StateFollower(config, config.status.index_path)
@@ -147,9 +153,6 @@ def demo(config_path: Path, files: int, keep_broker: bool) -> None:
     configure("INFO", json_lines=False)
     logging.getLogger("consumers").setLevel(logging.WARNING)  # per-batch lines: too many here
     config = load(config_path)
-    from terra_xfer.cli.status import render_report
-    from terra_xfer.cli.up import run_up
-    from terra_xfer.deadletters import count_dead_letters
 
     base = config.broker.data_dir.parent
     for leftover in ("gantry_data", "destination", "transfer", "log"):
@@ -211,15 +214,11 @@ def demo(config_path: Path, files: int, keep_broker: bool) -> None:
 
 
 def arrival_sources(config: Config) -> dict[str, int]:
-    from collections import Counter
-
-    from terra_xfer.cli.events import read_committed
 
     return dict(Counter(v["source"] for _name, v in read_committed(config, "files.arrived")))
 
 
 def _report(config: Config) -> list[dict[str, object]]:
-    from consumers.state.view import StateFollower
 
     follower = StateFollower(config, config.status.index_path)
     try:

@@ -1,9 +1,9 @@
 """Kubernetes manifests made from the project's own tables, so the cluster never drifts from the code.
 
 ``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
-resources; ``stages`` turns :data:`STAGES` into one ``Deployment`` per pipeline stage, all with the
-same probes, security context and grace period; ``danforth`` makes the Deployment of the Danforth
-producer (:data:`DANFORTH`), which lives in the optional kustomize component
+resources; ``stages`` turns the stage registry (:mod:`terra_xfer.stages.registry`) into one
+``Deployment`` per pipeline stage, all with the same probes, security context and grace period;
+``danforth`` makes the Deployment of the Danforth producer, which lives in the optional component
 ``deploy/k8s/components/danforth`` because only a site with a LemnaTec system runs it. The output is
 deterministic (fixed key order, sorted configs), so ``--check DIR`` can compare it byte for byte
 with the committed files (``DIR/topics.yaml``, ``DIR/stages.yaml`` and, beside DIR,
@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from terra_xfer.config import KafkaConfig
+from terra_xfer.stages import registry
+from terra_xfer.stages.spec import Deployment, StageSpec
 from terra_xfer.topics import CATALOGUE
 
 CLUSTER = "terra"
@@ -35,84 +36,10 @@ METRICS_PORT = 9100
 CONFIG_DIR = "/etc/terra-xfer"
 CONFIG_FILE = "terra-xfer.toml"
 STATE_DIR = "/var/lib/terra-xfer"
-CACHE_DIR = "/gantry_data"
-LOG_DIR = "/var/log/gantry"
-DANFORTH_CACHE_DIR = "/danforth_data"
-BLOB_DIR = "/lemnatec_blobs"
 RUN_AS = 10001
 # Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
 GRACE_S = 30
-HEADER = "# Made by `python -m terra_xfer.k8s {kind}`; edit terra_xfer/k8s.py, not this file.\n"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A PersistentVolumeClaim mounted into a stage's container."""
-
-    claim: str
-    path: str
-    read_only: bool
-
-
-CACHE_RW = Mount("gantry-cache", CACHE_DIR, read_only=False)
-CACHE_RO = Mount("gantry-cache", CACHE_DIR, read_only=True)
-LOGS_RO = Mount("gantry-log", LOG_DIR, read_only=True)
-GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
-CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
-# The Danforth producer writes its PNGs and metadata here (and removes an interrupted run's
-# leftovers); the deleter removes verified files. The LemnaTec blob store is only ever read.
-DANFORTH_CACHE_RW = Mount("danforth-cache", DANFORTH_CACHE_DIR, read_only=False)
-BLOBS_RO = Mount("lemnatec-blobs", BLOB_DIR, read_only=True)
-LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
-
-
-@dataclass(frozen=True)
-class Resources:
-    """A container's CPU and memory requests and limits."""
-
-    cpu_request: str = "100m"
-    memory_request: str = "256Mi"
-    cpu_limit: str = "1"
-    memory_limit: str = "512Mi"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One long-running ``terra-xfer <name>`` process and what it needs from the cluster.
-
-    ``single`` stages must never run two copies at once (one transactional producer, one walker of
-    the cache), so they roll with ``Recreate`` instead of surging a second pod.
-    """
-
-    name: str
-    mounts: tuple[Mount, ...] = ()
-    secrets: tuple[tuple[str, str, str], ...] = ()
-    single: bool = False
-    resources: Resources = Resources()
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("gantry", (CACHE_RO, LOGS_RO), single=True),
-    Stage("batcher", secrets=(GLOBUS_SECRET,)),
-    Stage("monitor", secrets=(GLOBUS_SECRET,)),
-    Stage("state-keeper"),
-    Stage("ingest", secrets=(CLOWDER_SECRET,)),
-    Stage("deleter", (CACHE_RW,), secrets=(GLOBUS_SECRET,), single=True),
-    Stage("sweeper", (CACHE_RO,), single=True),
-)
-# One poller per LemnaTec database, never two: its transactional id is fixed per database
-# (``terra.danforth-<dbname>``), so a second copy would fence the first on every start and both
-# would rewrite the same snapshot<id>/ directories of the shared cache, changing files whose
-# events are already committed. Kafka stays exactly-once; the cache would not. Hence one replica,
-# Recreate, and no autoscaling. Its size was measured: one chunk of ten snapshots of full-size
-# VIS frames made by its two PNG threads peaks at about 320 MiB, and the threads can use two cores.
-DANFORTH = Stage(
-    "danforth",
-    (DANFORTH_CACHE_RW, BLOBS_RO),
-    secrets=(LEMNATEC_SECRET,),
-    single=True,
-    resources=Resources("500m", "512Mi", "2", "1Gi"),
-)
+HEADER = "# Made by `python -m terra_xfer.k8s {kind}` from the stage registry; do not edit.\n"
 DANFORTH_FILE = Path("components") / "danforth" / "danforth.yaml"  # beside the base directory
 
 
@@ -139,10 +66,11 @@ def kafka_topics(
     ]
 
 
-def deployment(stage: Stage) -> dict[str, Any]:
+def deployment(stage: StageSpec) -> dict[str, Any]:
     """The Deployment of one stage: non-root, read-only root, probes on the metrics port."""
+    needs = _needs(stage)
     spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
-    if stage.single:
+    if needs.single:
         spec["strategy"] = {"type": "Recreate"}
     spec["template"] = {
         "metadata": {"labels": _labels(stage)},
@@ -167,19 +95,19 @@ def deployment(stage: Stage) -> dict[str, Any]:
     }
 
 
-def _labels(stage: Stage) -> dict[str, str]:
+def _labels(stage: StageSpec) -> dict[str, str]:
     # A fresh dict on every call: shared objects would be written as YAML aliases (&id001).
     return {"app.kubernetes.io/name": "terra-xfer", "app.kubernetes.io/component": stage.name}
 
 
-def _container(stage: Stage) -> dict[str, Any]:
+def _container(stage: StageSpec) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": "TERRA_XFER_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"},
         {"name": "TERRA_XFER_METRICS_PORT", "value": str(METRICS_PORT)},
     ]
     env += [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for var, secret, key in stage.secrets
+        for var, secret, key in _needs(stage).secrets
     ]
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -187,13 +115,14 @@ def _container(stage: Stage) -> dict[str, Any]:
         {"name": "state", "mountPath": STATE_DIR},
     ]
     mounts += [
-        {"name": m.claim, "mountPath": m.path, "readOnly": m.read_only} for m in stage.mounts
+        {"name": m.claim, "mountPath": m.path, "readOnly": m.read_only}
+        for m in _needs(stage).mounts
     ]
-    size = stage.resources
+    size = _needs(stage).resources
     return {
         "name": stage.name,
         "image": IMAGE,
-        "command": ["terra-xfer", stage.name],
+        "command": ["terra-xfer", *stage.argv],
         "env": env,
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": _probe("/healthz", period_s=10, failures=3),
@@ -212,6 +141,12 @@ def _container(stage: Stage) -> dict[str, Any]:
     }
 
 
+def _needs(stage: StageSpec) -> Deployment:
+    if stage.deployment is None:
+        raise ValueError(f"stage {stage.name} has no Deployment")
+    return stage.deployment
+
+
 def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "metrics"},
@@ -221,14 +156,14 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _volumes(stage: Stage) -> list[dict[str, Any]]:
+def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": "terra-xfer-config"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         # Working copies only (state views, task records): rebuilt from Kafka after a restart.
         {"name": "state", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
-    claims = sorted({m.claim for m in stage.mounts})
+    claims = sorted({m.claim for m in _needs(stage).mounts})
     volumes += [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
     return volumes
 
@@ -241,9 +176,9 @@ def render(kind: str) -> str:
     if kind == "topics":
         docs = kafka_topics()
     elif kind == "stages":
-        docs = [deployment(s) for s in STAGES]
+        docs = [deployment(s) for s in registry.deployed()]
     elif kind == "danforth":
-        docs = [deployment(DANFORTH)]
+        docs = [deployment(s) for s in registry.deployed("danforth")]
     else:
         raise ValueError(f"unknown manifest kind {kind!r}: topics, stages or danforth")
     body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
@@ -24,23 +24,9 @@ from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import client_config, make_consumer
+from terra_xfer.stages.spec import StageSpec
 
 log = logging.getLogger(__name__)
-
-# Each stage's consumer group and the topics it consumes (catalogue names).
-STAGES: dict[str, tuple[str, ...]] = {
-    "batcher": ("files.arrived",),
-    "monitor": ("batches.submitted",),
-    "state-keeper": (
-        "files.arrived",
-        "batches.submitted",
-        "files.transferred",
-        "files.ingested",
-        "files.deleted",
-    ),
-    "ingest": ("files.transferred",),
-    "deleter": ("files.transferred",),
-}
 
 
 @dataclass(frozen=True)
@@ -90,9 +76,12 @@ def group_lag(
         consumer.close()
 
 
-def total_lag(config: Config) -> dict[str, int]:
-    """Messages not yet consumed, per stage's group."""
-    return {s: sum(r.lag for r in group_lag(config, config.group(s), t)) for s, t in STAGES.items()}
+def total_lag(config: Config, stages: Sequence[StageSpec]) -> dict[str, int]:
+    """Messages not yet consumed, per stage's group (``stages``: the registry's consumers)."""
+    return {
+        s.name: sum(r.lag for r in group_lag(config, s.consumer_group(config), s.inputs))
+        for s in stages
+    }
 
 
 def with_time_lag(
@@ -154,23 +143,27 @@ def group_members(config: Config, groups: list[str], timeout_s: float = 10.0) ->
         raise TransientError(f"describing consumer groups: {exc}") from exc
 
 
-def pipeline_lag(config: Config, timeout_s: float = 10.0) -> list[PartitionLag]:
+def pipeline_lag(
+    config: Config, stages: Sequence[StageSpec], timeout_s: float = 10.0
+) -> list[PartitionLag]:
     """Lag in messages and seconds of every stage's group on every topic it consumes."""
     rows: list[PartitionLag] = []
-    for stage, topics in STAGES.items():
-        rows += group_lag(config, config.group(stage), topics, timeout_s)
+    for stage in stages:
+        rows += group_lag(config, stage.consumer_group(config), stage.inputs, timeout_s)
     return with_time_lag(config, rows, timeout_s=timeout_s)
 
 
-def publish_lag(config: Config, timeout_s: float = 10.0) -> list[PartitionLag]:
+def publish_lag(
+    config: Config, stages: Sequence[StageSpec], timeout_s: float = 10.0
+) -> list[PartitionLag]:
     """Measure every stage's lag and group size and set the consumer-lag gauges; return the rows."""
-    rows = pipeline_lag(config, timeout_s)
+    rows = pipeline_lag(config, stages, timeout_s)
     for r in rows:
         labels = (r.group, r.topic, str(r.partition))
         metrics.CONSUMER_LAG.labels(*labels).set(r.lag)
         metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(r.lag_seconds)
         metrics.COMMITTED_OFFSET.labels(*labels).set(-1 if r.committed is None else r.committed)
-    members = group_members(config, [config.group(s) for s in STAGES], timeout_s)
+    members = group_members(config, [s.consumer_group(config) for s in stages], timeout_s)
     for group, n in members.items():
         metrics.GROUP_MEMBERS.labels(group).set(n)
     return rows

@@ -145,6 +145,27 @@ GROUP_MEMBERS = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+STAGE_RETRIES = PromCounter(
+    "terra_xfer_stage_retries_total",
+    "Steps of a stage that failed with a transient error (broker or remote service away) and were "
+    "retried with backoff.",
+    ["stage"],
+    registry=REGISTRY,
+)
+STAGE_RETRYING = Gauge(
+    "terra_xfer_stage_retrying",
+    "1 while a stage is backing off after transient errors, 0 once a step succeeds again.",
+    ["stage"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+STAGE_RESTARTS = PromCounter(
+    "terra_xfer_stage_restarts_total",
+    "Stages that ended on their own (crashed, fenced, stalled, killed) and were started again by "
+    "up, by stage and cause.",
+    ["stage", "cause"],
+    registry=REGISTRY,
+)
 
 # Short reason classes for dead letters: the first pattern found in the reason text names it.
 _REASONS: tuple[tuple[str, str], ...] = (
@@ -328,8 +349,10 @@ def shared_dir() -> Iterator[str]:
 
 def gathered(path: str) -> CollectorRegistry:
     """A registry of the series that every stage process wrote under ``path``, read afresh at
-    each scrape: counters and histograms added up, each gauge merged by its ``multiprocess_mode``.
+    each scrape: counters and histograms added up, each gauge merged by its ``multiprocess_mode``;
+    with the supervisor's own series (stage restarts), which only the supervisor writes.
     """
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]  # untyped upstream
+    registry.register(STAGE_RESTARTS)
     return registry

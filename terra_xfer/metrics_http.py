@@ -14,14 +14,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from terra_xfer.metrics import REGISTRY
-from terra_xfer.stages.stall_guard import StepWatchdog
 
 log = logging.getLogger(__name__)
 READY_STALE_S = 300.0  # a stage whose last step ended longer ago than this is not ready
@@ -40,6 +39,7 @@ class Health:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self._last: dict[str, float | None] = {}
+        self._waiting: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def expect(self, name: str) -> None:
@@ -50,49 +50,31 @@ class Health:
         with self._lock:
             self._last[name] = self.clock()
 
+    def waiting(self, name: str, why: str | None) -> None:
+        """Say why ``name`` is waiting (retrying a service, say); None: it no longer is. Shown
+        by /readyz, which stays ready: a stage that waits on purpose is not broken."""
+        with self._lock:
+            if why is None:
+                self._waiting.pop(name, None)
+            else:
+                self._waiting[name] = why
+
     def ready(self) -> tuple[bool, str]:
-        """(ready, one line saying why not)."""
+        """(ready, one line saying why not, or what the ready stages are waiting for)."""
         now = self.clock()
         with self._lock:
             last = dict(self._last)
+            waiting = dict(self._waiting)
+        why = "".join(f"; {n} {w}" for n, w in sorted(waiting.items()))
         if not last:
-            return False, "no stage has started"
-        waiting = sorted(n for n, t in last.items() if t is None)
-        if waiting:
-            return False, "not started: " + ", ".join(waiting)
+            return False, "no stage has started" + why
+        unstarted = sorted(n for n, t in last.items() if t is None)
+        if unstarted:
+            return False, "not started: " + ", ".join(unstarted) + why
         stale = sorted(n for n, t in last.items() if t is not None and now - t > self.stale_after_s)
         if stale:
-            return False, f"no step for {self.stale_after_s:.0f} s: " + ", ".join(stale)
-        return True, "ready"
-
-    def watch(self, name: str, step: Callable[[], int]) -> Callable[[], int]:
-        """``step``, reporting each finished call as a beat of ``name``."""
-        self.expect(name)
-
-        def watched() -> int:
-            count = step()
-            self.beat(name)
-            return count
-
-        return watched
-
-
-class _Watched:
-    """A runner stage whose steps beat ``health`` (and are timed by ``watchdog``)."""
-
-    def __init__(
-        self, name: str, stage: Any, health: Health, watchdog: StepWatchdog | None
-    ) -> None:
-        step = health.watch(name, stage.step)
-        self.step = watchdog.watch(name, step) if watchdog is not None else step
-        self.close = stage.close
-
-
-def watched(
-    stages: Sequence[tuple[str, Any]], health: Health, watchdog: StepWatchdog | None = None
-) -> list[tuple[str, Any]]:
-    """The ``(name, stage)`` pairs of a runner, each stage's steps reported to ``health``."""
-    return [(name, _Watched(name, stage, health, watchdog)) for name, stage in stages]
+            return False, f"no step for {self.stale_after_s:.0f} s: " + ", ".join(stale) + why
+        return True, "ready" + why
 
 
 def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:

@@ -21,36 +21,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.state.fold import batched, fold
 from consumers.state.keeper_store import KeeperCopy, KeeperStore, KeptRecord
 from terra_xfer.config import Config
-from terra_xfer.errors import PermanentError
-from terra_xfer.stage import Decoded, Output, TransactionalLoop, now_ms
+from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.stages.consume_loop import TransactionalLoop
+from terra_xfer.stages.outputs import Decoded, Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import (
-    BATCHES_SUBMITTED,
-    FILES_ARRIVED,
-    FILES_DELETED,
-    FILES_INGESTED,
     FILES_STATE,
-    FILES_TRANSFERRED,
 )
 
 log = logging.getLogger(__name__)
-GROUP = "state-keeper"
-INPUTS = (FILES_ARRIVED, BATCHES_SUBMITTED, FILES_TRANSFERRED, FILES_INGESTED, FILES_DELETED)
-RECORDS = frozenset(
-    {
-        "FileArrived",
-        "BatchSubmitted",
-        "FileTransferred",
-        "FileTransferFailed",
-        "FileIngested",
-        "FileIngestFailed",
-        "FileDeleted",
-    }
-)
 FLUSH_RECORDS = 20_000  # pending states that make a flush due at once
 FLUSH_S = 5.0  # the longest a committed state waits in memory while the keeper is busy
 KEEP_STATES = 20_000  # recently written states kept in memory beyond the pending ones
@@ -141,15 +125,14 @@ class KeptStates:
 class StateKeeper:
     """One state keeper instance."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, spec: StageSpec) -> None:
         self.config = config
+        self.spec = spec
         self.copy = KeeperCopy(config, config.status.keeper_path)
         self.loop = TransactionalLoop(
             config,
-            GROUP,
-            [config.topic(t) for t in INPUTS],
+            spec,
             self._handle,
-            RECORDS,
             batch_size=2000,
             consumer_overrides={"partition.assignment.strategy": "range"},
             on_assign=self._on_assign,
@@ -164,8 +147,11 @@ class StateKeeper:
     def _check_partitions(self) -> None:
         if self._checked:
             return
-        names = [self.config.topic(t) for t in (*INPUTS, FILES_STATE)]
-        meta = self.loop.consumer.list_topics(timeout=30)
+        names = [self.config.topic(t) for t in (*self.spec.inputs, FILES_STATE)]
+        try:
+            meta = self.loop.consumer.list_topics(timeout=30)
+        except KafkaException as exc:
+            raise TransientError(f"listing the topics: {exc}") from exc
         counts = {n: len(meta.topics[n].partitions) for n in names if n in meta.topics}
         missing = [n for n in names if n not in counts]
         if missing:

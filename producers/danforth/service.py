@@ -25,13 +25,13 @@ from producers.danforth.events import arrivals, image_dead_letter, snapshot_dead
 from producers.danforth.lemnatec import LemnaTecDb
 from producers.danforth.materialise import Made, Materialiser, Sources
 from producers.danforth.progress import Plan, Position, plan
-from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
-from terra_xfer.kafka import TxProducer
 from terra_xfer.sites.danforth import SENSOR
-from terra_xfer.stage import Output, now_ms
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.outputs import Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,22 @@ class DanforthProducer:
     def __init__(
         self,
         config: Config,
+        spec: StageSpec,
         db: LemnaTecDb | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         d = config.danforth
         self.config = config
         self.clock = clock
-        self.codec = Codec()
         self.db = db or LemnaTecDb(d.dsn, d.password)
         self.source_id = f"{SOURCE}:{self.db.database}"
         sources = Sources(d.blob_root, self.db.database, Cameras(d.cameras))
         self.materialiser = Materialiser(d.cache_root, sources, d.png_level, d.workers)
-        # One producer per database: a restart fences its previous incarnation by this id.
-        self.producer = TxProducer(config.kafka, config.group(f"danforth-{self.db.database}"))
+        # One writer per database: a restart fences its previous incarnation by this id.
+        self.kafka = StageKafka(
+            config, spec, transactional_id=config.group(f"danforth-{self.db.database}")
+        )
+        self.codec = self.kafka.codec
         self.position: Position | None = None
         self.events = 0
         self.next_poll = 0.0
@@ -83,7 +86,7 @@ class DanforthProducer:
         """Fence the previous incarnation and read the last committed position."""
         if self.position is not None:
             return
-        self.producer.init()
+        self.kafka.start()
         stored = last_checkpoint(self.config, self.source_id)
         self.position = Position.from_dict(stored["position"]) if stored else Position()
         self.events = int(stored["events"]) if stored else 0
@@ -133,9 +136,7 @@ class DanforthProducer:
                 self.config, self.codec, self.source_id, todo.position.to_dict(), events
             )
         )
-        with self.producer.transaction():
-            for out in outputs:
-                self.producer.produce(out.topic, out.value, out.key)
+        self.kafka.commit(outputs)
         self.position, self.events = todo.position, events
         self._report(todo, made)
 
@@ -193,7 +194,7 @@ class DanforthProducer:
             self.materialiser.close()
             self.db.close()
         finally:
-            self.producer.close()
+            self.kafka.close()
 
 
 def _outcome(made: Made) -> str:

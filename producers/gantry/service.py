@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from producers.checkpoints import checkpoint_output, last_checkpoint
 from producers.gantry.lines import LineHandler, Rejected, arrival_value
 from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
-from schemas.codec import Codec
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import ConfigError
-from terra_xfer.kafka import TxProducer
 from terra_xfer.sites.cache import path_rules
-from terra_xfer.stage import Output, now_ms
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.outputs import Output, now_ms
+from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,15 @@ def log_source(config: Config, kind: str) -> LogSource:
 class GantryProducer:
     """Follows one log; ``step`` reads one chunk of lines and commits it with its checkpoint."""
 
-    def __init__(self, config: Config, source: LogSource) -> None:
+    def __init__(self, config: Config, spec: StageSpec, source: LogSource) -> None:
         self.config = config
         self.source = source
-        self.codec = Codec()
         self.handler = LineHandler(path_rules(config), source.kind, config.gantry.timezone)
-        # One instance per log: a restart fences its previous incarnation by this id.
-        self.producer = TxProducer(config.kafka, config.group(f"gantry-{source.kind}"))
+        # One writer per log, wherever it runs: a restart fences its previous incarnation by this id.
+        self.kafka = StageKafka(
+            config, spec, transactional_id=config.group(f"gantry-{source.kind}")
+        )
+        self.codec = self.kafka.codec
         self.tailer: Tailer | None = None
         self.events = 0
         self.committed: Checkpoint | None = None
@@ -66,7 +68,7 @@ class GantryProducer:
         """Fence the previous incarnation and place the tailer at the last committed checkpoint."""
         if self.tailer is not None:
             return
-        self.producer.init()
+        self.kafka.start(on_rewind=self._rewind)
         stored = last_checkpoint(self.config, self.source.source_id)
         checkpoint = Checkpoint.from_dict(stored["position"]) if stored else None
         self.events = int(stored["events"]) if stored else 0
@@ -83,11 +85,8 @@ class GantryProducer:
         """
         self.start()
         assert self.tailer is not None
-        try:
+        with self.kafka.attempt():
             return self._step(self.tailer)
-        except BaseException:
-            self._rewind()
-            raise
 
     def _step(self, tailer: Tailer) -> int:
         lines = tailer.read(self.config.gantry.chunk_lines)
@@ -104,10 +103,7 @@ class GantryProducer:
                 self.config, self.codec, self.source.source_id, checkpoint.to_dict(), events
             )
         )
-        with self.producer.transaction():
-            self.producer.produce_all(self.config.topic(FILES_ARRIVED), arrived)
-            for out in other:
-                self.producer.produce(out.topic, out.value, out.key)
+        self.kafka.commit(other, bulk=(self.config.topic(FILES_ARRIVED), arrived))
         self.committed, self.events = checkpoint, events
         return len(lines)
 
@@ -168,12 +164,11 @@ class GantryProducer:
 
     def reseat(self, checkpoint: Checkpoint) -> None:
         """Commit ``checkpoint`` as this source's position (fencing a running producer)."""
-        self.producer.init()
+        self.kafka.producer.init()
         out = checkpoint_output(
             self.config, self.codec, self.source.source_id, checkpoint.to_dict(), self.events
         )
-        with self.producer.transaction():
-            self.producer.produce(out.topic, out.value, out.key)
+        self.kafka.commit([out])
         log.info(
             "gantry %s: re-seated at %s@%d", self.source.kind, checkpoint.name, checkpoint.offset
         )
@@ -181,4 +176,4 @@ class GantryProducer:
     def close(self) -> None:
         if self.tailer is not None:
             self.tailer.close()
-        self.producer.close()
+        self.kafka.close()

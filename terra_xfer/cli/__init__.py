@@ -14,57 +14,102 @@ from terra_xfer.config import Config, load
 from terra_xfer.errors import ConfigError, TerraXferError
 from terra_xfer.logs import configure, secrets_of
 
-# name -> (module, attribute, one-line help shown in `terra-xfer --help` without importing it)
+# name -> (module, attribute, one-line help shown in `terra-xfer --help` without importing it).
+# The pipeline's stages are not here: their commands are made from the stage registry
+# (terra_xfer.cli.stage_command); the gantry's has a module of its own, as it also re-seats.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "broker": ("terra_xfer.cli.broker", "broker", "Run the embedded single-node Kafka broker."),
     "topics": ("terra_xfer.cli.topics", "topics", "Create and show the pipeline's topics."),
     "events": ("terra_xfer.cli.events", "events", "Read what flows through a topic, decoded."),
-    "gantry": ("terra_xfer.cli.gantry", "gantry", "Tail xferlog into files.arrived (producer)."),
-    "danforth": (
-        "terra_xfer.cli.danforth",
-        "danforth",
-        "Ship LemnaTec snapshots into files.arrived (producer).",
-    ),
-    "batcher": ("terra_xfer.cli.stages", "batcher", "Batch arrivals into transfer tasks."),
-    "monitor": ("terra_xfer.cli.stages", "monitor", "Follow transfer tasks; per-file outcomes."),
-    "state-keeper": ("terra_xfer.cli.stages", "state_keeper", "Fold events into files.state."),
-    "ingest": ("terra_xfer.cli.stages", "ingest", "Register transferred files in the catalog."),
-    "deleter": ("terra_xfer.cli.stages", "deleter", "Remove verified files from the cache."),
+    "gantry": ("terra_xfer.cli.gantry", "gantry", ""),
     "up": ("terra_xfer.cli.up", "up", "Run every stage, a process each (the main job)."),
-    "sweeper": ("terra_xfer.cli.stages", "sweeper", "Re-queue old untransferred cache files."),
     "status": ("terra_xfer.cli.status", "status", "A file's history, or files by state."),
     "report": ("terra_xfer.cli.status", "report", "Files and bytes per sensor and day."),
     "lag": ("terra_xfer.cli.lag", "lag", "Consumer lag per group and partition (messages, s)."),
     "kafka-tool": ("terra_xfer.cli.kafka_tool", "kafka_tool", "Kafka's console tools (replay)."),
 }
+CONFIG_HELP = "TOML config file (env TERRA_XFER_CONFIG); before or after the command."
+
+
+def _stage_commands() -> dict[str, click.Command]:
+    """The stage commands, made from the registry (which imports every stage: only on use)."""
+    made: dict[str, click.Command] = importlib.import_module(
+        "terra_xfer.cli.stage_command"
+    ).commands()
+    return made
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on use, so ``--help`` and each command start fast."""
+    """A group whose subcommands are imported on use, so ``--help`` and each command start fast.
+
+    Every subcommand, at every depth, also takes ``--config`` (as users type
+    ``terra-xfer up --config site.toml``); given there, it replaces one given before.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *_stage_commands()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
+        if cmd_name in COMMANDS:
+            module, attr, _ = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+        else:
+            command = _stage_commands().get(cmd_name)
+        if command is None:
             return None
-        module, attr, _ = COMMANDS[cmd_name]
-        command = getattr(importlib.import_module(module), attr)
         assert isinstance(command, click.Command)
-        return command
+        return _taking_config(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        rows = []
+        for name in self.list_commands(ctx):
+            summary = COMMANDS[name][2] if name in COMMANDS else ""
+            if not summary:
+                command = self.get_command(ctx, name)
+                summary = command.get_short_help_str(60) if command is not None else ""
+            rows.append((name, summary))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
-class State:
-    """What subcommands share: the configuration, read once on first use."""
+def _use_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.find_root().obj.use(value)
 
-    def __init__(self, config_path: Path | None) -> None:
+
+def _taking_config(command: click.Command) -> click.Command:
+    """``command`` and its subcommands, each with a ``--config`` option (added once)."""
+    if not any(p.name == "config_after" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--config", "config_after"],
+                type=click.Path(dir_okay=False, path_type=Path),
+                expose_value=False,
+                is_eager=True,
+                callback=_use_config,
+                help=CONFIG_HELP,
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _taking_config(sub)
+    return command
+
+
+class State:
+    """What subcommands share: the configuration, read once on first use, and the logging set
+    up for it (its secrets are redacted from every line)."""
+
+    def __init__(self, config_path: Path | None, log_level: str, log_json: bool | None) -> None:
         self.config_path = config_path
+        self.log_level = log_level
+        self.log_json = log_json
         self._config: Config | None = None
+
+    def use(self, config_path: Path) -> None:
+        """Read the configuration from ``config_path`` instead, from now on."""
+        self.config_path, self._config = config_path, None
+        self.configure_logging()
 
     @property
     def config(self) -> Config:
@@ -75,6 +120,12 @@ class State:
                 raise click.UsageError(str(exc)) from None
         return self._config
 
+    def configure_logging(self) -> None:
+        secrets: list[str] = []
+        with contextlib.suppress(click.UsageError):  # reported by the command that needs it
+            secrets = secrets_of(self.config)
+        configure(self.log_level, self.log_json, secrets)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -82,7 +133,7 @@ class State:
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="TERRA_XFER_CONFIG",
-    help="TOML config file (env TERRA_XFER_CONFIG).",
+    help=CONFIG_HELP,
 )
 @click.option(
     "--log-level",
@@ -109,12 +160,9 @@ def cli(
       terra-xfer topics create         # the pipeline's topics
       terra-xfer events tail terra.files.arrived --from-beginning
     """
-    state = State(config_path)
+    state = State(config_path, log_level, log_json)
     ctx.obj = state
-    secrets: list[str] = []
-    with contextlib.suppress(click.UsageError):  # reported by the subcommand that needs the config
-        secrets = secrets_of(state.config)
-    configure(log_level, log_json, secrets)
+    state.configure_logging()
 
 
 def main() -> Any:

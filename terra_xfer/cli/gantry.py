@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -10,41 +12,32 @@ from producers.gantry.service import GantryProducer, log_source
 from producers.gantry.tailer import checkpoint_at_end, checkpoint_at_time
 from producers.gantry.xferlog import time_extractor
 from terra_xfer.cli import State
-from terra_xfer.cli.running import idle_exit_option, once_option, run_stage
+from terra_xfer.cli.stage_command import idle_exit_option, once_option, run
+from terra_xfer.stages import registry
 
+# The registry entry each log is followed by.
+SOURCES = {"xferlog": registry.spec("gantry"), "nas_log": registry.spec("gantry-nas")}
 source_option = click.option(
     "--source",
-    type=click.Choice(["xferlog", "nas_log"]),
+    type=click.Choice(list(SOURCES)),
     default="xferlog",
     show_default=True,
     help="Which log to follow: [gantry] xferlog or [gantry] nas_log.",
 )
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True,
+    help=inspect.cleandoc(registry.spec("gantry").help),
+    short_help=registry.spec("gantry").summary,
+)
 @source_option
 @once_option
 @idle_exit_option
 @click.pass_context
 def gantry(ctx: click.Context, source: str, once: bool, idle_exit: float | None) -> None:
-    """Tail the FTP server's xferlog and emit one FileArrived per completed whitelisted upload.
-
-    Follows the log through daily rotation (xferlog-YYYYMMDD, later gzipped) and copytruncate;
-    events and the log position are committed in one Kafka transaction, so a restart resumes
-    exactly where the last commit ended. Malformed lines and files missing from the cache go to
-    the dead-letter topic with the reason.
-
-    \b
-    Examples:
-      terra-xfer --config site.toml gantry
-      terra-xfer --config site.toml gantry --source nas_log
-      terra-xfer --config site.toml gantry reseat --from-end
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    state: State = ctx.obj
-    producer = GantryProducer(state.config, log_source(state.config, source))
-    run_stage(f"gantry {source}", producer.step, producer.close, once=once, idle_exit=idle_exit)
+    if ctx.invoked_subcommand is None:
+        run(ctx.obj, SOURCES[source], once, idle_exit)
 
 
 @gantry.command()
@@ -70,11 +63,9 @@ def reseat(state: State, source: str, from_end: bool, from_time: datetime | None
         checkpoint = checkpoint_at_end(src.path)
     else:
         assert from_time is not None
-        from zoneinfo import ZoneInfo
-
         when = from_time.replace(tzinfo=ZoneInfo(config.gantry.timezone))
         checkpoint = checkpoint_at_time(src.path, when, time_extractor(config.gantry.timezone))
-    producer = GantryProducer(config, src)
+    producer = GantryProducer(config, SOURCES[source], src)
     try:
         producer.reseat(checkpoint)
     finally:

@@ -8,6 +8,8 @@ import json
 import click
 
 from terra_xfer.cli import State
+from terra_xfer.lag import group_members, pipeline_lag
+from terra_xfer.stages import registry
 
 
 @click.command()
@@ -29,11 +31,10 @@ def lag(state: State, as_json: bool, timeout: float) -> None:
       terra-xfer --config site.toml lag
       terra-xfer --config site.toml lag --json | jq '.rows[] | select(.lag > 0)'
     """
-    from terra_xfer.lag import STAGES, group_members, pipeline_lag
-
     config = state.config
-    rows = pipeline_lag(config, timeout)
-    members = group_members(config, [config.group(s) for s in STAGES], timeout)
+    stages = list(registry.consumers())
+    rows = pipeline_lag(config, stages, timeout)
+    members = group_members(config, [s.consumer_group(config) for s in stages], timeout)
     if as_json:
         doc = {
             "groups": {

@@ -1,26 +1,31 @@
-"""``terra-xfer up``: every stage in a process of its own (or, with ``--threads``, all in this one),
-each with its own consumer group."""
+"""``terra-xfer up``: every stage of the registry that the configuration enables, each in a process
+of its own under a supervisor that restarts what ends (or, with ``--threads``, each in a thread of
+this one), serving their metrics, /healthz and /readyz on one port."""
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from typing import Any
 
 import click
+from confluent_kafka import KafkaException
 
+from consumers.state.view import StateFollower
 from terra_xfer import metrics
 from terra_xfer.cli import State
-from terra_xfer.cli.running import refuse_bad_credentials
+from terra_xfer.cli.stage_command import refuse_bad_credentials
 from terra_xfer.config import Config
+from terra_xfer.deadletters import count_dead_letters
+from terra_xfer.errors import TerraXferError
+from terra_xfer.lag import total_lag
 from terra_xfer.logs import JsonFormatter
-from terra_xfer.metrics_http import serving, watched
-from terra_xfer.runner import ProcessRunner, StageRunner
-from terra_xfer.service import install_signal_handlers
-from terra_xfer.stages import gc_tuning as heap
-from terra_xfer.stages.stall_guard import StepWatchdog
+from terra_xfer.metrics_http import Health, serving
+from terra_xfer.stages import registry
+from terra_xfer.stages.host import StopSignal, install_signal_handlers
+from terra_xfer.stages.stall_guard import StallGuard
+from terra_xfer.stages.supervisor import Supervisor
+from terra_xfer.stages.threads import ThreadedStages
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
@@ -30,8 +35,6 @@ class Progress:
     """Files per state, files/s, bytes and dead letters, from the status index."""
 
     def __init__(self, config: Config) -> None:
-        from consumers.state.view import StateFollower
-
         self.config = config
         self.view = StateFollower(config, config.status.index_path)
         self.started = time.monotonic()
@@ -40,88 +43,114 @@ class Progress:
         self.calls = 0
         self.slow = ""
 
-    def line(self, runner: StageRunner | ProcessRunner) -> str:
+    def line(self) -> str:
         """One status line; lag, bytes and dead letters (costlier to read) every 5th call."""
-        self.view.refresh(100_000, 0.2)
+        try:
+            self.view.refresh(100_000, 0.2)
+            if self.calls % 5 == 0:
+                self.slow = self._slow_part()
+        except (TerraXferError, KafkaException) as exc:
+            self.slow = f"waiting for Kafka: {exc}"
         counts = self.view.index.counts_by_state()
         done = counts.get("DONE", 0)
         now = time.monotonic()
         rate = (done - self.last_done) / max(now - self.last_at, 1e-6)
         self.last_done, self.last_at = done, now
-        if self.calls % 5 == 0:
-            self.slow = self._slow_part()
         self.calls += 1
         states = " ".join(f"{s}={n}" for s, n in sorted(counts.items())) or "no files yet"
         return f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
 
     def _slow_part(self) -> str:
-        from terra_xfer.deadletters import count_dead_letters
-        from terra_xfer.lag import total_lag
-
         moved = sum(int(line["bytes_transferred"]) for line in self.view.index.report())
-        lag = " ".join(f"{stage}:{n}" for stage, n in total_lag(self.config).items())
+        lag = total_lag(self.config, list(registry.consumers()))
+        lags = " ".join(f"{stage}:{n}" for stage, n in lag.items())
         dead = sum(count_dead_letters(self.config, timeout_s=5).values())
-        return f"{moved / 1e6:.1f} MB moved | lag {lag} | dead letters {dead}"
+        return f"{moved / 1e6:.1f} MB moved | lag {lags} | dead letters {dead}"
 
     def close(self) -> None:
         self.view.close()
 
 
+class Runner:
+    """What ``up`` watches, whichever way the stages run: a tick, the items each stage handled,
+    and a stop."""
+
+    def __init__(
+        self, config: Config, stop: StopSignal, health: Health, metrics_dir: str | None
+    ) -> None:
+        """``metrics_dir``: each stage in a process of its own, writing its metrics there;
+        None: each in a thread of this process."""
+        specs = registry.running(config)
+        for spec in specs:
+            health.expect(spec.name)
+        self.supervisor: Supervisor | None = None
+        self.threads: ThreadedStages | None = None
+        self.guard: StallGuard | None = None
+        self.stop = stop
+        if metrics_dir is not None:
+            self.supervisor = Supervisor(
+                config, specs, log_setup=_log_setup(), metrics_dir=metrics_dir, on_step=health.beat
+            )
+        else:
+            self.guard = StallGuard(config.metrics.stall_exit_s)
+            self.threads = ThreadedStages(config, specs, stop, health, self.guard)
+
+    def start(self) -> Runner:
+        if self.supervisor is not None:
+            self.supervisor.start()
+        if self.threads is not None and self.guard is not None:
+            self.guard.start()
+            self.threads.start()
+        return self
+
+    def tick(self, seconds: float) -> None:
+        """Wait ``seconds`` (restarting what ended, in processes) or until stopped."""
+        if self.supervisor is not None:
+            deadline = time.monotonic() + seconds
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self.supervisor.tick(min(0.2, max(0.0, deadline - time.monotonic())))
+        else:
+            self.stop.wait(seconds)
+
+    @property
+    def handled(self) -> dict[str, int]:
+        if self.supervisor is not None:
+            return self.supervisor.handled
+        assert self.threads is not None
+        return self.threads.handled
+
+    def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop(SHUTDOWN_BUDGET_S)
+        if self.threads is not None:
+            try:
+                self.threads.join(SHUTDOWN_BUDGET_S)
+            finally:
+                if self.guard is not None:
+                    self.guard.stop()
+
+
 def run_up(
     config: Config, exit_when_idle: float | None, show: bool, processes: bool = True
 ) -> dict[str, int]:
-    """Run until a signal (or until every stage was idle for ``exit_when_idle`` seconds)."""
-    if processes:
-        return _run_processes(config, exit_when_idle, show)
-    from terra_xfer.pipeline import build
-
-    stop = threading.Event()
+    """Run until a signal (or until every stage was idle for ``exit_when_idle`` seconds); return
+    the items each stage handled."""
+    stop = StopSignal()
     install_signal_handlers(stop)
-    watchdog = StepWatchdog(config.metrics.stall_exit_s).start()
-    with build(config) as stages, serving(config.metrics.port) as health:
-        heap.settle()
-        runner = StageRunner(watched(stages, health, watchdog)).start()
-        progress = Progress(config) if show else None
-        try:
-            _watch(runner, stop, exit_when_idle, progress)
-        finally:
-            began = time.monotonic()
-            runner.join(close=True, timeout_s=SHUTDOWN_BUDGET_S)
-            watchdog.stop()
-            log.info("all stages stopped in %.1f s", time.monotonic() - began)
-            if progress is not None:
-                progress.close()
-        return {t.name: t.handled for t in runner.threads}
-
-
-def _run_processes(config: Config, exit_when_idle: float | None, show: bool) -> dict[str, int]:
-    """``run_up`` with each stage in a process of its own; this one supervises and serves
-    /healthz, /readyz (ready once every stage has stepped) and /metrics: the stages' series,
-    which they write to files in a private directory that lives as long as this call."""
-    from terra_xfer.pipeline import stage_names
-
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    names = stage_names(config)
-    with (
-        metrics.shared_dir() as metrics_dir,
-        serving(config.metrics.port, metrics.gathered(metrics_dir)) as health,
-    ):
-        for name in names:
-            health.expect(name)
-        runner = ProcessRunner(
-            config, names, _log_setup(), on_step=health.beat, metrics_dir=metrics_dir
-        ).start()
-        progress = Progress(config) if show else None
-        try:
-            _watch(runner, stop, exit_when_idle, progress)
-        finally:
-            began = time.monotonic()
-            runner.join(timeout_s=SHUTDOWN_BUDGET_S)
-            log.info("all stages stopped in %.1f s", time.monotonic() - began)
-            if progress is not None:
-                progress.close()
-        return {t.name: t.handled for t in runner.threads}
+    with metrics.shared_dir() as metrics_dir:
+        served = metrics.gathered(metrics_dir) if processes else metrics.REGISTRY
+        with serving(config.metrics.port, served) as health:
+            runner = Runner(config, stop, health, metrics_dir if processes else None).start()
+            progress = Progress(config) if show else None
+            try:
+                _watch(runner, stop, exit_when_idle, progress)
+            finally:
+                began = time.monotonic()
+                runner.close()
+                log.info("all stages stopped in %.1f s", time.monotonic() - began)
+                if progress is not None:
+                    progress.close()
+            return runner.handled
 
 
 def _log_setup() -> tuple[str, bool | None]:
@@ -132,21 +161,18 @@ def _log_setup() -> tuple[str, bool | None]:
 
 
 def _watch(
-    runner: StageRunner | ProcessRunner,
-    stop: threading.Event,
-    exit_when_idle: float | None,
-    progress: Progress | None,
+    runner: Runner, stop: StopSignal, exit_when_idle: float | None, progress: Progress | None
 ) -> None:
-    last: list[int] = []
+    last: dict[str, int] = {}
     idle_since = time.monotonic()
     tty = sys.stderr.isatty()
-    while not stop.is_set() and not runner.stop.is_set():
-        stop.wait(1.0 if tty else 10.0)
-        handled = [t.handled for t in runner.threads]
+    while not stop.is_set():
+        runner.tick(1.0 if tty else 10.0)
+        handled = runner.handled
         if handled != last:
             last, idle_since = handled, time.monotonic()
         if progress is not None:
-            text = progress.line(runner)
+            text = progress.line()
             if tty:
                 click.echo("\r" + text[:200].ljust(200), nl=False, err=True)
             else:
@@ -176,20 +202,23 @@ def _watch(
 )
 @click.pass_obj
 def up(state: State, exit_when_idle: float | None, quiet: bool, processes: bool) -> None:
-    """Run the whole pipeline: gantry producer, batcher, monitor, state keeper, ingest, deleter
-    and sweeper, each with its own consumer group, as on Kubernetes. Each stage runs in a process
-    of its own, which this one supervises, serving their metrics, /healthz and /readyz; with
-    --threads they all run as threads of this process (about half the files/s on two cores, and
-    about two thirds of the memory).
+    """Run the whole pipeline: every stage the configuration enables (gantry producer, batcher,
+    monitor, state keeper, ingest, deleter, sweeper, and the nas.log and Danforth producers when
+    configured), each with its own consumer group, exactly as `terra-xfer <stage>` runs it on
+    Kubernetes. Each stage runs in a process of its own, which this one supervises: a stage that
+    ends (crashed, fenced, stalled, killed) is started again with backoff, and no stage outlives
+    this process, even when it is killed with SIGKILL. It serves the stages' metrics, /healthz
+    and /readyz on [metrics] port. With --threads they all run as threads of this process (about
+    half the files/s on two cores, and about two thirds of the memory).
 
-    Ctrl-C or SIGTERM stops every stage within 10 s with its work committed; running it again
-    resumes where it stopped. On a terminal it shows live progress; otherwise it logs a line every
-    10 s.
+    With no broker reachable, every stage waits and retries until it answers. Ctrl-C or SIGTERM
+    stops every stage within 10 s with its work committed; running it again resumes where it
+    stopped. On a terminal it shows live progress; otherwise it logs a line every 10 s.
 
     \b
     Example:
-      terra-xfer --config site.toml up
+      terra-xfer up --config site.toml
     """
-    refuse_bad_credentials()
-    handled: dict[str, Any] = run_up(state.config, exit_when_idle, not quiet, processes)
+    refuse_bad_credentials(state)
+    handled = run_up(state.config, exit_when_idle, not quiet, processes)
     click.echo("handled: " + ", ".join(f"{k}={v}" for k, v in handled.items()), err=True)

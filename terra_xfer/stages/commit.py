@@ -21,8 +21,9 @@ monitor passes offsets that stop at its oldest unfinished batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -75,6 +76,7 @@ class StageKafka:
         self.producer = TxProducer(config.kafka, transactional_id)
         self._on_rewind: Callable[[], None] | None = None
         self._started = False
+        self._rewound_for: BaseException | None = None
 
     @property
     def started(self) -> bool:
@@ -139,9 +141,24 @@ class StageKafka:
                 if offsets:
                     assert self.consumer is not None
                     self.producer.send_offsets(self.consumer, offsets)
-        except BaseException:
+        except BaseException as exc:
             self.rewind()
+            self._rewound_for = exc
             raise
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """A step's work from its first read to its last commit: whatever fails inside, the stage
+        is back at what it last committed when the error leaves the block (rewound once)."""
+        self._rewound_for = None
+        try:
+            yield
+        except BaseException as exc:
+            if exc is not self._rewound_for:
+                self.rewind()
+            raise
+        finally:
+            self._rewound_for = None
 
     def rewind(self) -> None:
         """Back to what was last committed: the consumer at its committed offsets, then the

@@ -61,16 +61,13 @@ class TransactionalLoop:
     def step(self) -> int:
         """Handle one batch; return the number of messages consumed (0 when idle)."""
         self.kafka.start(on_assign=self._on_assign)
-        messages = self.kafka.read(self.batch_size, self.poll_timeout_s)
-        if not messages:
-            return 0
-        try:
+        with self.kafka.attempt():
+            messages = self.kafka.read(self.batch_size, self.poll_timeout_s)
+            if not messages:
+                return 0
             good, bad = self.kafka.decode(messages)
             outputs = [*bad, *(self.handler(good) if good else [])]
-        except BaseException:
-            self.kafka.rewind()
-            raise
-        self.kafka.commit(outputs, next_offsets(messages))
+            self.kafka.commit(outputs, next_offsets(messages))
         if self._on_commit is not None:
             self._on_commit()
         return len(messages)

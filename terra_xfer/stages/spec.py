@@ -92,7 +92,8 @@ def always(_config: Config) -> bool:
 class StageSpec:
     """One stage: everything the CLI, ``up``, lag, the Kubernetes generator and the tests know of it.
 
-    ``group`` is the consumer group (a catalogue name, prefixed like the topics) of a stage that
+    ``summary`` is its line in ``terra-xfer --help``, ``help`` its command's own help. ``group`` is
+    the consumer group (a catalogue name, prefixed like the topics) of a stage that
     consumes; ``inputs`` and ``outputs`` are catalogue topic names; ``accepts`` the records it
     takes from its inputs (any other is dead-lettered). ``command`` is how ``terra-xfer`` runs it,
     as Kubernetes and the chaos runner call it; ``runs_when`` whether ``up`` runs it under a
@@ -102,6 +103,7 @@ class StageSpec:
     name: str
     summary: str
     build: Factory
+    help: str = ""
     group: str | None = None
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()

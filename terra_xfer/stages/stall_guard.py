@@ -4,7 +4,7 @@ A stage's work happens in steps that each finish in seconds or minutes. A step s
 longer (a client library waiting forever on a coordinator lost in a broker restart, say) would
 leave the stage alive but doing nothing. Exiting is safe at any moment: every stage resumes from
 its last committed transaction. Kubernetes restarts the container; ``terra-xfer up`` under
-systemd is restarted by its unit.
+systemd is restarted by its unit, and a stage process of ``up`` by ``up``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 STALLED_EXIT_CODE = 75  # EX_TEMPFAIL: try again
 
 
-class StepWatchdog:
+class StallGuard:
     """Calls ``on_stall`` (default: exit) once a watched step has run for ``limit_s``."""
 
     def __init__(
@@ -58,9 +58,9 @@ class StepWatchdog:
         for name, seconds in stalled:
             self.on_stall(name, seconds)
 
-    def start(self) -> StepWatchdog:
+    def start(self) -> StallGuard:
         if self.limit_s > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="step-watchdog", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="stall-guard", daemon=True)
             self._thread.start()
         return self
 
@@ -68,6 +68,12 @@ class StepWatchdog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def __enter__(self) -> StallGuard:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _loop(self) -> None:
         interval = max(0.5, min(10.0, self.limit_s / 10))

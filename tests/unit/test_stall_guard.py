@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from terra_xfer.stages.stall_guard import STALLED_EXIT_CODE, StepWatchdog
+from terra_xfer.stages.stall_guard import STALLED_EXIT_CODE, StallGuard
 
 
 class Clock:
@@ -19,7 +19,7 @@ class Clock:
 
 def test_a_step_past_the_limit_is_reported_and_a_finished_one_is_not() -> None:
     clock, stalls = Clock(), []
-    dog = StepWatchdog(60.0, on_stall=lambda name, s: stalls.append((name, s)), clock=clock)
+    dog = StallGuard(60.0, on_stall=lambda name, s: stalls.append((name, s)), clock=clock)
 
     def slow() -> int:
         clock.now += 59.0
@@ -34,7 +34,7 @@ def test_a_step_past_the_limit_is_reported_and_a_finished_one_is_not() -> None:
 
 
 def test_a_limit_of_zero_never_starts_a_thread() -> None:
-    dog = StepWatchdog(0.0).start()
+    dog = StallGuard(0.0).start()
     assert dog._thread is None
     dog.stop()
 
@@ -43,8 +43,8 @@ def test_a_stalled_process_exits_with_the_retry_code() -> None:
     script = textwrap.dedent(
         """
         import threading
-        from terra_xfer.stages.stall_guard import StepWatchdog
-        dog = StepWatchdog(1.0).start()
+        from terra_xfer.stages.stall_guard import StallGuard
+        dog = StallGuard(1.0).start()
         dog.watch("stuck", lambda: threading.Event().wait() or 0)()
         """
     )

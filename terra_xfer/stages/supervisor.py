@@ -1,0 +1,214 @@
+"""``up``'s supervisor: every stage in a process of its own, restarted when it ends, never orphaned.
+
+Each stage runs :func:`terra_xfer.stages.child.main` in a fresh interpreter: the same
+host a Kubernetes pod runs. The supervisor and its children share no lock, no semaphore and no
+shared memory: orders go down the child's standard input, which then stays open as its life line
+(end-of-file: the supervisor is gone, exit at once); reports come back on a pipe; stopping is
+SIGTERM, then SIGKILL after the budget. A child that ends on its own (crashed, fenced, stalled,
+killed) is started again with the one restart policy (:class:`terra_xfer.stages.host.Restarts`);
+a configuration error stops everything, since a restart would only fail the same way.
+
+Call it from one long-lived thread (``up``'s main thread): on Linux a child is killed by the kernel
+when the thread that started it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from terra_xfer.config import Config
+from terra_xfer.errors import ConfigError
+from terra_xfer.stages.child import EXIT_CONFIG, Orders
+from terra_xfer.stages.host import Restarts
+from terra_xfer.stages.spec import StageSpec
+from terra_xfer.stages.stall_guard import STALLED_EXIT_CODE
+
+log = logging.getLogger(__name__)
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where a child writes its metrics
+# Not ``-m terra_xfer.stages.child``: run as __main__, the module's Orders would not be the class
+# the orders were pickled with.
+CHILD_MAIN = "from terra_xfer.stages.child import main; main()"
+
+
+def cause_of(code: int) -> str:
+    """How a child that ended with ``code`` (``Popen.returncode``) ended, in a few words."""
+    if code == STALLED_EXIT_CODE:
+        return "stalled (one step ran past [metrics] stall_exit_s)"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    if code == 0:
+        return "stopped without being told to"
+    return f"failed (exit {code}; its log says why)"
+
+
+@dataclass
+class Child:
+    """One stage's process and what it last reported."""
+
+    spec: StageSpec
+    restarts: Restarts
+    proc: subprocess.Popen[bytes] | None = None
+    reports: int | None = None  # read end of its report pipe
+    pending: bytes = b""
+    handled_before: int = 0  # by the stage's earlier processes
+    handled_now: int = 0
+    stepped: float = 0.0
+    waiting: str | None = None
+    start_at: float | None = None  # when an ended child is due to start again
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def handled(self) -> int:
+        return self.handled_before + self.handled_now
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops one process per stage."""
+
+    def __init__(
+        self,
+        config: Config,
+        specs: Sequence[StageSpec],
+        *,
+        log_setup: tuple[str, bool | None] = ("INFO", None),
+        metrics_dir: str | None = None,
+        on_step: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.log_setup = log_setup
+        self.metrics_dir = metrics_dir
+        self.on_step = on_step
+        self.env = dict(os.environ if env is None else env)
+        if metrics_dir is not None:
+            self.env[MULTIPROC_DIR_ENV] = metrics_dir
+        self.children = [Child(spec, Restarts(spec.name)) for spec in specs]
+        self._stopping = False
+
+    def start(self) -> Supervisor:
+        for child in self.children:
+            self._start(child)
+        return self
+
+    def _start(self, child: Child) -> None:
+        read, write = os.pipe()
+        orders = Orders(child.spec, self.config, os.getpid(), write, *self.log_setup)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD_MAIN],
+            stdin=subprocess.PIPE,
+            pass_fds=(write,),
+            env=self.env,
+        )
+        os.close(write)
+        assert proc.stdin is not None
+        proc.stdin.write(orders.encode())
+        proc.stdin.flush()  # and kept open: the child's life line
+        child.proc, child.reports, child.pending = proc, read, b""
+        child.handled_before += child.handled_now
+        child.handled_now, child.start_at = 0, None
+        child.pids.append(proc.pid)
+        child.restarts.started()
+
+    @property
+    def handled(self) -> dict[str, int]:
+        return {c.name: c.handled for c in self.children}
+
+    def tick(self, timeout_s: float) -> None:
+        """Read reports for up to ``timeout_s``, then restart what ended and is due.
+
+        Raises ``ConfigError`` when a stage ended on a configuration error.
+        """
+        fds = {c.reports: c for c in self.children if c.reports is not None}
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select(list(fds), [], [], timeout_s)
+            for fd in ready:
+                self._read(fds[fd])
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                self._ended(child, now)
+            elif child.start_at is not None and now >= child.start_at and not self._stopping:
+                self._start(child)
+
+    def _read(self, child: Child) -> bool:
+        """Take what the child reported; False at end-of-file (or nothing there)."""
+        assert child.reports is not None
+        try:
+            data = os.read(child.reports, 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            return False
+        *lines, child.pending = (child.pending + data).split(b"\n")
+        for line in lines:
+            report = json.loads(line)
+            child.handled_now = int(report["handled"])
+            child.waiting = report.get("waiting")
+            if report["stepped"] != child.stepped:
+                child.stepped = float(report["stepped"])
+                if self.on_step is not None:
+                    self.on_step(child.name)
+        return True
+
+    def _ended(self, child: Child, now: float) -> None:
+        assert child.proc is not None
+        code = child.proc.returncode
+        self._release(child)
+        if self._stopping:
+            return
+        if code == EXIT_CONFIG:
+            raise ConfigError(f"stage {child.name} stopped on a configuration error (see its log)")
+        child.start_at = now + child.restarts.ended(cause_of(code))
+
+    def _release(self, child: Child) -> None:
+        """Drain and close what the ended child's process held open here."""
+        if child.reports is not None:
+            with contextlib.suppress(OSError):
+                os.set_blocking(child.reports, False)
+                while self._read(child):
+                    pass
+            os.close(child.reports)
+            child.reports = None
+        if child.proc is not None and child.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.proc.stdin.close()
+        child.proc = None
+
+    def stop(self, budget_s: float = 10.0) -> None:
+        """SIGTERM every stage process, wait up to ``budget_s`` for all of them, SIGKILL the rest.
+
+        What a killed stage had not committed is done again by the next run, as after any crash.
+        """
+        self._stopping = True
+        running = [c for c in self.children if c.proc is not None]
+        for child in running:
+            assert child.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.terminate()
+        deadline = time.monotonic() + budget_s
+        for child in running:
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("stage %s did not stop within %.0f s: killing it", child.name, budget_s)
+                child.proc.kill()
+                child.proc.wait()
+            self._release(child)
