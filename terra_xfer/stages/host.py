@@ -185,19 +185,21 @@ def run_stage(
         held.callback(stage.close)  # the stage closes before what it was given
         gc_tuning.settle()
         step = stage.step if guard is None else guard.watch(spec.name, stage.step)
-        handled = _loop(spec.name, step, stop, options, Retries(spec.name, health), beat)
+        handled = step_loop(spec.name, step, stop, options, Retries(spec.name, health), beat)
     log.info("%s stopped after %d items", spec.name, handled)
     return handled
 
 
-def _loop(
+def step_loop(
     name: str,
     step: Callable[[], int],
     stop: StopSignal,
     options: RunOptions,
     retries: Retries,
-    beat: Beat | None,
+    beat: Beat | None = None,
 ) -> int:
+    """Call ``step`` until ``stop`` or ``options`` end it; return the items handled. A transient
+    error waits out ``retries``' backoff; any other is raised."""
     handled = 0
     idle_since = time.monotonic()
     while not stop.is_set():
