@@ -34,10 +34,10 @@ from consumers.state.view import StateFollower
 from consumers.transfer.local import LocalTransfer
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import DEFAULT_CAMERAS, Config
-from terra_xfer.runner import StageRunner
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.lemnatec import SMALL_CAMERAS, danforth_config, new_site
-from tests.pipeline import gantry_config
+from tests.pipeline import Stepping, gantry_config
 from tests.postgres import PostgresServer
 
 CAMERAS = {
@@ -72,13 +72,14 @@ def bench_config(root: Path, bootstrap: str) -> Config:
 
 def stages(config: Config, backend: LocalTransfer, view: StateFollower) -> list[tuple[str, Any]]:
     """Every stage from the Danforth producer to the deleter, as `terra-xfer up` runs them."""
+    spec = registry.spec
     return [
-        ("danforth", DanforthProducer(config)),
-        ("batcher", Batcher(config, backend, view)),
-        ("monitor", Monitor(config, backend)),
-        ("state-keeper", StateKeeper(config)),
-        ("ingest", Ingest(config, LocalCatalog(config.catalog.path))),
-        ("deleter", Deleter(config, backend)),
+        ("danforth", DanforthProducer(config, spec("danforth"))),
+        ("batcher", Batcher(config, spec("batcher"), backend, view)),
+        ("monitor", Monitor(config, spec("monitor"), backend)),
+        ("state-keeper", StateKeeper(config, spec("state-keeper"))),
+        ("ingest", Ingest(config, spec("ingest"), LocalCatalog(config.catalog.path))),
+        ("deleter", Deleter(config, spec("deleter"), backend)),
     ]
 
 
@@ -92,7 +93,8 @@ def run(
     backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir, workers=4)
     view = StateFollower(config, config.status.index_path.with_name("batcher.sqlite"))
     done = StateFollower(config, config.status.index_path.with_name("watch.sqlite"))
-    runner = StageRunner(stages(config, backend, view)).start()
+    named = stages(config, backend, view)
+    runner = Stepping([s for _, s in named], [n for n, _ in named]).start()
 
     def all_done() -> bool:
         while done.refresh(timeout_s=0.05):
@@ -105,9 +107,13 @@ def run(
         assert runner.wait(all_done, timeout_s=3600, check_every_s=0.1), "the pipeline stalled"
         elapsed = time.perf_counter() - started
     finally:
-        runner.join()
-        for closable in (view, done, backend, site):
-            closable.close()
+        try:
+            runner.join()
+        finally:
+            for _, stage in reversed(named):
+                stage.close()
+            for closable in (view, done, backend, site):
+                closable.close()
     return {
         "snapshots": snapshots,
         "files": files,

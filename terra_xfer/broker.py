@@ -29,9 +29,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from terra_xfer.broker_scram import ScramUser, client_security, sasl_listener
 from terra_xfer.config import KafkaConfig, cache_home
 from terra_xfer.errors import BrokerError
+from terra_xfer.kafka_security import client_config
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +129,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def answers_metadata(kafka: str | KafkaConfig, timeout_s: float = 5.0) -> bool:
     """True when a broker at ``kafka`` (bootstrap servers, or a whole client config with its
     credentials) answers a metadata request and lists itself."""
-    from confluent_kafka.admin import AdminClient
-
-    from terra_xfer.kafka import client_config
-
     quiet = logging.getLogger("terra_xfer.broker.probe")
     quiet.propagate = False
     kafka = KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka

@@ -3,10 +3,8 @@
 Config is merged in one fixed order: library defaults < terra-xfer's safe defaults < the stage's own
 needs < explicit overrides. No wrapper makes a network call in ``__init__``.
 
-Commit order in every consume-process-produce stage (enforced by :meth:`TxProducer.commit_batch`):
-side effect first (outside Kafka, idempotent) → output events → consumed offsets, the last two in one
-transaction; on any failure the transaction is aborted and the consumer rewound to its committed
-offsets, so the batch is processed again (the side effects being idempotent makes that safe).
+The commit order every stage follows (side effect → output events → consumed offsets) is written
+and enforced once, in :mod:`terra_xfer.stages.commit`, on top of :class:`TxProducer`.
 """
 
 from __future__ import annotations
@@ -30,12 +28,9 @@ from confluent_kafka import (
 
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
-from terra_xfer.kafka_security import security_settings
-from terra_xfer.logs import QuietRepeats
+from terra_xfer.kafka_security import client_config as client_config  # the one merge, re-exported
 
 log = logging.getLogger(__name__)
-_librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
-_librdkafka_log.addFilter(QuietRepeats())
 
 # librdkafka's default partitioner (CRC32) differs from the Java client's; murmur2 matches Kafka's
 # console tools, Kafka Streams and Strimzi, so keys land where every other client expects them.
@@ -50,17 +45,6 @@ TXN_CALL_TIMEOUT_S = 30.0
 
 class KafkaDeliveryError(TransientError):
     """A produced event was not acknowledged by the broker."""
-
-
-def client_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
-    """Common client settings (bootstrap, security) merged with ``overrides``."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "logger": _librdkafka_log,
-    }
-    conf.update(security_settings(kafka))  # the only place the SASL password is revealed
-    conf.update(overrides)
-    return conf
 
 
 def instance_id(kafka: KafkaConfig) -> str:

@@ -1,4 +1,5 @@
-"""Kafka client security: the librdkafka settings for ``[kafka]``, and a check the cluster takes them.
+"""Kafka client settings: the one merge of ``[kafka]`` into librdkafka's configuration
+(:func:`client_config`), its security settings, and a check the cluster takes them.
 
 ``[kafka] security_protocol`` is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. SASL defaults to
 SCRAM-SHA-512 and needs ``sasl_username`` and the password in ``TERRA_XFER_KAFKA_SASL_PASSWORD``;
@@ -19,8 +20,12 @@ import logging
 import time
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import ConfigError, PermanentError, TransientError
+from terra_xfer.logs import QuietRepeats
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -30,6 +35,8 @@ PASSWORD_ENV = "TERRA_XFER_KAFKA_SASL_PASSWORD"
 # TLS listener does to a client speaking plain Kafka.
 _DROPPED = ("connection closed by peer", "Disconnected while requesting ApiVersion")
 log = logging.getLogger(__name__)
+_librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
+_librdkafka_log.addFilter(QuietRepeats())
 
 
 class KafkaAuthError(PermanentError):
@@ -38,6 +45,17 @@ class KafkaAuthError(PermanentError):
 
 class KafkaUnreachableError(TransientError):
     """No Kafka broker answered a metadata request in time."""
+
+
+def client_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    """Common client settings (bootstrap, security) merged with ``overrides``."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "logger": _librdkafka_log,
+    }
+    conf.update(security_settings(kafka))  # the only place the SASL password is revealed
+    conf.update(overrides)
+    return conf
 
 
 def security_settings(kafka: KafkaConfig) -> dict[str, Any]:
@@ -91,11 +109,6 @@ def check_access(kafka: KafkaConfig, timeout_s: float = 10.0) -> int:
     :class:`KafkaUnreachableError` when nothing answered within ``timeout_s``; each says in one
     sentence what to check. librdkafka's own messages are only logged at debug level.
     """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from terra_xfer.kafka import client_config
-
     seen: list[tuple[int | None, str]] = []
     collector = _Collector(seen)
     _probe_log.addHandler(collector)
@@ -146,8 +159,6 @@ def refusal(
     kafka: KafkaConfig, errors: list[tuple[int | None, str]]
 ) -> KafkaAuthError | KafkaUnreachableError:
     """The error for a cluster that did not answer, from librdkafka's (code or None, text) pairs."""
-    from confluent_kafka import KafkaError
-
     where = kafka.bootstrap_servers
     codes = {code for code, _ in errors}
     if codes & {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}:

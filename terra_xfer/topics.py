@@ -32,6 +32,7 @@ from confluent_kafka.admin import (
 
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.kafka_security import client_config
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,4 @@ def _align_configs(
 
 
 def admin_config(config: Config) -> dict[str, Any]:
-    from terra_xfer.kafka import client_config
-
     return client_config(config.kafka)

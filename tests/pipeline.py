@@ -2,31 +2,139 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
+import logging
 import os
 import random
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 import pytest
 
 from producers.gantry.night import log_line, uploads, write_upload
 from terra_xfer.config import Config
-from terra_xfer.runner import StageRunner
+from terra_xfer.stages import registry
+from terra_xfer.stages.host import Beat, Retries, RunOptions, StopSignal, step_loop
+from terra_xfer.stages.spec import Stage, Wiring
 from tests.kafka_read import env_for, read_all
 
 START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
 
 
+log = logging.getLogger(__name__)
+
+
 class Steppable(Protocol):
     def step(self) -> int: ...
+
+
+class Stepping:
+    """Stages built by a test, each stepped in a thread of its own by the host's step loop (as
+    ``up --threads`` steps the stages it builds): transient errors are retried with the host's
+    backoff, any other error stops every stage and is re-raised by :meth:`join`.
+
+    The stages are not closed: their builder closes them (and may step them again).
+    """
+
+    def __init__(
+        self,
+        stages: Iterable[Steppable],
+        names: Iterable[str] | None = None,
+        beat: Beat | None = None,
+    ) -> None:
+        """``names``: one per stage (default: each stage's class name); ``beat(name, handled)``
+        is told after every step, as the host tells a stage's health."""
+        self.stages = list(stages)
+        self.names = list(names) if names is not None else [type(s).__name__ for s in self.stages]
+        assert len(self.names) == len(self.stages) == len(set(self.names)), self.names
+        self.beat = beat
+        self.stop = StopSignal()
+        self.handled = dict.fromkeys(self.names, 0)
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Stepping:
+        for name, stage in zip(self.names, self.stages, strict=True):
+            thread = threading.Thread(
+                target=self._run, args=(name, stage), name=f"step-{name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def _run(self, name: str, stage: Steppable) -> None:
+        try:
+            step_loop(name, stage.step, self.stop, RunOptions(), Retries(name), self._beat)
+        except BaseException as exc:  # kept and re-raised by join(); every stage stops
+            log.exception("stage %s failed; stopping every stage", name)
+            with self._lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop.set()
+
+    def _beat(self, name: str, handled: int) -> None:
+        self.handled[name] = handled
+        if self.beat is not None:
+            self.beat(name, handled)
+
+    def wait(self, done: Callable[[], bool], timeout_s: float, check_every_s: float = 0.5) -> bool:
+        """Wait until ``done()`` holds (True), a stage fails or ``timeout_s`` passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.stop.is_set():
+            if done():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.stop.wait(min(check_every_s, max(0.0, deadline - time.monotonic())))
+        return False
+
+    def join(self, timeout_s: float = 30.0) -> None:
+        """Stop every stage, wait for its thread, and re-raise the first stage's error."""
+        self.stop.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if self.error is not None:
+            raise self.error
+        assert not stuck, f"still stepping {timeout_s} s after the stop: {stuck}"
+
+    def __enter__(self) -> Stepping:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.join()
+
+
+@contextlib.contextmanager
+def built(config: Config, names: Sequence[str]) -> Iterator[list[tuple[str, Stage]]]:
+    """The registry's stages called ``names``, built as the host builds them; each stage, then
+    what it was given, is closed when the block ends."""
+    with contextlib.ExitStack() as held:
+        stages = []
+        for name in names:
+            spec = registry.spec(name)
+            stage = spec.build(Wiring(config, spec, held))
+            held.callback(stage.close)  # the stage closes before what it was given
+            stages.append((name, stage))
+        yield stages
 
 
 def gantry_config(config: Config, **batcher: Any) -> Config:
@@ -65,16 +173,13 @@ def write_night(
 def run_until(
     stages: Iterable[Steppable], done: Callable[[], bool], timeout_s: float = 120.0
 ) -> None:
-    """Run every stage in its own thread (as `terra-xfer up` does) until ``done()`` holds.
+    """Run every stage in its own thread (as `terra-xfer up --threads` does) until ``done()``
+    holds; a stage's error is raised.
 
     The stages are not closed: the caller closes them (and may run them again).
     """
-    runner = StageRunner([(type(s).__name__, s) for s in stages])  # type: ignore[misc]
-    runner.start()
-    try:
-        reached = runner.wait(done, timeout_s)
-    finally:
-        runner.join(close=False)
+    with Stepping(stages) as running:
+        reached = running.wait(done, timeout_s)
     assert reached, "the pipeline did not get there in time"
 
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import click
 
+from consumers.state.view import StateFollower
 from terra_xfer.cli import State
 from terra_xfer.config import Config
+from terra_xfer.deadletters import count_dead_letters
 
 
 def _follower(config: Config) -> Any:
-    from consumers.state.view import StateFollower
-
     follower = StateFollower(config, config.status.index_path)
     follower.catch_up()
     return follower
@@ -126,8 +126,6 @@ def _show_one(follower: Any, key: str, as_json: bool) -> None:
 def report(state: State, as_json: bool) -> None:
     """Per sensor and per day: files and bytes arrived, transferred, ingested, deleted, failed;
     and the dead letters by reason."""
-    from terra_xfer.deadletters import count_dead_letters
-
     follower = _follower(state.config)
     try:
         lines = follower.index.report()

@@ -180,4 +180,3 @@ def main() -> None:
         code = 0
     logging.shutdown()
     sys.exit(code)
-

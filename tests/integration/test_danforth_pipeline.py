@@ -21,11 +21,11 @@ from consumers.transfer.local import LocalTransfer
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.kafka_tools import run_tool
-from terra_xfer.runner import StageRunner
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_group_empty
 from tests.lemnatec import LemnaTecSite, Planned, danforth_config, new_site
-from tests.pipeline import gantry_config
+from tests.pipeline import Stepping, gantry_config
 from tests.pngread import read_png
 from tests.postgres import PostgresServer
 
@@ -40,14 +40,14 @@ class Pipeline:
         self.backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
         self.view = StateFollower(config, config.status.index_path.with_name("batcher.sqlite"))
         self.stages: list[Any] = [
-            DanforthProducer(config),
-            Batcher(config, self.backend, self.view),
-            Monitor(config, self.backend),
-            StateKeeper(config),
-            Ingest(config, LocalCatalog(config.catalog.path)),
-            Deleter(config, self.backend),
+            DanforthProducer(config, registry.spec("danforth")),
+            Batcher(config, registry.spec("batcher"), self.backend, self.view),
+            Monitor(config, registry.spec("monitor"), self.backend),
+            StateKeeper(config, registry.spec("state-keeper")),
+            Ingest(config, registry.spec("ingest"), LocalCatalog(config.catalog.path)),
+            Deleter(config, registry.spec("deleter"), self.backend),
         ]
-        self.runner = StageRunner([(type(s).__name__, s) for s in self.stages])
+        self.runner = Stepping(self.stages)
 
     def states(self) -> dict[str, dict[str, Any]]:
         latest = {}
@@ -65,11 +65,13 @@ class Pipeline:
         return done
 
     def close(self) -> None:
-        self.runner.join(close=False)
-        for stage in self.stages:
-            stage.close()
-        self.view.close()
-        self.backend.close()
+        try:
+            self.runner.join()
+        finally:
+            for stage in self.stages:
+                stage.close()
+            self.view.close()
+            self.backend.close()
 
 
 @pytest.fixture
@@ -157,9 +159,9 @@ def replay_ingest(config: Config) -> None:
     )
     assert done.returncode == 0, done.stderr
     transferred = len(read_all(config.kafka, config.topic("files.transferred")))
-    ingest = Ingest(config, LocalCatalog(config.catalog.path))
-    runner = StageRunner([("ingest", ingest)]).start()
+    ingest = Ingest(config, registry.spec("ingest"), LocalCatalog(config.catalog.path))
     try:
-        assert runner.wait(lambda: runner.threads[0].handled >= transferred, timeout_s=120)
+        with Stepping([ingest], ["ingest"]) as running:
+            assert running.wait(lambda: running.handled["ingest"] >= transferred, timeout_s=120)
     finally:
-        runner.join()
+        ingest.close()

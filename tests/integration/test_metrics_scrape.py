@@ -16,15 +16,14 @@ from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.cli import State
 from terra_xfer.cli.lag import lag
 from terra_xfer.config import Config
-from terra_xfer.lag import STAGES, pipeline_lag, publish_lag
-from terra_xfer.metrics_http import Health, serve, watched
-from terra_xfer.pipeline import build
-from terra_xfer.runner import StageRunner
+from terra_xfer.lag import pipeline_lag, publish_lag
+from terra_xfer.metrics_http import Health, serve
 from terra_xfer.sites.cache import path_rules
 from terra_xfer.sites.gantry import CachePath, cache_path
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
-from tests.pipeline import drain, gantry_config, write_night
+from tests.pipeline import Stepping, built, drain, gantry_config, write_night
 
 pytestmark = pytest.mark.broker
 FILE_STAGES = ("arrived", "transferred", "ingested", "deleted")
@@ -64,17 +63,19 @@ def test_a_drained_pipeline_exposes_its_counts_and_zero_lag(config: Config, tmp_
     server = serve(0, health, host="127.0.0.1")
     try:
         before = scrape(server.port)
-        with build(config, with_sweeper=False) as stages:
-            runner = StageRunner(watched(stages, health)).start()
-            try:
-                done = runner.wait(lambda: drained(config, len(shipped)), 240)
+        names = [s.name for s in registry.running(config) if s.name != "sweeper"]
+        for name in names:
+            health.expect(name)
+        with built(config, names) as stages:
+            with Stepping(
+                [stage for _, stage in stages], names, beat=lambda name, _n: health.beat(name)
+            ) as running:
+                done = running.wait(lambda: drained(config, len(shipped)), 240)
                 ready = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
                 with ready:
                     assert ready.status == 200
-            finally:
-                runner.join(close=True)
         assert done, "the pipeline did not drain in time"
-        publish_lag(config)
+        publish_lag(config, list(registry.consumers()))
         after = scrape(server.port)
     finally:
         server.close()
@@ -91,7 +92,7 @@ def test_a_drained_pipeline_exposes_its_counts_and_zero_lag(config: Config, tmp_
     assert after[("terra_xfer_batch_files_count", frozenset())] > before.get(
         ("terra_xfer_batch_files_count", frozenset()), 0
     )
-    groups = {config.group(s) for s in STAGES}
+    groups = {s.consumer_group(config) for s in registry.consumers()}
     lags = [(dict(k[1]), v) for k, v in after.items() if k[0] == "terra_xfer_consumer_lag_messages"]
     ours = [(labels, v) for labels, v in lags if labels["group"] in groups]
     assert {labels["group"] for labels, _ in ours} == groups and all(v == 0 for _, v in ours)
@@ -112,7 +113,7 @@ def drained(config: Config, count: int) -> bool:
     ingested = read_all(config.kafka, config.topic("files.ingested"))
     if len(deleted) < count or len(ingested) < count:
         return False
-    return all(r.lag == 0 for r in pipeline_lag(config))
+    return all(r.lag == 0 for r in pipeline_lag(config, list(registry.consumers())))
 
 
 def lag_json(config: Config) -> dict[str, Any]:
@@ -121,13 +122,13 @@ def lag_json(config: Config) -> dict[str, Any]:
     result = CliRunner().invoke(lag, ["--json"], obj=state)
     assert result.exit_code == 0, result.output
     doc: dict[str, Any] = json.loads(result.output)
-    assert set(doc["groups"]) == {config.group(s) for s in STAGES}
+    assert set(doc["groups"]) == {s.consumer_group(config) for s in registry.consumers()}
     return doc
 
 
 def test_lag_json_counts_unconsumed_arrivals_and_their_age(config: Config) -> None:
     shipped = write_night(config, 12)
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         drain(producer)
     finally:

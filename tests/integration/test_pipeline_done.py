@@ -21,10 +21,10 @@ from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.kafka_tools import run_tool
-from terra_xfer.runner import StageRunner
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_group_empty
-from tests.pipeline import START, gantry_config, run_until, sha256, write_night
+from tests.pipeline import START, Stepping, gantry_config, run_until, sha256, write_night
 
 pytestmark = pytest.mark.broker
 STAGES = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
@@ -38,12 +38,12 @@ class Pipeline:
         self.backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
         self.view = StateFollower(config, config.status.index_path.with_name("batcher.sqlite"))
         self.stages: list[Any] = [
-            GantryProducer(config, log_source(config, "xferlog")),
-            Batcher(config, self.backend, self.view),
-            Monitor(config, self.backend),
-            StateKeeper(config),
-            Ingest(config, LocalCatalog(config.catalog.path)),
-            Deleter(config, self.backend),
+            GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+            Batcher(config, registry.spec("batcher"), self.backend, self.view),
+            Monitor(config, registry.spec("monitor"), self.backend),
+            StateKeeper(config, registry.spec("state-keeper")),
+            Ingest(config, registry.spec("ingest"), LocalCatalog(config.catalog.path)),
+            Deleter(config, registry.spec("deleter"), self.backend),
         ]
 
     def states(self) -> dict[str, dict[str, Any]]:
@@ -130,19 +130,18 @@ def test_two_thousand_files_to_done_then_a_replay_changes_nothing(config: Config
     reset_groups(config)
     replayed = len(transferred)  # every stage reads its whole input again
     pipeline = Pipeline(config)
-    runner = StageRunner([(type(s).__name__, s) for s in pipeline.stages]).start()
     try:
-        seen = {t.name: t for t in runner.threads}
-        assert runner.wait(
-            lambda: (
-                seen["Ingest"].handled >= replayed
-                and seen["Deleter"].handled >= replayed
-                and seen["Batcher"].handled >= len(shipped)
-            ),
-            timeout_s=300,
-        )
+        with Stepping(pipeline.stages) as running:
+            seen = running.handled
+            assert running.wait(
+                lambda: (
+                    seen["Ingest"] >= replayed
+                    and seen["Deleter"] >= replayed
+                    and seen["Batcher"] >= len(shipped)
+                ),
+                timeout_s=300,
+            )
     finally:
-        runner.join(close=False)
         pipeline.close()
     catalog = LocalCatalog(config.catalog.path)
     try:
@@ -272,12 +271,12 @@ def test_replay_runbook_reset_to_a_datetime(config: Config) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert config.topic("files.transferred") in done.stdout
-    ingest = Ingest(config, LocalCatalog(config.catalog.path))
-    runner = StageRunner([("ingest", ingest)]).start()
+    ingest = Ingest(config, registry.spec("ingest"), LocalCatalog(config.catalog.path))
     try:
-        assert runner.wait(lambda: runner.threads[0].handled >= len(shipped), timeout_s=120)
+        with Stepping([ingest], ["ingest"]) as running:
+            assert running.wait(lambda: running.handled["ingest"] >= len(shipped), timeout_s=120)
     finally:
-        runner.join()
+        ingest.close()
     catalog = LocalCatalog(config.catalog.path)
     try:
         assert catalog.counts() == counts

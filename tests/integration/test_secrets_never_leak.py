@@ -33,13 +33,13 @@ from terra_xfer.broker import EmbeddedBroker, free_port
 from terra_xfer.broker_scram import ScramUser
 from terra_xfer.config import BrokerConfig, Config, Secret, load
 from terra_xfer.kafka import client_config
-from terra_xfer.pipeline import build
 from terra_xfer.reading import read_to_end
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.doubles.clowder_api import ClowderDouble
 from tests.doubles.globus_api import GlobusDouble
 from tests.kafka_read import read_all
-from tests.pipeline import run_until, write_night
+from tests.pipeline import built, run_until, write_night
 
 pytestmark = pytest.mark.broker
 KAFKA_USER = "terra-pipeline"
@@ -241,12 +241,8 @@ def test_no_secret_in_any_log_line_or_event_of_a_pipeline_run(
 
     with every_log_record() as records:
         create_topics(config)
-        with build(config) as stages:
-            try:
-                run_until([stage for _, stage in stages], done, timeout_s=240)
-            finally:
-                for _, stage in stages:
-                    stage.close()
+        with built(config, [s.name for s in registry.running(config)]) as stages:
+            run_until([stage for _, stage in stages], done, timeout_s=240)
         events = list(every_event(config))
 
     assert records.texts, "no log record was captured"
