@@ -306,6 +306,36 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in sorted(latest.items())]
 
 
+# librdkafka's codes for a cluster that is away for now (restarting, moving a coordinator, not
+# started yet): not all of them are flagged retriable, yet waiting is all they call for.
+BROKER_AWAY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def broker_away(exc: BaseException) -> bool:
+    """True when ``exc`` is a Kafka error that waiting for the cluster can cure."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return (
+        isinstance(err, KafkaError)
+        and not err.fatal()
+        and (err.retriable() or err.code() in BROKER_AWAY)
+    )
+
+
 class RewindError(TerraXferError):
     """The consumer could not be put back at its committed offsets.
 
@@ -331,29 +361,11 @@ def rewind_to_committed(
             _rewind_once(consumer, timeout_s)
             return
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = (
-                isinstance(err, KafkaError)
-                and not err.fatal()
-                and (err.retriable() or err.code() in _REWIND_RETRIABLE)
-            )
-            if not retriable or time.monotonic() + delay > deadline:
+            if not broker_away(exc) or time.monotonic() + delay > deadline:
                 raise RewindError(f"cannot rewind to the committed offsets: {exc}") from exc
             log.warning("rewinding to the committed offsets failed, retrying: %s", exc)
             time.sleep(delay)  # backoff while the coordinator comes back
             delay = min(delay * 2, 5.0)
-
-
-_REWIND_RETRIABLE = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-    }
-)
 
 
 def _rewind_once(consumer: Consumer, timeout_s: float) -> None:

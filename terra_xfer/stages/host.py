@@ -24,11 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from confluent_kafka import KafkaError, KafkaException
-
 from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
+from terra_xfer.kafka import broker_away
 from terra_xfer.metrics_http import Health, serving
 from terra_xfer.stages import gc_tuning
 from terra_xfer.stages.spec import StageSpec, Wiring
@@ -96,13 +95,13 @@ class RunOptions:
 
 
 def transient(exc: BaseException) -> TransientError | None:
-    """``exc`` as a transient error when it is one (a retriable Kafka error counts), else None."""
+    """``exc`` as a transient error when it is one (a Kafka cluster that is away counts, wherever
+    its client raised it), else None."""
     if isinstance(exc, TransientError):
         return exc
-    if isinstance(exc, KafkaException):
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.retriable() and not err.fatal():
-            return TransientError(err.str())
+    if broker_away(exc):
+        err = exc.args[0]
+        return TransientError(f"Kafka: {err.str()}")
     return None
 
 
