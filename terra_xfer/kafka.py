@@ -104,8 +104,12 @@ class TxProducer:
             err, self._error = self._error, None
             raise KafkaDeliveryError(f"delivery failed: {err.str()}")
 
-    def init(self, timeout_s: float = 30.0) -> None:
-        """Register the transactional id (fencing older incarnations); idempotent."""
+    def init(self, timeout_s: float = 5.0) -> None:
+        """Register the transactional id (fencing older incarnations); idempotent.
+
+        A short wait: a cluster that does not answer in time raises TransientError, and the next
+        call resumes where this one stopped, so a stage told to stop meanwhile stops promptly.
+        """
         if not self._initialised:
             try:
                 self._producer.init_transactions(timeout_s)

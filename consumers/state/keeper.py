@@ -149,7 +149,7 @@ class StateKeeper:
             return
         names = [self.config.topic(t) for t in (*self.spec.inputs, FILES_STATE)]
         try:
-            meta = self.loop.consumer.list_topics(timeout=30)
+            meta = self.loop.consumer.list_topics(timeout=10)
         except KafkaException as exc:
             raise TransientError(f"listing the topics: {exc}") from exc
         counts = {n: len(meta.topics[n].partitions) for n in names if n in meta.topics}

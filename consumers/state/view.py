@@ -59,7 +59,7 @@ class TopicFollower:
                 f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
                 {"enable.partition.eof": True},
             )
-            meta = self._consumer.list_topics(self.topic, timeout=30)
+            meta = self._consumer.list_topics(self.topic, timeout=10)
             self._partitions = sorted(meta.topics[self.topic].partitions)
         stored = self._stored_offsets()
         self._consumer.assign(
