@@ -177,7 +177,7 @@ class Batcher:
     def _record(self, closed: list[Window], dead: list[Output], idle: dict[int, int]) -> None:
         """Phase 1: the PREPARED batches with their windows' offsets; then each is submitted and
         recorded as SUBMITTED (phase 2)."""
-        prepared = []
+        prepared: list[tuple[dict[str, Any], int]] = []
         outputs = list(dead)
         offsets = dict(idle)
         for window in closed:
@@ -190,15 +190,15 @@ class Batcher:
             record = batch_record(
                 window, "PREPARED", submission_id, self.backend.name, None, now_ms()
             )
-            outputs.append(self._batch_output(record))
-            prepared.append(record)
+            outputs.append(self._batch_output(record, window.partition))
+            prepared.append((record, window.partition))
         self.kafka.commit(
             outputs, [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
         )
-        for record in prepared:
-            self._submit(record)
+        for record, partition in prepared:
+            self._submit(record, partition)
 
-    def _submit(self, record: dict[str, Any]) -> None:
+    def _submit(self, record: dict[str, Any], partition: int) -> None:
         items = transfer_items(self.config, record["files"])
         try:
             task_id = self.backend.submit(
@@ -212,7 +212,7 @@ class Batcher:
             )
             return
         submitted = dict(record, phase="SUBMITTED", task_id=task_id, emitted_ms=now_ms())
-        self.kafka.commit([self._batch_output(submitted)])
+        self.kafka.commit([self._batch_output(submitted, partition)])
         self.pending.add(task_id)
         self.batches_submitted += 1
         metrics.observe_batch(record["files"])
@@ -223,11 +223,15 @@ class Batcher:
             task_id,
         )
 
-    def _batch_output(self, record: dict[str, Any]) -> Output:
+    def _batch_output(self, record: dict[str, Any], partition: int) -> Output:
+        """The record of a batch, on the partition its window was cut from: batches.submitted is
+        co-partitioned with files.arrived, so the state keeper that owns the batch's files (all
+        of them keyed to that partition) reads it."""
         return Output(
             self.config.topic(BATCHES_SUBMITTED),
             record["batch_id"],
             self.codec.encode("BatchSubmitted", record),
+            partition,
         )
 
     def _backpressure(self) -> bool:

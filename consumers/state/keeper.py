@@ -27,8 +27,10 @@ from consumers.state.fold import batched, fold
 from consumers.state.keeper_store import KeeperCopy, KeeperStore, KeptRecord
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
+from terra_xfer.kafka import where
+from terra_xfer.partitioner import partition_of
 from terra_xfer.stages.consume_loop import TransactionalLoop
-from terra_xfer.stages.outputs import Decoded, Output, now_ms
+from terra_xfer.stages.outputs import Decoded, Output, dead_letter, now_ms
 from terra_xfer.stages.spec import StageSpec
 from terra_xfer.topics import (
     FILES_STATE,
@@ -139,13 +141,14 @@ class StateKeeper:
             on_commit=self._on_commit,
         )
         self.kept = KeptStates(self.copy.store)
-        self._checked = False
+        self.partitions = 0  # of every input topic and files.state (checked equal)
+        self._stale = True  # the copy must catch up before the next fold
         self._written: list[KeptRecord] = []
         self._produced = 0
         self.states_written = 0
 
     def _check_partitions(self) -> None:
-        if self._checked:
+        if self.partitions:
             return
         names = [self.config.topic(t) for t in (*self.spec.inputs, FILES_STATE)]
         try:
@@ -160,11 +163,23 @@ class StateKeeper:
             )
         if len(set(counts.values())) != 1:
             raise PermanentError(f"the state keeper needs co-partitioned topics; found {counts}")
-        self._checked = True
+        self.partitions = counts[names[0]]
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        """New partitions: the copy catches up from files.state before the next fold.
+
+        Not here but once the first messages of the assignment are in hand: their offsets were
+        fetched stable (read_committed), so a transaction of the partitions' previous owner still
+        open now has ended by then, and its states are in files.state for the catch-up to read.
+        """
         self.kept.forget()
-        self.copy.catch_up()
+        self._stale = True
+
+    def _fresh(self) -> None:
+        if self._stale:
+            self.kept.forget()
+            self.copy.catch_up()
+            self._stale = False
 
     def step(self) -> int:
         self._check_partitions()
@@ -185,22 +200,23 @@ class StateKeeper:
                 self._produced,
                 len(written),
             )
-            self.kept.forget()
-            self.copy.catch_up()
+            self._stale = True
 
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
+        self._fresh()
         now = now_ms()
-        states = self.kept.lookup(_keys(batch))
+        owned, refused = self._owned(batch)
+        states = self.kept.lookup(_keys(owned))
         changed: dict[str, State] = {}
-        for d in batch:
+        for d in owned:
             try:
                 for key, new in _folded(d, states.get, now):
                     states[key] = changed[key] = new
             except PermanentError as exc:
-                log.error("%s: cannot fold %s: %s", d.msg.topic(), d.record, exc)
+                refused.append(self._refuse(d, f"cannot fold {d.record}: {exc}"))
         self._produced = len(changed)
         topic = self.config.topic(FILES_STATE)
-        return [
+        return refused + [
             Output(
                 topic,
                 key,
@@ -209,6 +225,30 @@ class StateKeeper:
             )
             for key, state in changed.items()
         ]
+
+    def _owned(self, batch: Sequence[Decoded]) -> tuple[list[Decoded], list[Output]]:
+        """The events whose every file this keeper owns (its key lands on the partition the event
+        was read from), and a dead letter for each other one: folding a file owned by another
+        keeper would build its state from a copy that is not the file's latest."""
+        owned: list[Decoded] = []
+        refused: list[Output] = []
+        for d in batch:
+            here = d.msg.partition()
+            strays = [k for k in _event_keys(d) if partition_of(k, self.partitions) != here]
+            if not strays:
+                owned.append(d)
+                continue
+            reason = (
+                f"{d.record} on partition {here} names {len(strays)} file(s) owned by another "
+                f"partition (e.g. {strays[0]!r} is on {partition_of(strays[0], self.partitions)}); "
+                "not folded"
+            )
+            refused.append(self._refuse(d, reason))
+        return owned, refused
+
+    def _refuse(self, d: Decoded, reason: str) -> Output:
+        log.error("%s: %s", where(d.msg), reason)
+        return dead_letter(self.config, self.loop.codec, self.spec.name, reason, d.msg)
 
     def _delivered(self, key: str, state: State) -> Any:
         def record(msg: Message) -> None:
@@ -229,15 +269,16 @@ class StateKeeper:
             self.copy.close()
 
 
+def _event_keys(d: Decoded) -> list[str]:
+    """The file keys one event touches (a BatchSubmitted touches each of its files)."""
+    if d.record == "BatchSubmitted":
+        return [f["key"] for f in d.value["files"]]
+    return [d.value["key"]]
+
+
 def _keys(batch: Sequence[Decoded]) -> list[str]:
-    """The file keys a batch of events touches (a BatchSubmitted touches each of its files)."""
-    keys: list[str] = []
-    for d in batch:
-        if d.record == "BatchSubmitted":
-            keys.extend(f["key"] for f in d.value["files"])
-        else:
-            keys.append(d.value["key"])
-    return keys
+    """The file keys a batch of events touches."""
+    return [key for d in batch for key in _event_keys(d)]
 
 
 def _folded(
