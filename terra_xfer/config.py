@@ -1,7 +1,8 @@
 """Typed, frozen configuration: one TOML file, then environment overrides, read once by the CLI.
 
 Every key can be overridden by ``TERRA_XFER_<SECTION>_<KEY>`` (``[transfer.globus] client_id`` →
-``TERRA_XFER_TRANSFER_GLOBUS_CLIENT_ID``). Secrets are never read from the file, only from the
+``TERRA_XFER_TRANSFER_GLOBUS_CLIENT_ID``), or by the name its field's ``env`` metadata gives
+(``[kafka] instance_id`` → ``TERRA_XFER_INSTANCE_ID``). Secrets are never read from the file, only from the
 environment, and are held as :class:`Secret` so they cannot leak through a repr or a log line.
 A bad file or value raises :class:`ConfigError` with one sentence naming the key and the problem.
 """
@@ -75,9 +76,9 @@ class KafkaConfig:
     sasl_password: Secret | None = field(default=None, metadata={"secret": "KAFKA_SASL_PASSWORD"})
     ssl_ca_location: Path | None = None  # CA bundle that signed the brokers' TLS certificates
     # This replica's name among the replicas of a stage (its static group membership and
-    # transactional id): the host name when unset, the pod name on Kubernetes. Two replicas of one
-    # stage must never share it, or they fence each other.
-    instance_id: str | None = None
+    # transactional id), from TERRA_XFER_INSTANCE_ID (the pod name on Kubernetes); the host name
+    # when unset. Two replicas of one stage must never share it, or they fence each other.
+    instance_id: str | None = field(default=None, metadata={"env": "INSTANCE_ID"})
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def _build(
             secret = env.get(ENV_PREFIX + fld.metadata["secret"])
             values[name] = Secret(secret) if secret else None
             continue
-        env_name = ENV_PREFIX + dotted.replace(".", "_").upper()
+        env_name = ENV_PREFIX + fld.metadata.get("env", dotted.replace(".", "_").upper())
         if env_name in env:
             values[name] = _coerce(hint, env[env_name], f"{env_name}", base, from_env=True)
         elif name in raw:
