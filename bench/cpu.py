@@ -3,7 +3,7 @@
 Read from ``/proc/<pid>/stat`` (user + system time of all the process's threads, in clock ticks)
 at the start and the end of the measured interval, so start-up is left out. With a process per
 stage, the stage processes are ``up``'s children named ``tx-<stage>`` (see
-:func:`terra_xfer.runner.process_name`); with ``--threads`` there is only ``up``.
+:func:`terra_xfer.stages.child.process_name`); with ``--threads`` there is only ``up``.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def run(
         elapsed = time.perf_counter() - started
     finally:
         try:
-            runner.join()
+            runner.join(timeout_s=300)  # a chunk of full-size snapshots takes a while to end
         finally:
             for _, stage in reversed(named):
                 stage.close()

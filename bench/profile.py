@@ -40,11 +40,11 @@ _PLUMBING = (
     "click/",
     "terra_xfer/cli/",
     "threading.py",
-    "terra_xfer/runner.py",
-    "multiprocessing/",
+    "terra_xfer/stages/host.py",
+    "terra_xfer/stages/threads.py",
+    "terra_xfer/stages/child.py",
 )
 _PLUMBING_TOO = (
-    "terra_xfer/service.py",
     "terra_xfer/metrics_http.py",
     "terra_xfer/stages/stall_guard.py",
 )

@@ -31,9 +31,9 @@ from bench.cpu import processes as run_processes
 from bench.workspace import broker_pid, wait_groups_stable, wait_ready
 from terra_xfer.config import Config
 from terra_xfer.kafka import make_consumer
+from terra_xfer.stages import registry
 from terra_xfer.topics import CATALOGUE
 
-STAGE_GROUPS = ("batcher", "monitor", "state-keeper", "ingest", "deleter")
 DRY_RUN_MARK = '"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
 
 
@@ -241,7 +241,7 @@ def run_up(
     spy: subprocess.Popen[bytes] | None = None
     try:
         ready = wait_ready(metrics_port, 120, alive=lambda: proc.poll() is None)
-        groups = [config.group(g) for g in STAGE_GROUPS]
+        groups = [s.consumer_group(config) for s in registry.running(config) if s.group]
         ready += wait_groups_stable(config.kafka.bootstrap_servers, groups, 120)
         pids = run_processes(proc.pid, broker_pid())
         if profile is not None:

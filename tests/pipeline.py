@@ -29,10 +29,8 @@ from terra_xfer.stages.host import Beat, Retries, RunOptions, StopSignal, step_l
 from terra_xfer.stages.spec import Stage, Wiring
 from tests.kafka_read import env_for, read_all
 
-START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
-
-
 log = logging.getLogger(__name__)
+START = datetime(2017, 8, 24, 19, 0, tzinfo=UTC)
 
 
 class Steppable(Protocol):
@@ -53,10 +51,11 @@ class Stepping:
         names: Iterable[str] | None = None,
         beat: Beat | None = None,
     ) -> None:
-        """``names``: one per stage (default: each stage's class name); ``beat(name, handled)``
-        is told after every step, as the host tells a stage's health."""
+        """``names``: one per stage (default: each stage's class name, numbered from the second
+        of a class on); ``beat(name, handled)`` is told after every step, as the host tells a
+        stage's health."""
         self.stages = list(stages)
-        self.names = list(names) if names is not None else [type(s).__name__ for s in self.stages]
+        self.names = list(names) if names is not None else _class_names(self.stages)
         assert len(self.names) == len(self.stages) == len(set(self.names)), self.names
         self.beat = beat
         self.stop = StopSignal()
@@ -121,6 +120,17 @@ class Stepping:
         tb: TracebackType | None,
     ) -> None:
         self.join()
+
+
+def _class_names(stages: Sequence[Steppable]) -> list[str]:
+    """Each stage's class name: ``Batcher``, and ``GantryProducer``, ``GantryProducer-2``, …"""
+    seen: dict[str, int] = {}
+    names = []
+    for stage in stages:
+        name = type(stage).__name__
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import pytest
 from producers.checkpoints import last_checkpoint
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import env_for, read_all
 from tests.lemnatec import LemnaTecSite, Planned, danforth_config, new_site
@@ -72,7 +73,7 @@ def test_snapshots_flow_metadata_with_every_file_and_bad_blobs_dead_lettered(
 ) -> None:
     spoil = {(1, 2): "missing", (2, 5): "truncated", (6, 0): "not_zip"}
     planned = site.add(12, watering_every=4, spoil=spoil)
-    producer = DanforthProducer(config)
+    producer = DanforthProducer(config, registry.spec("danforth"))
     try:
         drain(producer)
     finally:
@@ -111,7 +112,7 @@ def test_a_snapshot_completed_late_is_shipped_when_it_completes(
 ) -> None:
     early = site.add(3, completed=False)
     done = site.add(2)
-    producer = DanforthProducer(config)
+    producer = DanforthProducer(config, registry.spec("danforth"))
     try:
         drain(producer)
         assert Counter(v["key"] for v in arrived(config)) == expected_keys(done)

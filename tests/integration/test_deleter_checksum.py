@@ -17,6 +17,7 @@ from consumers.transfer.local import LocalTransfer
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.kafka import PARTITIONER
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
 from tests.pipeline import run_until
@@ -83,7 +84,7 @@ def decide(config: Config, backend: LocalTransfer, events: list[dict[str, Any]])
         producer.produce(config.topic("files.transferred"), value, key=event["key"])
     producer.flush(10)
     topic = config.topic("files.deleted")
-    deleter = Deleter(config, backend)
+    deleter = Deleter(config, registry.spec("deleter"), backend)
     try:
         run_until([deleter], lambda: len(read_all(config.kafka, topic)) >= len(events))
     finally:

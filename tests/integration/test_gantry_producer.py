@@ -19,6 +19,7 @@ import pytest
 from producers.gantry.night import log_line, uploads, write_upload
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import env_for, read_all
 
@@ -63,7 +64,7 @@ def test_rotation_gzip_malformed_and_missing(config: Config) -> None:
     bad = [b"Tue Foo  5 12:35:58 2016 1 host 1 /x b _ i r u ftp 0 * c\n", b"garbage\n"]
     missing = log_line(next(uploads(START, 1, seed=99))).replace(b"/gantry_data/", b"/gantry_data/")
     log.write_bytes(b"".join(lines[:100]) + bad[0])
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         drain(producer)
         log.rename(log.with_name("xferlog-20170824"))
@@ -152,14 +153,14 @@ def test_a_lost_position_is_a_clear_error_and_reseat_recovers(config: Config) ->
     lines, all_keys = night(config, 40, seed=31)
     log = config.gantry.xferlog
     log.write_bytes(b"".join(lines[:20]))
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         drain(producer)
     finally:
         producer.close()
     log.unlink()  # the log and every sibling gone: the committed position is nowhere
     log.write_bytes(b"".join(lines[20:]))
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         with pytest.raises(CheckpointLostError, match="no log file holds fingerprint"):
             producer.step()
@@ -169,7 +170,7 @@ def test_a_lost_position_is_a_clear_error_and_reseat_recovers(config: Config) ->
     result = CliRunner().invoke(cli, ["gantry", "reseat", "--from-time", "2017-08-24"], env=env)
     assert result.exit_code == 0, result.output
     assert "position set to xferlog byte 0" in result.output
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         drain(producer)
     finally:
@@ -185,9 +186,9 @@ def test_a_failed_transaction_is_read_again_by_the_next_step(config: Config) -> 
 
     lines, all_keys = night(config, 2_000, seed=41)
     config.gantry.xferlog.write_bytes(b"".join(lines))
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     calls = 0
-    produce_all = producer.producer.produce_all
+    produce_all = producer.kafka.producer.produce_all
 
     def flaky(topic: str, events: object) -> None:
         nonlocal calls
@@ -196,7 +197,7 @@ def test_a_failed_transaction_is_read_again_by_the_next_step(config: Config) -> 
             raise TransientError("the broker went away for a moment")
         produce_all(topic, events)  # type: ignore[arg-type]
 
-    producer.producer.produce_all = flaky  # type: ignore[method-assign]
+    producer.kafka.producer.produce_all = flaky  # type: ignore[method-assign]
     failures = 0
     try:
         while True:

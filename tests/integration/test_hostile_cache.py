@@ -30,6 +30,7 @@ from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from producers.sweeper import Sweeper
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
 from tests.pipeline import gantry_config, run_until
@@ -107,7 +108,7 @@ def test_a_hostile_log_ends_as_events_dead_letters_and_skips(
         logged_as_is("ScriptBackup/2016-08-24/backup.tar", 7),  # not whitelisted: a skip
     ]
     log.write_bytes(b"".join(lines[:5] + bad + lines[5:]) + b"Wed Aug 24 05:00:00 2016 unended")
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         while producer.step():
             pass
@@ -155,12 +156,12 @@ def test_the_sweeper_ships_odd_names_exactly_and_leaves_symlinks_alone(
     sweep_view = StateFollower(config, tmp_path / "sweeper-view.sqlite")
     batch_view = StateFollower(config, tmp_path / "batcher-view.sqlite")
     stages: list[Any] = [
-        Sweeper(config, sweep_view),
-        Batcher(config, backend, batch_view),
-        Monitor(config, backend),
-        StateKeeper(config),
-        Ingest(config, LocalCatalog(config.catalog.path)),
-        Deleter(config, backend),
+        Sweeper(config, registry.spec("sweeper"), sweep_view),
+        Batcher(config, registry.spec("batcher"), backend, batch_view),
+        Monitor(config, registry.spec("monitor"), backend),
+        StateKeeper(config, registry.spec("state-keeper")),
+        Ingest(config, registry.spec("ingest"), LocalCatalog(config.catalog.path)),
+        Deleter(config, registry.spec("deleter"), backend),
     ]
     keys = {f"ua-mac/{rel}" for rel in files}
     try:
@@ -188,7 +189,7 @@ def test_the_sweeper_offers_a_file_whose_name_is_not_utf8(config: Config, tmp_pa
     plant(cache := config.gantry.cache_root, rel)
     assert (cache / rel).exists()
     view = StateFollower(config, tmp_path / "view.sqlite")
-    sweeper = Sweeper(config, view)
+    sweeper = Sweeper(config, registry.spec("sweeper"), view)
     try:
         assert sweeper.step() == 1
     finally:
@@ -207,9 +208,9 @@ def test_a_logged_name_that_is_not_utf8_is_transferred(config: Config, tmp_path:
     config.gantry.xferlog.write_bytes(logged_as_is(rel, path.stat().st_size))
     backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
     stages: list[Any] = [
-        GantryProducer(config, log_source(config, "xferlog")),
-        Batcher(config, backend),
-        Monitor(config, backend),
+        GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
     ]
 
     def outcomes() -> list[tuple[str, dict[str, Any]]]:

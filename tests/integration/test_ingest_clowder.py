@@ -17,6 +17,7 @@ from consumers.state.keeper import StateKeeper
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.doubles.clowder_api import ClowderDouble
 from tests.kafka_read import read_all
@@ -58,12 +59,12 @@ def test_clowder_faults_retried_without_duplicates_and_permanent_ones_visible(
         max_backoff_s=0.05,
     )
     stages = [
-        GantryProducer(config, log_source(config, "xferlog")),
-        Batcher(config, backend),
-        Monitor(config, backend),
-        StateKeeper(config),
-        Ingest(config, catalog),
-        Deleter(config, backend),
+        GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
+        StateKeeper(config, registry.spec("state-keeper")),
+        Ingest(config, registry.spec("ingest"), catalog),
+        Deleter(config, registry.spec("deleter"), backend),
     ]
     keys = {f"ua-mac/{rel}" for rel in shipped}
     try:

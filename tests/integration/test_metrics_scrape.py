@@ -66,14 +66,16 @@ def test_a_drained_pipeline_exposes_its_counts_and_zero_lag(config: Config, tmp_
         names = [s.name for s in registry.running(config) if s.name != "sweeper"]
         for name in names:
             health.expect(name)
-        with built(config, names) as stages:
-            with Stepping(
+        with (
+            built(config, names) as stages,
+            Stepping(
                 [stage for _, stage in stages], names, beat=lambda name, _n: health.beat(name)
-            ) as running:
-                done = running.wait(lambda: drained(config, len(shipped)), 240)
-                ready = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
-                with ready:
-                    assert ready.status == 200
+            ) as running,
+        ):
+            done = running.wait(lambda: drained(config, len(shipped)), 240)
+            ready = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
+            with ready:
+                assert ready.status == 200
         assert done, "the pipeline did not drain in time"
         publish_lag(config, list(registry.consumers()))
         after = scrape(server.port)
@@ -117,7 +119,7 @@ def drained(config: Config, count: int) -> bool:
 
 
 def lag_json(config: Config) -> dict[str, Any]:
-    state = State(None)
+    state = State(None, "INFO", None)
     state._config = config
     result = CliRunner().invoke(lag, ["--json"], obj=state)
     assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ from consumers.transfer.base import FileOutcome, TaskState, TaskStatus, Transfer
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.kafka import PARTITIONER
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.samples import sample
 
@@ -87,7 +88,7 @@ def polls_over(config: Config, status_poll_s: float | None, ticks: int) -> list[
     producer.flush(10)
     clock = Clock()
     backend = NeverDone(clock, status_poll_s)
-    monitor = Monitor(config, backend, clock)
+    monitor = Monitor(config, registry.spec("monitor"), backend, clock)
     try:
         deadline = time.monotonic() + 60
         while not backend.polls:

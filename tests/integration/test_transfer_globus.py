@@ -14,6 +14,7 @@ from consumers.monitor import Monitor
 from consumers.transfer.globus import GlobusTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.doubles.globus_api import GlobusDouble
 from tests.kafka_read import read_all
@@ -76,9 +77,9 @@ def test_every_fault_is_survived_with_one_final_outcome_per_file(
         return len(ok | final) == len(shipped)
 
     stages = [
-        GantryProducer(config, log_source(config, "xferlog")),
-        Batcher(config, backend),
-        Monitor(config, backend),
+        GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
     ]
     try:
         run_until(stages, finished, timeout_s=240)

@@ -14,6 +14,7 @@ import pytest
 
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import env_for, read_all, wait_for
 from tests.pipeline import drain, gantry_config, write_night
@@ -25,7 +26,7 @@ def test_random_kills_of_batcher_and_monitor(pipeline_config: Config) -> None:
     config = gantry_config(pipeline_config, max_files=100)
     create_topics(config)
     shipped = set(write_night(config, 3000, seed=8))
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         drain(producer)
     finally:

@@ -14,6 +14,7 @@ from consumers.state.keeper import StateKeeper
 from consumers.transfer.local import LocalTransfer
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all
 from tests.pipeline import drain, gantry_config, run_until, sha256, write_night
@@ -36,10 +37,10 @@ def test_two_thousand_files_each_get_one_outcome_and_identical_bytes(config: Con
     shipped = write_night(config, 2300)
     backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
     stages = [
-        GantryProducer(config, log_source(config, "xferlog")),
-        Batcher(config, backend),
-        Monitor(config, backend),
-        StateKeeper(config),
+        GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
+        StateKeeper(config, registry.spec("state-keeper")),
     ]
     try:
         run_until(stages, lambda: len(transferred(config)) >= len(set(shipped)), timeout_s=180)
@@ -77,8 +78,8 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
             raise SystemExit("batcher killed between recording and submitting")
 
     lost = LostSubmit(config.transfer.destination_root, config.transfer.state_dir)
-    producer = GantryProducer(config, log_source(config, "xferlog"))
-    batcher = Batcher(config, lost)
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
+    batcher = Batcher(config, registry.spec("batcher"), lost)
     try:
         drain(producer)
         with pytest.raises(SystemExit):
@@ -87,8 +88,8 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
         batcher.close()
         producer.close()
         lost.close()
-    monitor = Monitor(config, backend)
-    batcher = Batcher(config, backend)
+    monitor = Monitor(config, registry.spec("monitor"), backend)
+    batcher = Batcher(config, registry.spec("batcher"), backend)
     try:
         run_until([batcher, monitor], lambda: len(transferred(config)) >= len(set(shipped)))
     finally:
@@ -122,8 +123,12 @@ def test_a_refused_batch_fails_its_files_and_they_go_again(config: Config) -> No
             return super().submit(batch_id, *args, **kwargs)
 
     backend = RefusesOnce(config.transfer.destination_root, config.transfer.state_dir)
-    producer = GantryProducer(config, log_source(config, "xferlog"))
-    stages = [producer, Batcher(config, backend), Monitor(config, backend)]
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
+    stages = [
+        producer,
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
+    ]
     try:
         run_until(
             stages,

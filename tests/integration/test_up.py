@@ -14,6 +14,7 @@ from consumers.state.view import StateFollower
 from producers.gantry.night import Upload, write_upload
 from producers.sweeper import Sweeper
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_for
 from tests.pipeline import (
@@ -104,7 +105,7 @@ def test_sweeper_requeues_only_old_unlogged_files(config: Config, tmp_path: Path
     young_path.parent.mkdir(parents=True)
     young_path.write_bytes(b"just uploaded")  # mtime now: younger than min_age_s
     view = StateFollower(config, tmp_path / "sweeper-view.sqlite")
-    sweeper = Sweeper(config, view)
+    sweeper = Sweeper(config, registry.spec("sweeper"), view)
     try:
         assert sweeper.step() == 2
         arrived = [v for _, v in read_all(config.kafka, config.topic("files.arrived"))]
@@ -119,7 +120,11 @@ def test_sweeper_requeues_only_old_unlogged_files(config: Config, tmp_path: Path
         from tests.pipeline import run_until
 
         backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
-        stages = [Batcher(config, backend), Monitor(config, backend), StateKeeper(config)]
+        stages = [
+            Batcher(config, registry.spec("batcher"), backend),
+            Monitor(config, registry.spec("monitor"), backend),
+            StateKeeper(config, registry.spec("state-keeper")),
+        ]
         try:
             run_until(stages, lambda: {s for s in file_states(config).values()} == {"TRANSFERRED"})
         finally:

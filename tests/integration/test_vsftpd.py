@@ -17,6 +17,7 @@ import pytest
 from producers.gantry.service import GantryProducer, log_source
 from terra_xfer.broker import free_port, port_open
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
 from tests.kafka_read import read_all, wait_for
 
@@ -119,7 +120,7 @@ def test_uploads_through_a_real_vsftpd_reach_files_arrived(
     upload(vsftpd, files)
     logged = vsftpd.xferlog.read_bytes()
     assert b"scan_one_right.bin" in logged and b" i a " in logged  # vsftpd's own notation
-    producer = GantryProducer(config, log_source(config, "xferlog"))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
     try:
         wait_for(
             lambda: producer.step() == 0 and producer.handler.counts.lines == len(files),

@@ -12,6 +12,7 @@ from typing import Any
 
 from consumers.batcher import Batcher
 from schemas.codec import Codec
+from terra_xfer.stages import registry
 from tests.fakes import Clock, offline
 from tests.samples import sample
 
@@ -73,13 +74,13 @@ class IdleProducer:
 def test_a_window_opens_when_its_first_file_is_consumed(tmp_path: Path) -> None:
     config = offline()
     clock = Clock(100.0)
-    batcher = Batcher(config, backend=Backend(), clock=clock)  # type: ignore[arg-type]
+    batcher = Batcher(config, registry.spec("batcher"), backend=Backend(), clock=clock)  # type: ignore[arg-type]
     batcher.consumer.close()
-    batcher.producer.close()
+    batcher.kafka.producer.close()
     topic = config.topic("files.arrived")
     value = Codec().encode("FileArrived", sample("FileArrived"))
-    batcher.consumer = TrickleConsumer(clock, [Msg(topic, 2, 7, value)])  # type: ignore[assignment]
-    batcher.producer = IdleProducer()  # type: ignore[assignment]
+    batcher.kafka.consumer = TrickleConsumer(clock, [Msg(topic, 2, 7, value)])  # type: ignore[assignment]
+    batcher.kafka.producer = IdleProducer()  # type: ignore[assignment]
     started = clock.now
 
     assert batcher.step() == 1

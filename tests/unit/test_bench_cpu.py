@@ -13,7 +13,7 @@ from bench.cpu import CpuMeter, parse_stat, per_file_ms, processes
 from bench.figures import Section
 from bench.profile import cpu_text
 from bench.table import cpu_lines, render
-from terra_xfer.runner import name_process, process_name
+from terra_xfer.stages.child import name_process, process_name
 from tests.kafka_read import wait_for
 from tests.unit.test_bench_table import results
 
@@ -29,7 +29,7 @@ def test_a_stat_line_gives_its_comm_parent_and_user_plus_system_ticks() -> None:
 
 
 def test_stage_children_are_found_by_name_and_their_cpu_measured() -> None:
-    code = "from terra_xfer.runner import name_process; name_process('keeper'); input()"
+    code = "from terra_xfer.stages.child import name_process; name_process('keeper'); input()"
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
     try:
         wait_for(lambda: "keeper" in processes(os.getpid()), timeout_s=30, what="tx-keeper")

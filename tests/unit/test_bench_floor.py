@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.hop import EVENTS, READERS, file_records, floor_ms_per_file
-from consumers.state.keeper import INPUTS
 from schemas.codec import Codec
+from terra_xfer.stages import registry
 
 FLOOR = {"events": {"hop": 20.0, "read": 10.0}, "states": {"hop": 30.0, "read": 15.0, "head": 5.0}}
 
@@ -33,5 +33,5 @@ def test_a_file_costs_one_write_of_each_record_and_one_read_per_reader() -> None
 def test_every_topic_the_state_keeper_folds_has_its_readers_counted() -> None:
     # The keeper reads every event topic, so each has at least one reader; files.state is read
     # by the batcher's and the sweeper's views.
-    assert all(READERS.get(topic, 0) >= 1 for topic in INPUTS)
+    assert all(READERS.get(topic, 0) >= 1 for topic in registry.spec("state-keeper").inputs)
     assert READERS["files.state"] == 2

@@ -13,6 +13,7 @@ from producers.danforth.progress import Position
 from producers.danforth.service import DanforthProducer
 from terra_xfer import metrics
 from terra_xfer.config import Config
+from terra_xfer.stages import registry
 from tests.fakes import Clock, offline
 
 
@@ -42,7 +43,7 @@ def test_a_failed_poll_is_counted_and_retried_after_poll_s(tmp_path: Path) -> No
     )
     config = offline(danforth=danforth)
     clock, db = Clock(), RefusingDb()
-    producer = DanforthProducer(config, db=db, clock=clock)  # type: ignore[arg-type]
+    producer = DanforthProducer(config, registry.spec("danforth"), db=db, clock=clock)  # type: ignore[arg-type]
     try:
         producer.position = Position()  # as if started: no Kafka needed to poll
         before = poll_errors()
@@ -56,4 +57,4 @@ def test_a_failed_poll_is_counted_and_retried_after_poll_s(tmp_path: Path) -> No
         assert poll_errors() - before == 2
         assert producer.position == Position()  # nothing committed past
     finally:
-        producer.producer.close()
+        producer.kafka.close()

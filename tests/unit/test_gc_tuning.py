@@ -53,12 +53,18 @@ def test_settled_process_still_collects_cycles_by_itself() -> None:
 def test_a_stage_command_runs_its_steps_settled() -> None:
     out = python(
         "import gc\n"
-        "from terra_xfer.cli.running import run_stage\n"
+        "from terra_xfer.config import Config\n"
+        "from terra_xfer.stages.host import RunOptions, StopSignal, run_stage\n"
+        "from terra_xfer.stages.spec import StageSpec\n"
         "seen = []\n"
-        "def step():\n"
-        "    seen.append((gc.get_threshold(), gc.get_freeze_count() > 0))\n"
-        "    return 0\n"
-        "run_stage('t', step, lambda: None, once=True, idle_exit=None)\n"
+        "class Stage:\n"
+        "    def step(self):\n"
+        "        seen.append((gc.get_threshold(), gc.get_freeze_count() > 0))\n"
+        "        return 0\n"
+        "    def close(self):\n"
+        "        pass\n"
+        "spec = StageSpec('t', 'A stage.', lambda wiring: Stage())\n"
+        "run_stage(spec, Config(), StopSignal(), RunOptions(once=True))\n"
         "print(*seen[0])\n"
     )
     assert out == f"{heap.THRESHOLDS} True"

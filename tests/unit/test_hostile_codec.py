@@ -27,7 +27,7 @@ from schemas.codec import (
     published_schemas,
 )
 from terra_xfer.config import Config
-from terra_xfer.stage import decode_or_dead_letter
+from terra_xfer.stages.outputs import decode_or_dead_letter
 from terra_xfer.topics import DEADLETTER
 from tests.samples import sample
 

@@ -18,7 +18,8 @@ from consumers.ingest import Ingest
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
-from terra_xfer.stage import Decoded
+from terra_xfer.stages import registry
+from terra_xfer.stages.outputs import Decoded
 from tests.samples import sample
 
 CODEC = Codec()
@@ -68,7 +69,7 @@ def make(tmp_path: Path) -> Iterator[Any]:
     made: list[Ingest] = []
 
     def build(catalog: Catalog) -> Ingest:
-        made.append(Ingest(Config(), catalog))
+        made.append(Ingest(Config(), registry.spec("ingest"), catalog))
         return made[-1]
 
     yield build

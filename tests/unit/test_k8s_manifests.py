@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
@@ -27,9 +28,10 @@ from psycopg.conninfo import conninfo_to_dict
 from producers.danforth import service as danforth_service
 from producers.danforth.lemnatec import database_name
 from terra_xfer import k8s
-from terra_xfer.cli import COMMANDS
+from terra_xfer.cli import cli
 from terra_xfer.config import ENV_PREFIX, Config, DanforthConfig, load
 from terra_xfer.metrics import REGISTRY
+from terra_xfer.stages import registry
 from terra_xfer.topics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,8 @@ EXPORTED = {
     "terra_xfer_consumer_lag_seconds",
     "terra_xfer_committed_offset",
     "terra_xfer_group_members",
+    "terra_xfer_stage_retrying",
+    "terra_xfer_stage_restarts_total",
 }
 DANFORTH_METRICS = {
     "terra_xfer_danforth_last_snapshot_id",
@@ -71,6 +75,11 @@ def listed_docs(directory: Path) -> list[Doc]:
         text = (directory / name).read_text(encoding="utf-8")
         docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
+
+
+def cli_commands() -> set[str]:
+    """Every ``terra-xfer`` subcommand, the stages' (made from the registry) among them."""
+    return set(cli.list_commands(click.Context(cli)))
 
 
 def base_docs() -> list[Doc]:
@@ -185,7 +194,7 @@ def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
 
 def test_every_stage_has_a_hardened_deployment() -> None:
     deployments = of_kind(base_docs(), "Deployment")
-    stages = {s.name for s in k8s.STAGES}
+    stages = {s.name for s in registry.deployed()}
     assert stages == {
         "gantry",
         "batcher",
@@ -199,7 +208,7 @@ def test_every_stage_has_a_hardened_deployment() -> None:
         tuple(d["spec"]["template"]["spec"]["containers"][0]["command"]) for d in deployments
     }
     assert commands == {("terra-xfer", s) for s in stages}
-    assert stages <= set(COMMANDS)
+    assert stages <= cli_commands()
     for deployment in deployments:
         assert_hardened(deployment)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -221,8 +230,11 @@ def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
         config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
         assert config_volume["configMap"]["name"] == "terra-xfer-config"
         assert mounts[str(config_path.parent)]["name"] == "config"
+        # Each replica is named after its pod, so two replicas never share an instance id.
+        pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["TERRA_XFER_INSTANCE_ID"]["valueFrom"] == pod_name
         for var in env.values():
-            if "valueFrom" in var:
+            if "valueFrom" in var and var["name"] != "TERRA_XFER_INSTANCE_ID":
                 ref = var["valueFrom"]["secretKeyRef"]
                 assert ref["key"] in secrets[ref["name"]], var["name"]
         for volume in pod["volumes"]:
@@ -296,7 +308,10 @@ def test_alerts_read_only_exported_metrics_and_cover_the_failures() -> None:
         "terra_xfer_dead_letters_total",
         "terra_xfer_cache_disk_used_ratio",
         "terra_xfer_tasks",
+        "terra_xfer_stage_retrying",
+        "terra_xfer_stage_restarts_total",
     } <= used
+    assert all(registered(name) for name in used)
     lag = next(r for r in rules if "terra_xfer_consumer_lag_seconds" in r["expr"])
     assert re.search(r">\s*900\b", lag["expr"])  # 15 minutes
     disk = next(r for r in rules if "terra_xfer_cache_disk_used_ratio" in r["expr"])
@@ -332,7 +347,9 @@ def assert_danforth_deployed(docs: list[Doc], config: Config) -> None:
     assert_hardened(deployment)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert "danforth" in COMMANDS and k8s.DANFORTH not in k8s.STAGES
+    assert "danforth" in cli_commands()
+    assert registry.deployed("danforth") == [registry.spec("danforth")]
+    assert registry.spec("danforth") not in registry.deployed()
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["terra-xfer", "danforth"]
@@ -362,7 +379,7 @@ def test_danforth_component_deploys_the_producer() -> None:
     config = site_config()
     assert_danforth_deployed(base_docs() + danforth_docs(), config)
     assert named(danforth_docs(), "Deployment", "terra-xfer-danforth") == k8s.deployment(
-        k8s.DANFORTH
+        registry.spec("danforth")
     )
     kustomization = yaml.safe_load((DANFORTH / "kustomization.yaml").read_text(encoding="utf-8"))
     assert kustomization["kind"] == "Component"
@@ -371,7 +388,7 @@ def test_danforth_component_deploys_the_producer() -> None:
     assert patch["metadata"]["name"] == "terra-xfer-deleter"
     (mount,) = patch["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert mount == {
-        "name": k8s.DANFORTH_CACHE_RW.claim,
+        "name": registry.DANFORTH_CACHE_RW.claim,
         "mountPath": str(config.danforth.cache_root),
         "readOnly": False,
     }
@@ -492,10 +509,12 @@ def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
     assert claims[mounts[str(config.danforth.cache_root)]["name"]] == next(
         v["persistentVolumeClaim"]["claimName"]
         for v in danforth["volumes"]
-        if v["name"] == k8s.DANFORTH_CACHE_RW.claim
+        if v["name"] == registry.DANFORTH_CACHE_RW.claim
     )
     # The overlays resize every stage but this one, which keeps the size it was measured for.
-    expected = k8s.deployment(k8s.DANFORTH)["spec"]["template"]["spec"]["containers"][0]
+    expected = k8s.deployment(registry.spec("danforth"))["spec"]["template"]["spec"]["containers"][
+        0
+    ]
     assert danforth["containers"][0]["resources"] == expected["resources"]
     for deployment in of_kind(docs, "Deployment"):
         assert_hardened(deployment)
@@ -546,7 +565,7 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
         [str(bin_dir / "terra-xfer"), "--help"], cwd=tmp_path, capture_output=True, text=True
     )
     assert help_run.returncode == 0, help_run.stderr
-    assert all(stage.name in help_run.stdout for stage in k8s.STAGES)
+    assert all(stage.name in help_run.stdout for stage in registry.deployed())
     probe = "import schemas.codec as c, terra_xfer; print(terra_xfer.__file__, len(c.current_schemas()))"
     imported = subprocess.run(
         [str(bin_dir / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True

@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from terra_xfer.stages import registry
+
 K8S_VERSION = "1.32"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 CORE = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "Namespace"}
@@ -20,6 +22,11 @@ CORE = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim",
 
 def core_resources(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in docs if d and d.get("kind") in CORE]
+
+
+def deployments(docs: list[dict[str, Any]]) -> set[str]:
+    """The names of the Deployments among ``docs``: one per stage the registry deploys there."""
+    return {d["metadata"]["name"] for d in docs if d.get("kind") == "Deployment"}
 
 
 def validate_all(docs: list[dict[str, Any]]) -> list[str]:
@@ -41,6 +48,7 @@ def test_base_core_resources_validate() -> None:
     ]
     kinds = {d["kind"] for d in core_resources(docs)}
     assert {"Deployment", "Secret", "PersistentVolumeClaim", "Service"} <= kinds
+    assert deployments(docs) == {f"terra-xfer-{s.name}" for s in registry.deployed()}
     assert validate_all(docs) == []
 
 
@@ -50,6 +58,7 @@ def test_danforth_component_core_resources_validate() -> None:
     docs = [d for name in listed for d in yaml.safe_load_all((component / name).read_text()) if d]
     kinds = sorted(d["kind"] for d in core_resources(docs))
     assert kinds == ["Deployment", "PersistentVolumeClaim", "PersistentVolumeClaim", "Secret"]
+    assert deployments(docs) == {f"terra-xfer-{s.name}" for s in registry.deployed("danforth")}
     assert validate_all(docs) == []
 
 

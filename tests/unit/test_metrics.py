@@ -7,7 +7,7 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from prometheus_client import Gauge
 
 from terra_xfer import metrics
 from terra_xfer.config import load
-from terra_xfer.metrics_http import Health, serve, serving, watched
+from terra_xfer.metrics_http import Health, serve, serving
+from terra_xfer.stages.host import Retries, RunOptions, StopSignal, step_loop
 
 CONTRACT = {
     "terra_xfer_files_total",
@@ -196,17 +197,31 @@ def test_periodic_runs_at_most_once_per_interval_and_never_raises(
     assert "broker away" in caplog.text and len(calls) == 2
 
 
+def hosted(name: str, stage: Stage, health: Health) -> Callable[[], int]:
+    """One step of ``stage`` as the host takes it, each step told to ``health`` (as ``serve``)."""
+    health.expect(name)
+    stop, retries = StopSignal(), Retries(name, health)
+
+    def beat(stepped: str, _handled: int) -> None:
+        health.beat(stepped)
+
+    def step() -> int:
+        return step_loop(name, stage.step, stop, RunOptions(once=True), retries, beat)
+
+    return step
+
+
 def test_readiness_needs_every_stage_to_have_stepped_recently() -> None:
     clock = Clock()
     health = Health(stale_after_s=60.0, clock=clock)
     assert health.ready()[0] is False
-    stages = watched([("batcher", Stage()), ("monitor", Stage())], health)
+    steps = [hosted("batcher", Stage(), health), hosted("monitor", Stage(), health)]
     assert health.ready() == (False, "not started: batcher, monitor")
-    for _, stage in stages:
-        assert stage.step() == 3
+    for step in steps:
+        assert step() == 3
     assert health.ready() == (True, "ready")
     clock.now += 61.0
-    stages[0][1].step()
+    steps[0]()
     assert health.ready() == (False, "no step for 60 s: monitor")
 
 
@@ -232,7 +247,7 @@ def get(url: str) -> tuple[int, str]:
 def test_the_endpoints_serve_metrics_liveness_and_readiness() -> None:
     clock = Clock()
     health = Health(stale_after_s=60.0, clock=clock)
-    step = health.watch("gantry", lambda: 1)
+    step = hosted("gantry", Stage(), health)
     server = serve(0, health, host="127.0.0.1")
     base = f"http://127.0.0.1:{server.port}"
     try:

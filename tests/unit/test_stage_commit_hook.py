@@ -9,13 +9,29 @@ from typing import Any
 import pytest
 
 from schemas.codec import Codec
-from terra_xfer import stage
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
-from terra_xfer.stage import Decoded, Output, TransactionalLoop
+from terra_xfer.stages import commit
+from terra_xfer.stages.consume_loop import TransactionalLoop
+from terra_xfer.stages.outputs import Decoded, Output
+from terra_xfer.stages.spec import Stage, StageSpec, Wiring
 from tests.samples import sample
 
 CODEC = Codec()
+
+
+def built_by_the_test(_wiring: Wiring) -> Stage:
+    raise AssertionError("the test builds its loop itself")
+
+
+SPEC = StageSpec(
+    "hooked",
+    "A stage that consumes FileArrived.",
+    built_by_the_test,
+    group="g",
+    inputs=("in",),
+    accepts=frozenset({"FileArrived"}),
+)
 
 
 class Msg:
@@ -90,18 +106,11 @@ def loop(
     def handler(batch: Sequence[Decoded]) -> list[Output]:
         return [Output("out", "k", b"v")]
 
-    monkeypatch.setattr(stage, "rewind_to_committed", lambda consumer: log.append("rewound"))
-    monkeypatch.setattr(stage, "member_consumer", lambda *a, **k: Consumer())
+    monkeypatch.setattr(commit, "rewind_to_committed", lambda consumer: log.append("rewound"))
+    monkeypatch.setattr(commit, "member_consumer", lambda *a, **k: Consumer())
     producer = Producer(log)
-    monkeypatch.setattr(stage, "TxProducer", lambda *a, **k: producer)
-    looped = TransactionalLoop(
-        Config(),
-        "g",
-        ["in"],
-        handler,
-        frozenset({"FileArrived"}),
-        on_commit=lambda: log.append("hook"),
-    )
+    monkeypatch.setattr(commit, "TxProducer", lambda *a, **k: producer)
+    looped = TransactionalLoop(Config(), SPEC, handler, on_commit=lambda: log.append("hook"))
     yield looped, log, producer
 
 
@@ -118,5 +127,10 @@ def test_an_aborted_step_never_reaches_the_hook(
 ) -> None:
     looped, log, producer = loop
     producer.fail = True
-    assert looped.step() == 0
+    with pytest.raises(TransientError, match="commit failed"):  # for the host to retry
+        looped.step()
     assert log == ["produced", "aborted", "rewound"]
+    producer.fail = False
+    log.clear()
+    assert looped.step() == 1  # the retried step commits, and only then is the hook told
+    assert log == ["produced", "committed", "hook"]
