@@ -19,8 +19,10 @@ from consumers.state.keeper_store import KeeperStore
 from consumers.state.status_index import StatusIndexBusyError
 from schemas.codec import Codec
 from terra_xfer.config import Config
+from terra_xfer.partitioner import partition_of
 from terra_xfer.stages import registry
 from terra_xfer.stages.outputs import Decoded, Output
+from terra_xfer.topics import DEADLETTER, FILES_STATE
 from tests.samples import KEY, MS, VERSION, sample
 
 CODEC = Codec()
@@ -41,6 +43,12 @@ class Msg:
 
     def topic(self) -> str:
         return self._topic
+
+    def value(self) -> bytes:
+        return b"raw"
+
+    def key(self) -> bytes | None:
+        return None
 
 
 def event(record: str, **over: Any) -> Decoded:
@@ -245,3 +253,43 @@ def test_old_states_leave_memory_after_a_flush_and_are_read_from_the_copy(
         assert found["ua-mac/b"] == record("ua-mac/b", 1)[3]  # from the copy
         assert found["ua-mac/a"]["state"] == "BATCHED"
         assert "ua-mac/nothing" not in found
+
+
+def test_an_event_of_a_file_another_partition_owns_is_dead_lettered_not_folded(
+    keeper: StateKeeper,
+) -> None:
+    keeper.partitions = 6
+    owner = partition_of(KEY, 6)
+    elsewhere = (owner + 1) % 6
+    value = sample("FileArrived")
+    stray = Decoded(Msg(partition=elsewhere), "FileArrived", value)  # type: ignore[arg-type]
+    mine = Decoded(Msg(partition=owner), "FileArrived", value)  # type: ignore[arg-type]
+
+    refused = keeper._handle([stray])
+    assert [o.topic for o in refused] == [keeper.config.topic(DEADLETTER)]
+    letter = CODEC.decode(refused[0].value or b"")[1]
+    assert f"owned by another partition (e.g. {KEY!r} is on {owner})" in letter["reason"]
+    assert keeper.kept.lookup([KEY]) == {}
+
+    folded = keeper._handle([mine])
+    assert [o.topic for o in folded] == [keeper.config.topic(FILES_STATE)]
+
+
+def test_a_batch_naming_any_file_of_another_partition_is_refused_whole(
+    keeper: StateKeeper,
+) -> None:
+    keeper.partitions = 6
+    value = sample("BatchSubmitted")
+    here = partition_of(value["files"][0]["key"], 6)
+    other = next(
+        f"ua-mac/x/{i}.bin" for i in range(100) if partition_of(f"ua-mac/x/{i}.bin", 6) != here
+    )
+    value["files"] = [value["files"][0], value["files"][0] | {"key": other}]
+    outputs = keeper._handle([Decoded(Msg(partition=here), "BatchSubmitted", value)])  # type: ignore[arg-type]
+    assert [o.topic for o in outputs] == [keeper.config.topic(DEADLETTER)]
+
+
+def test_an_event_that_cannot_be_folded_is_a_dead_letter(keeper: StateKeeper) -> None:
+    outputs = keeper._handle([event("FileArrived", version="not-a-version")])
+    assert [o.topic for o in outputs] == [keeper.config.topic(DEADLETTER)]
+    assert "malformed version" in CODEC.decode(outputs[0].value or b"")[1]["reason"]
