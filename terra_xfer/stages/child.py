@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from terra_xfer.config import Config
-from terra_xfer.errors import ConfigError
+from terra_xfer.errors import ConfigError, TerraXferError
 from terra_xfer.logs import configure, secrets_of
 from terra_xfer.metrics_http import Health
 from terra_xfer.stages.host import StopSignal, run_stage
@@ -173,6 +173,9 @@ def main() -> None:
     except ConfigError as exc:
         log.error("stage %s: %s", spec.name, exc)
         code = EXIT_CONFIG
+    except TerraXferError as exc:  # ours, with its reason in one sentence
+        log.error("stage %s failed: %s", spec.name, exc)
+        code = 1
     except BaseException:
         log.exception("stage %s failed", spec.name)
         code = 1

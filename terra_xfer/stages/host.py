@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import select
 import signal
 import time
@@ -158,8 +159,7 @@ class Retries:
 
 def _cause(exc: BaseException) -> str:
     """What makes two failures the same cause: the type and the message without its numbers."""
-    text = "".join("#" if c.isdigit() else c for c in str(exc))
-    return f"{type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {re.sub(r'[0-9]+', '#', str(exc))}"
 
 
 Beat = Callable[[str, int], None]

@@ -28,16 +28,30 @@ from dataclasses import dataclass, field
 
 from terra_xfer.config import Config
 from terra_xfer.errors import ConfigError
-from terra_xfer.stages.child import EXIT_CONFIG, Orders
+from terra_xfer.stages.child import EXIT_CONFIG, EXIT_ORPHANED, PR_SET_PDEATHSIG, Orders
 from terra_xfer.stages.host import Restarts
 from terra_xfer.stages.spec import StageSpec
 from terra_xfer.stages.stall_guard import STALLED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where a child writes its metrics
-# Not ``-m terra_xfer.stages.child``: run as __main__, the module's Orders would not be the class
-# the orders were pickled with.
-CHILD_MAIN = "from terra_xfer.stages.child import main; main()"
+# A stage process's first lines, run before it imports anything (importing the stages takes a
+# second or more on a busy machine, and a supervisor killed meanwhile must not leave it running):
+# ask the kernel for SIGKILL when the supervisor dies (Linux), and exit at once if the supervisor
+# (named by its first argument) is already gone. Then the host, not as ``-m
+# terra_xfer.stages.child``: run as __main__, its Orders would not be the class the orders were
+# pickled with.
+CHILD_MAIN = f"""\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, signal.SIGKILL, 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit({EXIT_ORPHANED})
+from terra_xfer.stages.child import main
+main()
+"""
 
 
 def cause_of(code: int) -> str:
@@ -111,7 +125,7 @@ class Supervisor:
         read, write = os.pipe()
         orders = Orders(child.spec, self.config, os.getpid(), write, *self.log_setup)
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD_MAIN],
+            [sys.executable, "-c", CHILD_MAIN, str(os.getpid())],
             stdin=subprocess.PIPE,
             pass_fds=(write,),
             env=self.env,

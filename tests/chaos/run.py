@@ -1,6 +1,10 @@
 """One chaos run: a night through every stage as its own process, with kills, a broker restart and
 remote faults, then the invariants of :mod:`tests.chaos.invariants` checked on what is left.
 
+The stages are those of the registry that the run's configuration enables. Each kill is a SIGKILL
+of one stage's process or, with ``kill_supervisor``, of ``terra-xfer up`` running them all (a stage
+of a killed ``up`` still running 2 s later is a violation too).
+
 The broker is the run's own (it is killed), the transfer backend is Globus through its API double
 and the catalog is Clowder through its double, both failing on a schedule.
 """
@@ -21,6 +25,7 @@ from typing import Any
 
 from terra_xfer.broker import EmbeddedBroker, free_port
 from terra_xfer.config import BrokerConfig, Config, load
+from terra_xfer.stages import registry
 from terra_xfer.topics import (
     CHECKPOINTS,
     DEADLETTER,
@@ -30,7 +35,7 @@ from terra_xfer.topics import (
     create_topics,
 )
 from tests.chaos import invariants
-from tests.chaos.stages import STAGES, Stages
+from tests.chaos.stages import ORPHAN_GRACE_S, Stages, Supervised
 from tests.chaos.world import Night, stamp
 from tests.doubles.clowder_api import ClowderDouble
 from tests.doubles.globus_api import GlobusDouble
@@ -57,6 +62,8 @@ class Plan:
 
 
 SHORT = Plan(files=1200, kills=8, kill_gap_s=(2.0, 6.0), timeout_s=240, faults=12)
+# Killing `up` restarts every stage at once: fewer kills, further apart, over a smaller night.
+SHORT_SUPERVISED = Plan(files=600, kills=4, kill_gap_s=(4.0, 10.0), timeout_s=240, faults=8)
 LONG = Plan(
     files=20_000, kills=30, kill_gap_s=(4.0, 20.0), timeout_s=3600, faults=80, burst_pause_s=0.2
 )
@@ -64,6 +71,7 @@ LONG = Plan(
 
 @dataclass
 class Report:
+    mode: str = "stages"  # or "up": what each kill hit
     files: int = 0
     ignored: int = 0
     bad_lines: int = 0
@@ -71,6 +79,8 @@ class Report:
     broker_restarts: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     unexpected_exits: dict[str, int] = field(default_factory=dict)
+    restarted_by_up: int = 0
+    orphans: list[str] = field(default_factory=list)
     drain_s: float | None = None
     total_s: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -205,10 +215,15 @@ def evidence(config: Config, work: Path, clowder: ClowderDouble) -> invariants.F
     )
 
 
-def run(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Report:
-    """Run ``plan`` in ``work`` (which it fills) and return the figures and violations."""
+def run(
+    plan: Plan, work: Path, say: Callable[[str], None] = print, kill_supervisor: bool = False
+) -> Report:
+    """Run ``plan`` in ``work`` (which it fills) and return the figures and violations.
+
+    ``kill_supervisor``: the stages run under ``terra-xfer up``, and each kill is of ``up``.
+    """
     rng = random.Random(plan.seed)
-    report = Report()
+    report = Report(mode="up" if kill_supervisor else "stages")
     started = time.monotonic()
     with ExitStack() as stack:
         broker = EmbeddedBroker(
@@ -236,7 +251,8 @@ def run(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Report:
             args=(stop, plan.burst, plan.burst_pause_s, lambda: _producer_placed(config)),
             daemon=True,
         )
-        stages = Stages(config_path, env, work / "logs")
+        kind = Supervised if kill_supervisor else Stages
+        stages = kind(config_path, env, work / "logs", registry.running(config))
         stack.callback(stages.stop_all)
         stack.callback(stop.set)
         stages.start_all()
@@ -253,9 +269,15 @@ def run(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Report:
         )  # fmt: skip
         report.kills = dict(stages.kills)
         report.unexpected_exits = dict(stages.unexpected_exits)
+        report.restarted_by_up = stages.restarted_by_up
+        report.orphans = list(stages.orphans)
         report.faults = dict(faults.fired)
         report.drain_s = drained
         report.violations = invariants.check(SITE, night.shipped, night.ignored, night.bad, found)
+        report.violations += [
+            f"{orphan} of a killed up still ran {ORPHAN_GRACE_S:.0f} s after the kill"
+            for orphan in report.orphans
+        ]
         if drained is None:
             report.violations.insert(0, f"not every file was DONE within {plan.timeout_s:.0f} s")
     report.total_s = round(time.monotonic() - started, 1)
@@ -299,7 +321,7 @@ def _chaos_loop(
                 broker.kill()
                 broker.start(timeout_s=120)
                 report.broker_restarts += 1
-            victim = rng.choice(STAGES)
+            victim = rng.choice(stages.victims)
             say(f"kill -9 {victim}")
             stages.kill(victim)
             kills += 1

@@ -1,10 +1,10 @@
-"""`terra-xfer up`: every stage in a process of its own (the default), as a user runs it."""
+"""`terra-xfer up`: every stage in a process of its own (the default), as a user runs it: each a
+child of ``up`` named after its stage, stopped together by SIGTERM, their metrics served as one."""
 
 from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import stat
 import time
 from collections import Counter
@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from consumers.catalog.local import LocalCatalog
+from terra_xfer.broker import free_port
 from terra_xfer.config import Config
-from terra_xfer.pipeline import stage_names
-from terra_xfer.runner import process_name
 from terra_xfer.sites.cache import path_rules
 from terra_xfer.sites.gantry import CachePath, cache_path
+from terra_xfer.stages import registry
+from terra_xfer.stages.child import process_name
 from terra_xfer.topics import create_topics
 from tests.integration.test_metrics_scrape import FILE_STAGES, files, scrape
 from tests.kafka_read import wait_for
@@ -29,6 +30,7 @@ from tests.pipeline import (
     up_process,
     write_night,
 )
+from tests.supervision import children_of, survivors
 
 pytestmark = pytest.mark.broker
 
@@ -50,17 +52,19 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
             timeout_s=180,
             what="the first files DONE",
         )
-        children = stage_processes(first.pid)
-        assert sorted(comm(child) for child in children) == sorted(
-            process_name(name) for name in stage_names(config)
+        children = children_of(first.pid)
+        assert sorted(child.comm for child in children) == sorted(
+            process_name(spec.name) for spec in registry.running(config)
         )
         began = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert exit_status(first, 30) == 0
         assert time.monotonic() - began < 12  # the shutdown budget, and the children's exit
+        assert survivors(children, within_s=0) == []  # every stage ended before up did
     finally:
         stderr = finished(first)
     assert b"all stages stopped" in stderr
+    assert b"starting it again" not in stderr  # no stage ended on its own
     second = up_process(config, "--exit-when-idle", "4")
     try:
         assert exit_status(second, 240) == 0
@@ -76,26 +80,6 @@ def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config
         catalog.close()
     metadata = sum(rel.endswith("_metadata.json") for rel in shipped)
     assert counts["files"] == len(shipped) - metadata  # nothing duplicated by the restart
-
-
-def stage_processes(pid: int) -> list[int]:
-    """The children of ``pid`` that multiprocessing spawned to run a stage."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-
-
-def comm(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().strip()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_stage_processes_metrics_are_served_on_one_port_and_their_files_removed(
@@ -116,7 +100,7 @@ def test_stage_processes_metrics_are_served_on_one_port_and_their_files_removed(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))  # where up makes its metrics directory
-    proc = up_process(cfg, "--processes")
+    proc = up_process(cfg, "--processes")  # the default, named
     try:
         shared = wait_for(lambda: list(tmp.glob("terra-xfer-metrics-*")), 60, what="metrics dir")
         assert len(shared) == 1 and stat.S_IMODE(shared[0].stat().st_mode) == 0o700
