@@ -2,7 +2,8 @@
 
 ``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
 resources; ``stages`` turns the stage registry (:mod:`terra_xfer.stages.registry`) into one
-``Deployment`` per pipeline stage, all with the same probes, security context and grace period;
+``Deployment`` per pipeline stage, all with the same probes, security context and grace period,
+and ``scaling`` a KEDA ``ScaledObject`` per stage that scales;
 ``danforth`` makes the Deployment of the Danforth producer, which lives in the optional component
 ``deploy/k8s/components/danforth`` because only a site with a LemnaTec system runs it. The output is
 deterministic (fixed key order, sorted configs), so ``--check DIR`` can compare it byte for byte
@@ -11,6 +12,7 @@ with the committed files (``DIR/topics.yaml``, ``DIR/stages.yaml`` and, beside D
 
     python -m terra_xfer.k8s topics > deploy/k8s/base/topics.yaml
     python -m terra_xfer.k8s stages > deploy/k8s/base/stages.yaml
+    python -m terra_xfer.k8s scaling > deploy/k8s/base/scaling.yaml
     python -m terra_xfer.k8s danforth > deploy/k8s/components/danforth/danforth.yaml
     python -m terra_xfer.k8s --check deploy/k8s/base
 """
@@ -31,6 +33,7 @@ from terra_xfer.stages.spec import Deployment, StageSpec
 from terra_xfer.topics import CATALOGUE
 
 CLUSTER = "terra"
+BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap:9092"  # the Strimzi cluster's bootstrap Service
 IMAGE = "ghcr.io/terra-ref/terra-xfer:0.1.0"
 METRICS_PORT = 9100
 CONFIG_DIR = "/etc/terra-xfer"
@@ -71,6 +74,8 @@ def deployment(stage: StageSpec) -> dict[str, Any]:
     needs = _needs(stage)
     spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
     if needs.single:
+        if needs.scaling is not None:
+            raise ValueError(f"stage {stage.name} is single: it cannot scale")
         spec["strategy"] = {"type": "Recreate"}
     spec["template"] = {
         "metadata": {"labels": _labels(stage)},
@@ -173,7 +178,41 @@ def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
     return volumes
 
 
-KINDS = ("topics", "stages", "danforth")
+def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) -> dict[str, Any]:
+    """KEDA's ScaledObject of a stage: 1 to ``partitions`` replicas (a group uses at most one
+    member per partition), one trigger per input topic (KEDA follows the largest)."""
+    scaling = _needs(stage).scaling
+    assert scaling is not None and stage.group is not None
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": f"terra-xfer-{stage.name}", "labels": _labels(stage)},
+        "spec": {
+            "scaleTargetRef": {"name": f"terra-xfer-{stage.name}"},
+            # One member stays in every group (an empty group raises TerraXferGroupHasNoMembers).
+            "minReplicaCount": 1,
+            "maxReplicaCount": partitions,
+            "cooldownPeriod": 300,
+            "triggers": [
+                {
+                    "type": "kafka",
+                    "metadata": {
+                        "bootstrapServers": BOOTSTRAP,
+                        "consumerGroup": KafkaConfig.topic_prefix + stage.group,
+                        "topic": KafkaConfig.topic_prefix + topic,
+                        "lagThreshold": str(scaling.lag_threshold),
+                        "activationLagThreshold": "0",
+                        "offsetResetPolicy": "earliest",
+                        "allowIdleConsumers": "false",
+                    },
+                }
+                for topic in stage.inputs
+            ],
+        },
+    }
+
+
+KINDS = ("topics", "stages", "scaling", "danforth")
 
 
 def render(kind: str) -> str:
@@ -182,10 +221,12 @@ def render(kind: str) -> str:
         docs = kafka_topics()
     elif kind == "stages":
         docs = [deployment(s) for s in registry.deployed()]
+    elif kind == "scaling":
+        docs = [scaled_object(s) for s in registry.deployed() if _needs(s).scaling is not None]
     elif kind == "danforth":
         docs = [deployment(s) for s in registry.deployed("danforth")]
     else:
-        raise ValueError(f"unknown manifest kind {kind!r}: topics, stages or danforth")
+        raise ValueError(f"unknown manifest kind {kind!r}: {', '.join(KINDS)}")
     body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))
     return HEADER.format(kind=kind) + body
 
@@ -219,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{path} differs from the catalogue; rewrite it with python -m terra_xfer.k8s")
         return 1 if stale else 0
     if args.kind is None:
-        parser.error("name topics, stages or danforth, or give --check DIR")
+        parser.error(f"name one of {', '.join(KINDS)}, or give --check DIR")
     sys.stdout.write(render(args.kind))
     return 0
 

@@ -27,7 +27,15 @@ from producers.gantry.service import GantryProducer, log_source
 from producers.sweeper import Sweeper
 from terra_xfer.config import Config
 from terra_xfer.errors import ConfigError
-from terra_xfer.stages.spec import Deployment, Mount, Resources, Stage, StageSpec, Wiring
+from terra_xfer.stages.spec import (
+    Deployment,
+    Mount,
+    Resources,
+    Scaling,
+    Stage,
+    StageSpec,
+    Wiring,
+)
 from terra_xfer.topics import (
     BATCHES_SUBMITTED,
     CHECKPOINTS,
@@ -193,7 +201,7 @@ STAGES: tuple[StageSpec, ...] = (
         inputs=(FILES_ARRIVED,),
         outputs=(BATCHES_SUBMITTED, DEADLETTER),
         accepts=frozenset({"FileArrived"}),
-        deployment=Deployment(secrets=(GLOBUS_SECRET,)),
+        deployment=Deployment(secrets=(GLOBUS_SECRET,), scaling=Scaling(2000)),
     ),
     StageSpec(
         "monitor",
@@ -210,7 +218,7 @@ STAGES: tuple[StageSpec, ...] = (
         inputs=(BATCHES_SUBMITTED,),
         outputs=(FILES_TRANSFERRED, FILES_ARRIVED, DEADLETTER),
         accepts=frozenset({"BatchSubmitted"}),
-        deployment=Deployment(secrets=(GLOBUS_SECRET,)),
+        deployment=Deployment(secrets=(GLOBUS_SECRET,), scaling=Scaling(20)),
     ),
     StageSpec(
         "state-keeper",
@@ -236,6 +244,7 @@ STAGES: tuple[StageSpec, ...] = (
                 "FileDeleted",
             }
         ),
+        deployment=Deployment(scaling=Scaling(5000)),
     ),
     StageSpec(
         "ingest",
@@ -251,7 +260,7 @@ STAGES: tuple[StageSpec, ...] = (
         inputs=(FILES_TRANSFERRED,),
         outputs=(FILES_INGESTED, DEADLETTER),
         accepts=TRANSFER_OUTCOMES,
-        deployment=Deployment(secrets=(CLOWDER_SECRET,)),
+        deployment=Deployment(secrets=(CLOWDER_SECRET,), scaling=Scaling(500)),
     ),
     StageSpec(
         "deleter",
@@ -270,7 +279,7 @@ STAGES: tuple[StageSpec, ...] = (
         outputs=(FILES_DELETED, DEADLETTER),
         accepts=TRANSFER_OUTCOMES,
         runs_when=_deleter_enabled,
-        deployment=Deployment((CACHE_RW,), secrets=(GLOBUS_SECRET,), single=True),
+        deployment=Deployment((CACHE_RW,), secrets=(GLOBUS_SECRET,), scaling=Scaling(1000)),
     ),
     StageSpec(
         "sweeper",

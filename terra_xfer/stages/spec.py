@@ -69,17 +69,27 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """KEDA scales the stage between 1 replica and one per partition on its group's lag: a
+    replica is added for every ``lag_threshold`` messages not yet consumed on any input."""
+
+    lag_threshold: int
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What a stage needs from Kubernetes.
 
     ``single``: never two copies at once (one transactional producer per source, one walker of the
-    cache), so it rolls with ``Recreate`` instead of surging a second pod. ``component``: the
+    cache), so it rolls with ``Recreate`` instead of surging a second pod. ``scaling``: how KEDA
+    scales a stage that may run as several replicas (None: one replica). ``component``: the
     kustomize component that holds it, for a stage only some sites run ("" = the base).
     """
 
     mounts: tuple[Mount, ...] = ()
     secrets: tuple[tuple[str, str, str], ...] = ()  # (env var, Secret name, key)
     single: bool = False
+    scaling: Scaling | None = None
     resources: Resources = Resources()
     component: str = ""
 

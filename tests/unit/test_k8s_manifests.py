@@ -177,7 +177,7 @@ def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
     component = tmp_path / "components" / "danforth"
     base.mkdir()
     component.mkdir(parents=True)
-    for name in ("topics.yaml", "stages.yaml"):
+    for name in ("topics.yaml", "stages.yaml", "scaling.yaml"):
         shutil.copy(BASE / name, base / name)
     shutil.copy(DANFORTH / "danforth.yaml", component / "danforth.yaml")
     assert k8s.check(base) == []
@@ -265,23 +265,29 @@ def assert_scaling_fits_partitions(docs: list[Doc], config: Config) -> None:
         t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
     }
     scaled = of_kind(docs, "ScaledObject")
+    # Every consuming stage scales; the producers and the sweeper never do.
+    consuming = {s.name for s in registry.consumers() if s.deployment is not None}
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
-        "terra-xfer-batcher",
-        "terra-xfer-ingest",
+        f"terra-xfer-{name}" for name in consuming
     }
     for scaled_object in scaled:
         target = scaled_object["spec"]["scaleTargetRef"]["name"]
         assert target in deployments
-        (trigger,) = scaled_object["spec"]["triggers"]
-        assert trigger["type"] == "kafka"
-        meta = trigger["metadata"]
-        topic = meta["topic"]
-        catalogue = next(s for s in CATALOGUE if config.topic(s.name) == topic)
-        limit = min(catalogue.partitions(config.kafka.partitions), partitions[topic])
-        assert scaled_object["spec"]["minReplicaCount"] >= 1
-        assert scaled_object["spec"]["maxReplicaCount"] <= limit
-        assert meta["consumerGroup"] == config.group(target.removeprefix("terra-xfer-"))
-        assert meta["bootstrapServers"] == config.kafka.bootstrap_servers
+        spec = registry.spec(target.removeprefix("terra-xfer-"))
+        triggers = scaled_object["spec"]["triggers"]
+        assert {t["metadata"]["topic"] for t in triggers} == {config.topic(t) for t in spec.inputs}
+        for trigger in triggers:
+            assert trigger["type"] == "kafka"
+            meta = trigger["metadata"]
+            topic = meta["topic"]
+            catalogue = next(s for s in CATALOGUE if config.topic(s.name) == topic)
+            limit = min(catalogue.partitions(config.kafka.partitions), partitions[topic])
+            assert scaled_object["spec"]["minReplicaCount"] >= 1
+            assert scaled_object["spec"]["maxReplicaCount"] <= limit
+            assert meta["consumerGroup"] == spec.consumer_group(config)
+            assert meta["bootstrapServers"] == config.kafka.bootstrap_servers
+        strategy = named(docs, "Deployment", target)["spec"].get("strategy", {})
+        assert strategy.get("type") != "Recreate", f"{target} scales: it rolls with overlap"
 
 
 def test_keda_never_scales_past_the_partitions() -> None:
