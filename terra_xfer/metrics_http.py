@@ -59,6 +59,11 @@ class Health:
             else:
                 self._waiting[name] = why
 
+    def waiting_now(self) -> dict[str, str]:
+        """What each stage is waiting for now, by stage (only those that wait)."""
+        with self._lock:
+            return dict(self._waiting)
+
     def ready(self) -> tuple[bool, str]:
         """(ready, one line saying why not, or what the ready stages are waiting for)."""
         now = self.clock()

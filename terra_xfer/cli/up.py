@@ -43,8 +43,9 @@ class Progress:
         self.calls = 0
         self.slow = ""
 
-    def line(self) -> str:
-        """One status line; lag, bytes and dead letters (costlier to read) every 5th call."""
+    def line(self, waiting: dict[str, str]) -> str:
+        """One status line; lag, bytes and dead letters (costlier to read) every 5th call;
+        the stages that wait, and why."""
         try:
             self.view.refresh(100_000, 0.2)
             if self.calls % 5 == 0:
@@ -58,7 +59,8 @@ class Progress:
         self.last_done, self.last_at = done, now
         self.calls += 1
         states = " ".join(f"{s}={n}" for s, n in sorted(counts.items())) or "no files yet"
-        return f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
+        line = f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
+        return line + "".join(f" | {name} {why}" for name, why in sorted(waiting.items()))
 
     def _slow_part(self) -> str:
         moved = sum(int(line["bytes_transferred"]) for line in self.view.index.report())
@@ -80,6 +82,7 @@ class Runner:
     ) -> None:
         """``metrics_dir``: each stage in a process of its own, writing its metrics there;
         None: each in a thread of this process."""
+        self.health = health
         specs = registry.running(config)
         for spec in specs:
             health.expect(spec.name)
@@ -111,6 +114,13 @@ class Runner:
                 self.supervisor.tick(min(0.2, max(0.0, deadline - time.monotonic())))
         else:
             self.stop.wait(seconds)
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Why each waiting stage waits."""
+        if self.supervisor is not None:
+            return self.supervisor.waiting
+        return self.health.waiting_now()
 
     @property
     def handled(self) -> dict[str, int]:
@@ -172,7 +182,7 @@ def _watch(
         if handled != last:
             last, idle_since = handled, time.monotonic()
         if progress is not None:
-            text = progress.line()
+            text = progress.line(runner.waiting)
             if tty:
                 click.echo("\r" + text[:200].ljust(200), nl=False, err=True)
             else:

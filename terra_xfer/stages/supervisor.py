@@ -144,6 +144,17 @@ class Supervisor:
     def handled(self) -> dict[str, int]:
         return {c.name: c.handled for c in self.children}
 
+    @property
+    def waiting(self) -> dict[str, str]:
+        """What each stage process last said it waits for (retrying a service, say), or that it
+        is about to be started again."""
+        now = time.monotonic()
+        found = {c.name: c.waiting for c in self.children if c.waiting}
+        for c in self.children:
+            if c.start_at is not None:
+                found[c.name] = f"ended; starting again in {max(0.0, c.start_at - now):.0f} s"
+        return found
+
     def tick(self, timeout_s: float) -> None:
         """Read reports for up to ``timeout_s``, then restart what ended and is due.
 
