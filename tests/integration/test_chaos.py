@@ -1,6 +1,7 @@
 """The short chaos runs: random kill -9s, a broker restart, remote faults; every promise checked
-afterwards (see tests/chaos). One kills stage processes, the other `terra-xfer up` itself, which
-runs them all. The long form: ``python -m tests.chaos --long``."""
+afterwards (see tests/chaos). One kills stage processes, one `terra-xfer up` itself, which runs
+them all, and one runs every consuming stage as replicas and scales, kills, freezes and rolls them.
+The long forms: ``python -m tests.chaos --long [--kill-supervisor | --scale-out]``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.run import SHORT, SHORT_SUPERVISED, as_dict, run
+from tests.chaos.run import SHORT, SHORT_SCALE, SHORT_SUPERVISED, as_dict, run
+from tests.chaos.scale import KINDS
 
 pytestmark = pytest.mark.broker
 
@@ -24,9 +26,20 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
 
 
 def test_short_chaos_run_killing_up_itself_keeps_every_promise(tmp_path: Path) -> None:
-    report = run(SHORT_SUPERVISED, tmp_path, say=lambda text: None, kill_supervisor=True)
+    report = run(SHORT_SUPERVISED, tmp_path, say=lambda text: None, mode="up")
     print(json.dumps(as_dict(report), indent=2))
     assert report.violations == []  # with no stage of a killed up left running
     assert report.orphans == [] and report.drain_s is not None
     assert report.kills == {"up": SHORT_SUPERVISED.kills} and report.broker_restarts == 1
+    assert sum(report.faults.values()) > 0 and report.bad_lines == 5
+
+
+def test_short_scale_out_run_keeps_every_promise(tmp_path: Path) -> None:
+    report = run(SHORT_SCALE, tmp_path, say=lambda text: None, mode="scale-out")
+    print(json.dumps(as_dict(report), indent=2))
+    assert report.violations == []  # files.state true record by record, with 1-3 keepers
+    assert report.drain_s is not None
+    assert sum(report.scale_events.values()) == SHORT_SCALE.kills
+    assert set(report.scale_events) == set(KINDS)  # the short night still meets every kind
+    assert report.kills.get("state-keeper", 0) > 0 and report.pods_started > 5
     assert sum(report.faults.values()) > 0 and report.bad_lines == 5
