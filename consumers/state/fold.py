@@ -16,7 +16,10 @@ Rules (each makes the result independent of delivery order and of duplicates):
   version, and the FileArrived, when it comes, fills in sensor, date and the arrival time.
 - Transfer progress of one version is ranked by ``(attempt, phase)`` with phases BATCHED < FAILED <
   QUARANTINED; an event applies only if it ranks above the record, so a late or repeated event of
-  an earlier attempt changes nothing. A FileTransferred overrides all of them.
+  an earlier attempt changes nothing. A FileTransferred overrides all of them. A batch that comes
+  too late to change the record (after its transfer or its failure was folded, as a keeper that
+  takes over a partition with a backlog may read them) is still recorded once, as evidence: the
+  history always shows the batch that carried the file.
 - Ingestion and deletion are flags (``ingested``, ``deleted``) that may arrive in any order. Any
   ingester or deleter event proves the version reached the destination (both stages consume
   files.transferred), so it moves the record past TRANSFERRED even before the FileTransferred is
@@ -299,18 +302,18 @@ def _arrived(state: State, event: Event) -> _Step:
 def _batch_step(
     state: State, batch_file: Event, batch_id: str, task_id: str | None
 ) -> _Step | None:
-    if transferred(state):
-        return None
     attempt = int(batch_file["attempt"])
     evidence = _evidence(batch_file, "attempt", "dest_path") | {"batch_id": batch_id}
     if task_id is not None:
         evidence["task_id"] = task_id
+    if transferred(state):
+        return _Step("BATCHED", evidence, evidence_only=True)
     if (attempt, _PHASE["BATCHED"]) > _rank(state):
         changes = {"state": "BATCHED", "attempts": attempt, "task_id": task_id, "reason": None}
         return _Step("BATCHED", evidence, changes)
     if attempt == state["attempts"] and state["task_id"] is None and task_id is not None:
         return _Step("BATCHED", evidence, {"task_id": task_id})
-    return None
+    return _Step("BATCHED", evidence, evidence_only=True)
 
 
 def _transfer_failed(state: State, event: Event) -> _Step | None:

@@ -205,7 +205,7 @@ class StateKeeper:
     def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
         self._fresh()
         now = now_ms()
-        owned, refused = self._owned(batch)
+        owned, refused = self._owned(self._in_pipeline_order(batch))
         states = self.kept.lookup(_keys(owned))
         changed: dict[str, State] = {}
         for d in owned:
@@ -225,6 +225,14 @@ class StateKeeper:
             )
             for key, state in changed.items()
         ]
+
+    def _in_pipeline_order(self, batch: Sequence[Decoded]) -> list[Decoded]:
+        """``batch`` with arrivals first, then batches, transfers, ingestion and deletion (each
+        topic's messages in the order read): one consumer reads the five topics at their own
+        pace, and folding in the order things happen keeps each history in that order too. The
+        states do not depend on it (the fold is order-free); only the histories' order does."""
+        rank = {self.config.topic(t): i for i, t in enumerate(self.spec.inputs)}
+        return sorted(batch, key=lambda d: rank.get(d.msg.topic() or "", len(rank)))
 
     def _owned(self, batch: Sequence[Decoded]) -> tuple[list[Decoded], list[Output]]:
         """The events whose every file this keeper owns (its key lands on the partition the event

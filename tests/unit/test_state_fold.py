@@ -133,7 +133,7 @@ TABLE: list[tuple[str, list[Op], Op, tuple[str, bool, bool, str | None] | None]]
     ("retry succeeds", [arrived(), batch(), transfer_failed()], transferred(2, "t-2"), ("TRANSFERRED", False, False, None)),
     ("final failure", [arrived(), batch()], transfer_failed(final=True), ("QUARANTINED", False, False, "transfer: denied 1")),
     ("failure after transfer", HAPPY, transfer_failed(), None),
-    ("batch after transfer", HAPPY, batch(2), None),
+    ("late batch after transfer", HAPPY, batch(2), ("TRANSFERRED", False, False, None)),
     ("ingested", HAPPY, ingested(), ("INGESTED", True, False, None)),
     ("ingest replay", [*HAPPY, ingested()], ingested(), None),
     ("deleted", HAPPY, deleted(), ("DELETED", False, True, None)),
@@ -179,6 +179,21 @@ def test_transition_table(
     assert (after["state"], after["ingested"], after["deleted"], after["reason"]) == expected
     assert after["updated_ms"] == NOW
     assert len(after["history"]) == (len(before["history"]) if before else 0) + 1
+
+
+def test_a_batch_folded_after_its_transfer_still_shows_in_the_history() -> None:
+    # A keeper taking over a partition with a backlog may read a file's transfer outcome
+    # before the batch that carried it: the state is the same, the history still has BATCHED.
+    state = run([arrived(), transferred(), batch(), ingested(), deleted()])
+    assert state["state"] == "DONE"
+    assert names(state) == ["ARRIVED", "TRANSFERRED", "BATCHED", "INGESTED", "DELETED"]
+    assert step(state, batch()) is None  # and only once
+
+
+def test_a_batch_folded_after_its_failure_still_shows_in_the_history() -> None:
+    state = run([arrived(), transfer_failed(), batch()])
+    assert (state["state"], state["reason"]) == ("FAILED", "transfer: denied 1")
+    assert names(state) == ["ARRIVED", "FAILED", "BATCHED"]
 
 
 def test_happy_path_carries_the_evidence_of_every_stage() -> None:
