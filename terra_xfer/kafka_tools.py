@@ -25,9 +25,12 @@ TOOLS = {
     "topics": "org.apache.kafka.tools.TopicCommand",
     "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
     "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+    "transactions": "org.apache.kafka.tools.TransactionsCommand",
 }
 # The tools that name their cluster with --bootstrap-server (the perf test takes client properties).
-BOOTSTRAP_TOOLS = frozenset({"consumer-groups", "topics", "console-consumer", "get-offsets"})
+BOOTSTRAP_TOOLS = frozenset(
+    {"consumer-groups", "topics", "console-consumer", "get-offsets", "transactions"}
+)
 LOGIN_MODULES = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -73,20 +76,21 @@ def run_configured(
     capture: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``run_tool`` on the cluster of ``kafka``: its bootstrap servers and security settings
-    are added unless ``args`` already name them."""
+    are added unless ``args`` already name them, before the tool's own arguments (the
+    transactions tool takes them only before its subcommand)."""
     extra: list[str] = []
     if tool in BOOTSTRAP_TOOLS and "--bootstrap-server" not in args:
         extra += ["--bootstrap-server", kafka.bootstrap_servers]
     props = None if "--command-config" in args else java_properties(kafka)
     if props is None:
-        return run_tool(version, tool, [*args, *extra], timeout_s, capture)
+        return run_tool(version, tool, [*extra, *args], timeout_s, capture)
     with tempfile.TemporaryDirectory(prefix="terra-xfer-tool-") as tmp:
         path = Path(tmp) / "client.properties"  # the directory is the user's alone (0700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(props)
         return run_tool(
-            version, tool, [*args, *extra, "--command-config", str(path)], timeout_s, capture
+            version, tool, [*extra, "--command-config", str(path), *args], timeout_s, capture
         )
 
 

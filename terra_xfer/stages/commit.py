@@ -98,15 +98,27 @@ class StageKafka:
             return False
         self.producer.init()
         if self.consumer is not None:
-            kwargs: dict[str, Rebalance] = {}
-            if on_assign is not None:
-                kwargs["on_assign"] = on_assign
-            if on_revoke is not None:
-                kwargs["on_revoke"] = on_revoke
-            self.consumer.subscribe(self.topics, **kwargs)
+            self.consumer.subscribe(
+                self.topics,
+                on_assign=self._told("assigned", on_assign),
+                on_revoke=self._told("revoked", on_revoke),
+                on_lost=self._told("lost", on_revoke),
+            )
         self._on_rewind = on_rewind
         self._started = True
         return True
+
+    def _told(self, what: str, then: Rebalance | None) -> Rebalance:
+        """A rebalance callback that logs the partitions (a stage's ownership changes are worth a
+        line), then runs the stage's own."""
+
+        def callback(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            named = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+            log.info("%s: %s %s", self.spec.name, what, named)
+            if then is not None:
+                then(consumer, partitions)
+
+        return callback
 
     def read(self, max_messages: int, timeout_s: float) -> list[Message]:
         """Up to ``max_messages`` consumed messages carrying data (see ``consume_ready``)."""

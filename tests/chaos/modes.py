@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from terra_xfer.broker import EmbeddedBroker
+from terra_xfer.config import load
 from terra_xfer.stages.spec import StageSpec
+from tests.chaos.janitor import Janitor
 from tests.chaos.pods import Pods
 from tests.chaos.scale import Scaler
 from tests.chaos.stages import Stages, Supervised
@@ -47,9 +49,15 @@ class Killing:
     """``stages`` and ``up``: a SIGKILL at each strike, the broker restarted at the middle one."""
 
     def __init__(
-        self, stages: Stages, broker: EmbeddedBroker, kills: int, say: Callable[[str], None]
+        self,
+        stages: Stages,
+        broker: EmbeddedBroker,
+        kills: int,
+        say: Callable[[str], None],
+        janitor: Janitor,
     ) -> None:
         self.stages, self.broker, self.kills, self.say = stages, broker, kills, say
+        self.janitor = janitor
         self.broker_restarts = 0
 
     def start(self) -> None:
@@ -57,6 +65,7 @@ class Killing:
 
     def tick(self, now: float) -> None:
         self.stages.revive()
+        self.janitor.tick(now)
 
     def strike(self, rng: random.Random, n: int, now: float) -> str:
         if n == self.kills // 2 and not self.broker_restarts:
@@ -64,6 +73,7 @@ class Killing:
             self.broker.kill()
             self.broker.start(timeout_s=120)
             self.broker_restarts += 1
+            self.janitor.broker_restarted(now)
         victim = rng.choice(self.stages.victims)
         self.stages.kill(victim)
         return f"kill -9 {victim}"
@@ -82,6 +92,9 @@ class Killing:
             "unexpected_exits": dict(self.stages.unexpected_exits),
             "restarted_by_up": self.stages.restarted_by_up,
             "orphans": list(self.stages.orphans),
+            "hanging_aborted": [
+                f"{h.topic}[{h.partition}]@{h.start_offset}" for h in self.janitor.aborted
+            ],
         }
 
 
@@ -134,4 +147,5 @@ def chaos(
         # Its own generator: the events of a seed do not depend on when faults fired.
         return ScaleOut(pods, Scaler(pods, random.Random(rng.getrandbits(64)), strikes))
     kind = {"stages": Stages, "up": Supervised}[mode]
-    return Killing(kind(config, env, work / "logs", specs), broker, strikes, say)
+    janitor = Janitor(load(config, env))
+    return Killing(kind(config, env, work / "logs", specs), broker, strikes, say, janitor)

@@ -58,7 +58,7 @@ class Plan:
     burst_pause_s: float = 0.1
 
 
-SHORT = Plan(files=1200, kills=8, kill_gap_s=(2.0, 6.0), timeout_s=240, faults=12)
+SHORT = Plan(files=700, kills=6, kill_gap_s=(2.0, 5.0), timeout_s=240, faults=8)
 # Killing `up` restarts every stage at once: fewer kills, further apart, over a smaller night.
 SHORT_SUPERVISED = Plan(files=600, kills=4, kill_gap_s=(4.0, 10.0), timeout_s=240, faults=8)
 LONG = Plan(
@@ -90,6 +90,7 @@ class Report:
     unexpected_exits: dict[str, int] = field(default_factory=dict)
     restarted_by_up: int = 0
     orphans: list[str] = field(default_factory=list)
+    hanging_aborted: list[str] = field(default_factory=list)  # after the broker's crash, if any
     slow_stops: list[str] = field(default_factory=list)  # pods killed after their grace period
     drain_s: float | None = None
     total_s: float = 0.0

@@ -17,6 +17,7 @@ from tests.chaos.invariants import (
     recount,
     report_mismatch,
 )
+from tests.chaos.janitor import Hanging, parse_hanging
 
 SHIPPED = {
     "MAC/weather/2017-08-24/a.dat": Stamp("aa", 10, 1),
@@ -245,3 +246,19 @@ def test_the_recount_counts_each_file_once_as_its_newest_version_on_its_day() ->
         "report gives weather on 2017-08-24 (arrived, transferred, ingested, deleted) None, "
         "the topics (1, 1, 0, 0)"
     ]
+
+
+def test_the_janitor_reads_kafkas_table_of_hanging_transactions() -> None:
+    table = (
+        "Topic             \tPartition\tProducerId\tProducerEpoch\tCoordinatorEpoch\tStartOffset"
+        "\tLastTimestamp\tDuration(min)\t\n"
+        "terra.files.state \t1        \t1         \t2            \t0               \t977        "
+        "\t1796588582510\t23           \t\n"
+        "__consumer_offsets\t0        \t1         \t2            \t0               \t119        "
+        "\t1796588582520\t23           \t\n"
+    )
+    assert parse_hanging(table) == [
+        Hanging("terra.files.state", 1, 977),
+        Hanging("__consumer_offsets", 0, 119),
+    ]
+    assert parse_hanging(table.splitlines()[0]) == []
