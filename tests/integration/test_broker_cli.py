@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,21 @@ def terra_xfer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     )
 
 
+def free_port_pair() -> int:
+    """A free port whose next one is free too: the embedded broker's controller takes port + 1
+    (other test workers start brokers meanwhile)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def test_start_status_stop_through_the_cli(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_pair()
     env = {
         **os.environ,
         "TERRA_XFER_BROKER_PORT": str(port),
