@@ -1,13 +1,16 @@
 """The monitor: follows every transfer task to its end and publishes one outcome per file.
 
-It consumes batches.submitted. A PREPARED batch is submitted again under its recorded submission id
-(idempotent: the backend returns the task it already has), so a batcher that died between recording
-and submitting loses nothing. Tasks are polled with exponential backoff (no service pushes), or at
-the backend's fixed ``status_poll_s`` when a poll is only a local read, so a finished local task is
-seen at once. Then each file gets FileTransferred or FileTransferFailed; a file missing from the
-success list is confirmed at the destination (by the backend) before it is called failed. Failed
-files are offered again as FileArrived (source RETRY, attempt + 1) after a backoff, until
-``max_attempts``, after which the failure is final.
+It consumes batches.submitted, where the batcher records each batch PREPARED, submits it, then
+records it SUBMITTED with its task id (both on one partition); the monitor follows that task. A
+PREPARED batch whose SUBMITTED record has not come within ``submit_grace_s``, its partition read to
+the end (so a replay never misses a SUBMITTED record already there), is submitted by the monitor
+under the recorded submission id (idempotent): a batcher that died between recording and submitting
+loses nothing, and a healthy batch costs one submit. Tasks are polled with exponential backoff (no
+service pushes), or at the backend's fixed ``status_poll_s`` when a poll is only a local read, so a
+finished local task is seen at once. Then each file gets FileTransferred or FileTransferFailed; a
+file missing from the success list is confirmed at the destination (by the backend) before it is
+called failed. Failed files are offered again as FileArrived (source RETRY, attempt + 1) after a
+backoff, until ``max_attempts``, after which the failure is final.
 
 Offsets advance only past batches whose every file has a final event out, so after a restart the
 monitor follows again exactly the tasks still in flight (re-emitting outcomes of batches that finished
@@ -111,12 +114,20 @@ class Monitor:
         return len(messages) + len(outputs)
 
     def _take(self, record: dict[str, Any], partition: int, offset: int) -> None:
+        """Track a PREPARED batch; its SUBMITTED record brings the task id. A PREPARED batch
+        without one is first due once ``submit_grace_s`` has passed (see :meth:`_follow`)."""
         batch_id = record["batch_id"]
+        task_id = record.get("task_id")
         known = self.tracked.get(batch_id)
         if known is not None:
-            known.task_id = known.task_id or record.get("task_id")
+            if known.task_id is None and task_id is not None:
+                known.task_id = task_id
+                known.next_poll = known.backoff = 0.0  # submitted by the batcher: follow it now
         elif record["phase"] == "PREPARED":
-            self.tracked[batch_id] = Tracked(record, partition, offset, record.get("task_id"))
+            grace = 0.0 if task_id else self.config.monitor.submit_grace_s
+            self.tracked[batch_id] = Tracked(
+                record, partition, offset, task_id, next_poll=self.clock() + grace
+            )
         # A SUBMITTED record of an untracked batch: its PREPARED record was already followed to the
         # end and committed; nothing to do.
 
@@ -145,9 +156,10 @@ class Monitor:
             return self._release_retries(t, now)
         try:
             if t.task_id is None:
-                t.task_id = self.backend.submit(
-                    t.batch_id, t.record["submission_id"], self._items(t), t.record["label"]
-                )
+                if not self._read_to_end(t.partition):
+                    self._later(t)  # its SUBMITTED record may be among those not read yet
+                    return []
+                t.task_id = self._submit(t)
             state = self.backend.task(t.task_id)
             metrics.observe_task(t.task_id, state.status, state.is_final)
         except TransientError as exc:
@@ -177,6 +189,29 @@ class Monitor:
             self._later(t)
             return []
         return self._finish(t, now)
+
+    def _submit(self, t: Tracked) -> str:
+        """Submit a batch the batcher recorded but did not record as submitted in time."""
+        log.warning(
+            "batch %s: no SUBMITTED record within %.0f s; submitting it as %s",
+            t.batch_id,
+            self.config.monitor.submit_grace_s,
+            t.record["submission_id"],
+        )
+        return self.backend.submit(
+            t.batch_id, t.record["submission_id"], self._items(t), t.record["label"]
+        )
+
+    def _read_to_end(self, partition: int) -> bool:
+        """Whether every committed record of ``partition`` has been consumed (asked of the broker:
+        only for a batch whose grace has passed). A SUBMITTED record already in the topic is then
+        in hand, so after a restart a replayed PREPARED batch is not submitted again."""
+        consumer = self.kafka.consumer
+        assert consumer is not None
+        tp = TopicPartition(self.topic, partition)
+        _low, end = consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+        [at] = consumer.position([tp])
+        return at.offset >= end
 
     def _later(self, t: Tracked, retry_after: float | None = None) -> None:
         m = self.config.monitor

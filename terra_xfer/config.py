@@ -163,6 +163,10 @@ class MonitorConfig:
     poll_initial_s: float = 0.5
     poll_max_s: float = 60.0
     retry_backoff_s: float = 30.0
+    # How long a PREPARED batch waits for the batcher's SUBMITTED record before the monitor submits
+    # it itself (the batcher died or failed between recording and submitting): one submit per batch
+    # against a rate-limited service when the batcher is healthy.
+    submit_grace_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,11 @@ def gantry_config(config: Config, **batcher: Any) -> Config:
         gantry=dataclasses.replace(config.gantry, log_root="/gantry_data"),
         batcher=dataclasses.replace(config.batcher, **({"max_wait_s": 1.0} | batcher)),
         monitor=dataclasses.replace(
-            config.monitor, poll_initial_s=0.05, poll_max_s=0.5, retry_backoff_s=0.2
+            config.monitor,
+            poll_initial_s=0.05,
+            poll_max_s=0.5,
+            retry_backoff_s=0.2,
+            submit_grace_s=1.0,
         ),
     )
 

@@ -42,6 +42,7 @@ max_attempts = 10
 poll_initial_s = 0.1
 poll_max_s = 1
 retry_backoff_s = 0.5
+submit_grace_s = 3
 [catalog]
 backend = "clowder"
 [catalog.clowder]

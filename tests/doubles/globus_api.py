@@ -212,6 +212,11 @@ class GlobusDouble:
         with self._engine.lock:
             return self._engine.tasks[task_id].doc()
 
+    def submits(self) -> list[tuple[str, str]]:
+        """Every valid submit so far, in order: (submission id, "Accepted" or "Duplicate")."""
+        with self._engine.lock:
+            return list(self._routes.submits)
+
     def task_ids(self) -> list[str]:
         with self._engine.lock:
             return list(self._engine.tasks)

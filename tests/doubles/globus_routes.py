@@ -54,6 +54,7 @@ class Routes:
         self._tokens: set[str] = set()
         self._submission_ids: set[str] = set()
         self._by_submission: dict[str, str] = {}
+        self.submits: list[tuple[str, str]] = []  # (submission id, "Accepted" or "Duplicate")
 
     def dispatch(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
@@ -133,9 +134,11 @@ class Routes:
                 )
             existing = self._by_submission.get(submission_id)
             if existing is not None:
+                self.submits.append((submission_id, "Duplicate"))
                 return 200, _transfer_result("Duplicate", submission_id, existing)
             task = self._new_task(doc, submission_id, source, destination, items)
             self._by_submission[submission_id] = task.task_id
+            self.submits.append((submission_id, "Accepted"))
             self.engine.add(task)
             lost = self.lose_submit.pop(0) if self.lose_submit else None
         if lost is not None:

@@ -73,7 +73,11 @@ TICK = 0.0625
 def polls_over(config: Config, status_poll_s: float | None, ticks: int) -> list[float]:
     """Advance the clock by one TICK ``ticks`` times after the first poll; the poll times."""
     config = dataclasses.replace(
-        config, monitor=dataclasses.replace(config.monitor, poll_initial_s=TICK, poll_max_s=60.0)
+        config,
+        # No batcher records the batch as submitted: the monitor submits it at once.
+        monitor=dataclasses.replace(
+            config.monitor, poll_initial_s=TICK, poll_max_s=60.0, submit_grace_s=0.0
+        ),
     )
     create_topics(config)
     record = sample("BatchSubmitted") | {"phase": "PREPARED", "task_id": None}

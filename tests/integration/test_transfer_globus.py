@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,13 +30,11 @@ def double() -> Iterator[GlobusDouble]:
         yield d
 
 
-def test_every_fault_is_survived_with_one_final_outcome_per_file(
-    pipeline_config: Config, double: GlobusDouble
-) -> None:
-    config = gantry_config(pipeline_config, max_files=60)
+def globus_config(config: Config, **monitor: Any) -> Config:
+    """``config`` sending through the globus backend, with ``monitor`` settings."""
     config = dataclasses.replace(
         config,
-        monitor=dataclasses.replace(config.monitor, max_attempts=3),
+        monitor=dataclasses.replace(config.monitor, **monitor),
         transfer=dataclasses.replace(
             config.transfer,
             backend="globus",
@@ -43,10 +42,14 @@ def test_every_fault_is_survived_with_one_final_outcome_per_file(
         ),
     )
     create_topics(config)
-    shipped = sorted(set(write_night(config, 400, seed=6)))
+    return config
+
+
+def globus_backend(config: Config, double: GlobusDouble) -> GlobusTransfer:
+    """The globus backend on the double, from the gantry cache to the destination root."""
     src = double.add_endpoint(config.gantry.cache_root)
     dst = double.add_endpoint(config.transfer.destination_root)
-    backend = GlobusTransfer(
+    return GlobusTransfer(
         double.client_id,
         "terra-test-secret",
         src,
@@ -57,6 +60,50 @@ def test_every_fault_is_survived_with_one_final_outcome_per_file(
         max_retries=2,
         max_retry_sleep_s=0.2,
     )
+
+
+def test_a_healthy_run_submits_each_batch_once(
+    pipeline_config: Config, double: GlobusDouble
+) -> None:
+    config = globus_config(gantry_config(pipeline_config, max_files=20))  # the default grace
+    shipped = {f"ua-mac/{rel}" for rel in write_night(config, 300, seed=9)}
+    backend = globus_backend(config, double)
+    stages = [
+        GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),
+        Batcher(config, registry.spec("batcher"), backend),
+        Monitor(config, registry.spec("monitor"), backend),
+    ]
+
+    def finished() -> bool:
+        outcomes = read_all(config.kafka, config.topic("files.transferred"))
+        return {v["key"] for name, v in outcomes if name == "FileTransferred"} == shipped
+
+    try:
+        run_until(stages, finished, timeout_s=180)
+    finally:
+        for s in stages:
+            s.close()  # type: ignore[attr-defined]
+        backend.close()
+    batches = [v for _, v in read_all(config.kafka, config.topic("batches.submitted"))]
+    prepared = [b["submission_id"] for b in batches if b["phase"] == "PREPARED"]
+    submits = double.submits()
+    per_batch = Counter(submission_id for submission_id, _ in submits)
+    answers = Counter(code for _, code in submits)
+    summary = f"{len(prepared)} batches, {len(submits)} submits, answers {dict(answers)}"
+    assert len(prepared) >= 5, summary
+    assert per_batch == Counter(prepared) and set(per_batch.values()) == {1}, summary
+    assert answers == {"Accepted": len(prepared)}, summary
+
+
+def test_every_fault_is_survived_with_one_final_outcome_per_file(
+    pipeline_config: Config, double: GlobusDouble
+) -> None:
+    # A batch whose submit the faults defeated is submitted by the monitor a second later.
+    config = globus_config(
+        gantry_config(pipeline_config, max_files=60), max_attempts=3, submit_grace_s=1.0
+    )
+    shipped = sorted(set(write_night(config, 400, seed=6)))
+    backend = globus_backend(config, double)
     doomed = shipped[5]
     double.fail_requests(429, 2, retry_after=1)
     double.fail_requests(503, 2)

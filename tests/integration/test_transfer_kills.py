@@ -36,6 +36,7 @@ def test_random_kills_of_batcher_and_monitor(pipeline_config: Config) -> None:
         **env_for(config),
         "TERRA_XFER_MONITOR_POLL_INITIAL_S": "0.05",
         "TERRA_XFER_MONITOR_POLL_MAX_S": "0.5",
+        "TERRA_XFER_MONITOR_SUBMIT_GRACE_S": "2",  # a batcher killed before submitting
     }
     base = [sys.executable, "-m", "terra_xfer", "--log-json"]
     rng = random.Random(13)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ def config(pipeline_config: Config) -> Config:
 
 def transferred(config: Config) -> list[tuple[str, dict]]:
     return read_all(config.kafka, config.topic("files.transferred"))
+
+
+def short_grace(config: Config) -> Config:
+    """``config`` with a monitor that submits a batch the batcher did not after a second."""
+    return dataclasses.replace(
+        config, monitor=dataclasses.replace(config.monitor, submit_grace_s=1.0)
+    )
 
 
 def test_two_thousand_files_each_get_one_outcome_and_identical_bytes(config: Config) -> None:
@@ -70,8 +78,17 @@ def test_two_thousand_files_each_get_one_outcome_and_identical_bytes(config: Con
 def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
     config: Config, tmp_path: Path
 ) -> None:
+    config = short_grace(config)
     shipped = write_night(config, 40)
-    backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir)
+
+    submits: list[str] = []
+
+    class Counted(LocalTransfer):
+        def submit(self, batch_id: str, *args: Any, **kwargs: Any) -> str:
+            submits.append(batch_id)
+            return super().submit(batch_id, *args, **kwargs)
+
+    backend = Counted(config.transfer.destination_root, config.transfer.state_dir)
 
     class LostSubmit(LocalTransfer):
         def submit(self, *args: object, **kwargs: object) -> str:  # dies before submitting
@@ -100,7 +117,8 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
     batches = [v for _, v in read_all(config.kafka, config.topic("batches.submitted"))]
     prepared_ids = [b["batch_id"] for b in batches if b["phase"] == "PREPARED"]
     assert len(prepared_ids) == len(set(prepared_ids))
-    assert len(tasks) == len(prepared_ids)  # one task per batch, however often it was submitted
+    assert len(tasks) == len(prepared_ids)  # one task per batch
+    assert sorted(submits) == sorted(prepared_ids)  # by the monitor, once each
     assert Counter(v["key"] for _, v in transferred(config)) == Counter(
         f"ua-mac/{r}" for r in set(shipped)
     )
@@ -109,6 +127,7 @@ def test_a_prepared_batch_whose_submit_was_lost_is_submitted_by_the_monitor(
 def test_a_refused_batch_fails_its_files_and_they_go_again(config: Config) -> None:
     from consumers.transfer.base import TransferPermanentError
 
+    config = short_grace(config)
     shipped = set(write_night(config, 30, seed=41))
 
     class RefusesOnce(LocalTransfer):

@@ -234,6 +234,7 @@ def test_repeated_submission_id_is_accepted_once(api: Api, double: GlobusDouble)
     assert double.task_ids() == [first["task_id"]]
     unknown = api.submit([(source, "/r")], submission_id=str(uuid.uuid4()))
     assert unknown.status_code == 400
+    assert double.submits() == [(submission_id, "Accepted"), (submission_id, "Duplicate")]
 
 
 def test_lost_submit_response_leaves_the_task_for_a_repeat(api: Api, double: GlobusDouble) -> None:
