@@ -139,7 +139,11 @@ class Batcher:
         if messages:
             self.view.refresh()
         good, dead = self.kafka.decode(messages)
-        decoded = {(d.msg.partition(), d.msg.offset()): d.value for d in good}
+        # A FileMissing names no version to ship (the state keeper records it): its offset only
+        # moves the window on, like a filtered message.
+        decoded = {
+            (d.msg.partition(), d.msg.offset()): d.value for d in good if d.record == "FileArrived"
+        }
         sent = self.view.transferred_among((v["key"], v["version"]) for v in decoded.values())
         closed = []
         now = self.clock()

@@ -1,11 +1,12 @@
 """The sweeper: finds cache files that never made it into the pipeline, and files stuck in it.
 
 At start and every ``interval_s`` it walks the whitelisted part of the cache. A regular file older
-than ``min_age_s`` whose version has no record in files.state (or only an ARRIVED one, or an older
-version) is offered again as FileArrived (source SWEEPER): an upload whose log line was lost or
-malformed, or a name vsftpd logged ambiguously, still reaches the destination. A version that is
-batched, in flight or transferred is never re-queued. Files sitting in one state longer than
-``stuck_after_s`` are reported.
+than ``min_age_s`` whose version has no record in files.state (or only an ARRIVED one, an older
+version, or a MISSING record: logged while it was not in the cache) is offered again as FileArrived
+(source SWEEPER): an upload whose log line was lost or malformed, or a name vsftpd logged
+ambiguously, still reaches the destination. A version that is batched, in flight or transferred is
+never re-queued. Files sitting in one pipeline state longer than ``stuck_after_s`` are reported
+(MISSING is not one: no stage waits on it, ``terra-xfer report`` counts it).
 """
 
 from __future__ import annotations
@@ -156,11 +157,12 @@ class Sweeper:
         return len(events)
 
     def report_stuck(self) -> dict[str, int]:
-        """Files not DONE whose state has not changed for ``stuck_after_s``, counted by state."""
+        """Files neither DONE nor MISSING whose state has not changed for ``stuck_after_s``,
+        counted by state."""
         before = now_ms() - int(self.config.sweeper.stuck_after_s * 1000)
         counts: dict[str, int] = {}
         for row in self.view.index.query(updated_before_ms=before):
-            if row["state"] != "DONE":
+            if row["state"] not in ("DONE", "MISSING"):
                 counts[row["state"]] = counts.get(row["state"], 0) + 1
         if counts:
             log.warning(

@@ -215,7 +215,8 @@ def demo(config_path: Path, files: int, keep_broker: bool) -> None:
 
 def arrival_sources(config: Config) -> dict[str, int]:
 
-    return dict(Counter(v["source"] for _name, v in read_committed(config, "files.arrived")))
+    arrivals = read_committed(config, "files.arrived")
+    return dict(Counter(v["source"] for name, v in arrivals if name == "FileArrived"))
 
 
 def _report(config: Config) -> list[dict[str, object]]:

@@ -81,7 +81,7 @@ _CHECKPOINT = {
 }
 
 CATALOGUE: tuple[TopicSpec, ...] = (
-    TopicSpec(FILES_ARRIVED, "file key", "FileArrived", True, _EVENTS),
+    TopicSpec(FILES_ARRIVED, "file key", "FileArrived | FileMissing", True, _EVENTS),
     TopicSpec(
         BATCHES_SUBMITTED,
         "batch id",

@@ -24,6 +24,7 @@ from consumers.state.sqlite_file import SqliteFile, guarded, unapplied
 from consumers.state.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
 from consumers.state.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
 from consumers.state.sqlite_file import StatusIndexError as StatusIndexError
+from consumers.state.status_report import TOP_REASONS, prepare, report_lines, waiting_counts
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -64,7 +65,6 @@ _SAVE_OFFSET = (
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
 )
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason"
-_STAGES = ("transferred", "ingested", "deleted", "failed")
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every row: the fast path
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
 
@@ -95,6 +95,7 @@ class StatusIndex(SqliteFile):
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            prepare(self._db)
         except BaseException:
             self._db.close()
             raise
@@ -188,18 +189,20 @@ class StatusIndex(SqliteFile):
         """Files and bytes per sensor and day: arrived, transferred, ingested, deleted, failed.
 
         The day is the file's date directory, or the UTC day it arrived when it has none. Each file
-        counts once, as its current version. Transferred means the version is at the destination
-        (whatever came after); failed means FAILED or QUARANTINED, or a reason is recorded (a final
-        ingest failure, a refused deletion).
+        counts once, as its current version; a MISSING file never arrived and is not counted here
+        (see :meth:`waiting`). Transferred means the version is at the destination (whatever came
+        after); failed means FAILED or QUARANTINED, or a reason is recorded (an ingest failure,
+        final or retried, a refused deletion).
         """
-        sums = ", ".join(f"SUM({s}), SUM({s} * size)" for s in _STAGES)
-        sql = (
-            f"SELECT sensor, day, COUNT(*), SUM(size), {sums} FROM files"
-            " GROUP BY sensor, day ORDER BY day, sensor"
-        )
         with guarded(self.path):
-            rows = self._db.execute(sql).fetchall()
-        return [_report_line(row) for row in rows]
+            return report_lines(self._db)
+
+    def waiting(self, top_reasons: int = TOP_REASONS) -> dict[str, dict[str, Any]]:
+        """Files and bytes per thing the files not DONE wait for (a batch, their transfer, ingest,
+        deletion, a person: MISSING or QUARANTINED), with the most common reasons of those waiting
+        for ingest (see :func:`consumers.state.status_report.waiting_counts`)."""
+        with guarded(self.path):
+            return waiting_counts(self._db, top_reasons)
 
     def reset(self) -> None:
         """Forget every row and offset, so the index is rebuilt from the start of files.state."""
@@ -251,16 +254,6 @@ def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
     item = dict(zip(_LISTED.split(", "), row, strict=True))
     item["updated_at"] = _utc(item["updated_ms"])
     return item
-
-
-def _report_line(row: tuple[Any, ...]) -> dict[str, Any]:
-    sensor, day, files, size, *stages = row
-    line: dict[str, Any] = {"sensor": sensor, "date": day}
-    line |= {"files_arrived": int(files), "bytes_arrived": int(size or 0)}
-    for i, stage in enumerate(_STAGES):
-        line[f"files_{stage}"] = int(stages[2 * i] or 0)
-        line[f"bytes_{stage}"] = int(stages[2 * i + 1] or 0)
-    return line
 
 
 def _utc(ms: int) -> str:

@@ -1,4 +1,5 @@
-"""From one tailed log line to what the gantry producer emits: a FileArrived, a DeadLetter, or a count.
+"""From one tailed log line to what the gantry producer emits: a FileArrived, a DeadLetter (with a
+FileMissing when the file the line names is not in the cache), or a count.
 
 Pure apart from the ``stat`` and ``listdir`` callables it is given, so every rule is testable
 without a filesystem or Kafka.
@@ -66,6 +67,15 @@ class Rejected:
     """A line that becomes a dead letter, with the reason."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Missing(Rejected):
+    """A whitelisted, well-formed path that is not in the cache: a dead letter, and a FileMissing
+    so that the file has a record (MISSING, with the reason) until a version of it arrives."""
+
+    where: CachePath
+    record: XferRecord | None
 
 
 def lstat_or_none(path: str) -> os.stat_result | None:
@@ -145,9 +155,10 @@ class LineHandler:
                 return self._reject(unsafe, "symlink")
             st = self.stat(self._root + where.rel)  # rel is relative and normalised
             if st is None:
-                resolved = self._resolve(where)
+                candidates = self._candidates(where)
+                resolved = self._resolved(candidates)
                 if resolved is None:
-                    return self._reject(f"file {where.rel!r} is missing from the cache", "missing")
+                    return self._missing(where, record, len(candidates))
                 where, st = resolved
         except OSError as exc:  # a name too long, a symlink loop, an unreadable directory
             return self._reject(
@@ -187,21 +198,38 @@ class LineHandler:
         self._dir_checks[parent] = reason
         return reason
 
-    def _resolve(self, where: CachePath) -> tuple[CachePath, os.stat_result] | None:
-        """vsftpd logs spaces as ``_`` and odd bytes as ``?``: find the one file the name stands for."""
+    def _candidates(self, where: CachePath) -> list[tuple[bytes, os.stat_result]]:
+        """vsftpd logs spaces as ``_`` and odd bytes as ``?``: the files the name may stand for."""
         logged = os.fsencode(where.rel)
         if b"_" not in logged and b"?" not in logged:
-            return None
+            return []
         found = []
         for rel in candidate_paths(logged, self.listdir):
             st = self.stat(os.path.join(self.rules.cache_root, os.fsdecode(rel)))
             if st is not None and rel != logged:
                 found.append((rel, st))
+        return found
+
+    def _resolved(
+        self, found: list[tuple[bytes, os.stat_result]]
+    ) -> tuple[CachePath, os.stat_result] | None:
+        """The one file a logged name stands for; None when ambiguous or absent (the sweeper
+        finds such files by walking)."""
         if len(found) != 1:
-            return None  # ambiguous or absent: the sweeper will find the file by walking
+            return None
         rel, st = found[0]
         actual = cache_path(rel, self.rules)
         return (actual, st) if isinstance(actual, CachePath) else None
+
+    def _missing(self, where: CachePath, record: XferRecord | None, matches: int) -> Missing:
+        reason = f"file {where.rel!r} is missing from the cache"
+        if matches > 1:
+            reason += (
+                f"; {matches} files match its logged name (vsftpd logs a space as '_'), "
+                "the sweeper ships them"
+            )
+        self.counts.dead_letters["missing"] += 1
+        return Missing(reason, where, record)
 
     def _listdir(self, rel_dir: bytes) -> list[bytes]:
         return os.listdir(os.path.join(os.fsencode(self.rules.cache_root), rel_dir))
@@ -217,16 +245,37 @@ def arrival_value(
     """The FileArrived event of an arrival read from ``line``."""
     record = arrival.record
     return {
-        "event_id": f"{line.source.fingerprint[:16]}:{line.offset}",
         "version": f"{arrival.size}:{arrival.mtime_ns}",
         **file_fields(arrival.where),
         "size": arrival.size,
         "mtime_ns": arrival.mtime_ns,
-        "source": "XFERLOG" if source == "xferlog" else "NAS_LOG",
-        "source_ref": f"{line.source.name}@{line.offset}",
-        "logged_ms": int(record.time.timestamp() * 1000) if record else None,
+        **_line_fields(line, source, record),
         "remote_host": record.remote_host if record else None,
         "username": text_of(record.username) if record else None,
         "emitted_ms": emitted_ms,
         "attempt": 1,
+    }
+
+
+def missing_value(
+    missing: Missing, line: TailedLine, source: str, emitted_ms: int
+) -> dict[str, Any]:
+    """The FileMissing event of a file ``line`` names that the cache did not hold."""
+    fields = file_fields(missing.where)
+    return {
+        **{name: fields[name] for name in ("key", "site", "path", "raw_path", "sensor", "date")},
+        "reason": missing.reason,
+        **_line_fields(line, source, missing.record),
+        "logged_size": missing.record.size if missing.record else None,
+        "emitted_ms": emitted_ms,
+    }
+
+
+def _line_fields(line: TailedLine, source: str, record: XferRecord | None) -> dict[str, Any]:
+    """What an event tells of the log line it came from: its id, source and upload time."""
+    return {
+        "event_id": f"{line.source.fingerprint[:16]}:{line.offset}",
+        "source": "XFERLOG" if source == "xferlog" else "NAS_LOG",
+        "source_ref": f"{line.source.name}@{line.offset}",
+        "logged_ms": int(record.time.timestamp() * 1000) if record else None,
     }

@@ -1,5 +1,9 @@
 """The gantry producer: tails xferlog (or nas.log) and emits one FileArrived per completed upload.
 
+An upload logged for a file the cache does not hold is a dead letter, and a FileMissing on
+files.arrived under the file's key: the state keeper records the file MISSING with the reason, so
+``terra-xfer status`` shows it until a version of it arrives (a later line, or the sweeper).
+
 Exactly once: the events made from a chunk of lines and the tailer's checkpoint after that chunk
 are committed in ONE Kafka transaction. After a kill -9 the producer's next incarnation (same
 transactional id) fences and aborts the old one's open transaction, reads the last committed
@@ -15,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from producers.checkpoints import checkpoint_output, last_checkpoint
-from producers.gantry.lines import LineHandler, Rejected, arrival_value
+from producers.gantry.lines import LineHandler, Missing, Rejected, arrival_value, missing_value
 from producers.gantry.tailer import Checkpoint, TailedLine, Tailer
 from terra_xfer import metrics
 from terra_xfer.config import Config
@@ -115,7 +119,9 @@ class GantryProducer:
         self.tailer = Tailer(self.source.path, self.committed, self.config.gantry.max_line_bytes)
 
     def _outputs(self, lines: list[TailedLine]) -> tuple[list[tuple[str, bytes]], list[Output]]:
-        """The (key, value) FileArrived events of ``lines``, and their dead letters."""
+        """The (key, value) events of ``lines`` for files.arrived, in line order, and their dead
+        letters: a FileArrived per upload found, a FileMissing beside the dead letter of one that
+        the cache did not hold."""
         arrived: list[tuple[str, bytes]] = []
         dead: list[Output] = []
         sensors: Counter[str | None] = Counter()
@@ -128,6 +134,9 @@ class GantryProducer:
                 continue
             if isinstance(result, Rejected):
                 dead.append(self._dead_letter(line, result.reason))
+                if isinstance(result, Missing):
+                    gone = missing_value(result, line, kind, emitted)
+                    arrived.append((gone["key"], encode("FileMissing", gone)))
                 continue
             value = arrival_value(result, line, kind, emitted)
             arrived.append((value["key"], encode("FileArrived", value)))

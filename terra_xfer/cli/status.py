@@ -49,7 +49,9 @@ def _when(ms: int) -> str:
 @click.command()
 @click.argument("path", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (or object for PATH).")
-@click.option("--state", "state_filter", help="Only files in this state (e.g. FAILED, DONE).")
+@click.option(
+    "--state", "state_filter", help="Only files in this state (e.g. FAILED, MISSING, DONE)."
+)
 @click.option("--sensor", help="Only files of this sensor (e.g. stereoTop).")
 @click.pass_obj
 def status(
@@ -125,21 +127,35 @@ def _show_one(follower: Any, key: str, as_json: bool) -> None:
 @click.pass_obj
 def report(state: State, as_json: bool) -> None:
     """Per sensor and per day: files and bytes arrived, transferred, ingested, deleted, failed;
-    and the dead letters by reason."""
+    what the files not DONE wait for (a batch, their transfer, ingest, deletion; MISSING and
+    QUARANTINED ones a person), with the most common reasons ingest is behind; and the dead
+    letters by reason.
+
+    \b
+    Examples:
+      terra-xfer report
+      terra-xfer report --json | jq '.waiting.ingest.reasons'
+    """
     follower = _follower(state.config)
     try:
         lines = follower.index.report()
+        waiting = follower.index.waiting()
     finally:
         follower.close()
     dead = count_dead_letters(state.config)
     if as_json:
-        click.echo(json.dumps({"files": lines, "dead_letters": dead}, indent=2))
+        doc = {"files": lines, "dead_letters": dead, "waiting": waiting}
+        click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(render_report(lines, dead))
+    click.echo(render_report(lines, dead, waiting))
 
 
-def render_report(lines: list[dict[str, Any]], dead: dict[str, int]) -> str:
-    """The report as a fixed-width table."""
+def render_report(
+    lines: list[dict[str, Any]],
+    dead: dict[str, int],
+    waiting: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The report as a fixed-width table, then what files wait for, then the dead letters."""
     stages = ("arrived", "transferred", "ingested", "deleted", "failed")
     head = f"{'day':<10} {'sensor':<18}" + "".join(f" {s:>17}" for s in stages)
     out = [head, "-" * len(head)]
@@ -147,11 +163,34 @@ def render_report(lines: list[dict[str, Any]], dead: dict[str, int]) -> str:
         cells = "".join(f" {line[f'files_{s}']:>7} {_size(line[f'bytes_{s}']):>9}" for s in stages)
         out.append(f"{line['date']:<10} {(line['sensor'] or '-'):<18}{cells}")
     out.append("")
+    if waiting is not None:
+        out += [*render_waiting(waiting), ""]
     out.append(
         "dead letters: "
         + (", ".join(f"{r}: {n}" for r, n in sorted(dead.items())) if dead else "none")
     )
     return "\n".join(out)
+
+
+_WAITING_LABELS = {
+    "batch": "waiting for a batch",
+    "transfer": "waiting for transfer",
+    "ingest": "waiting for ingest",
+    "deletion": "waiting for deletion",
+    "missing": "missing from the cache",
+    "quarantined": "quarantined",
+}
+
+
+def render_waiting(waiting: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per thing files wait for (files, bytes), the ingest reasons under their line."""
+    out = [f"{'files not DONE':<24} {'files':>9} {'bytes':>9}"]
+    for name, label in _WAITING_LABELS.items():
+        group = waiting[name]
+        out.append(f"{label:<24} {group['files']:>9} {_size(group['bytes']):>9}")
+        for why in group.get("reasons", []):
+            out.append(f"  {why['files']:>7}  {why['reason']}")
+    return out
 
 
 def _size(n: int | None) -> str:

@@ -62,6 +62,8 @@ GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
+# What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
+ARRIVALS = frozenset({"FileArrived", "FileMissing"})
 
 
 def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
@@ -135,7 +137,8 @@ STAGES: tuple[StageSpec, ...] = (
         Follows the log through daily rotation (xferlog-YYYYMMDD, later gzipped) and copytruncate;
         events and the log position are committed in one Kafka transaction, so a restart resumes
         exactly where the last commit ended. Malformed lines and files missing from the cache go to
-        the dead-letter topic with the reason.
+        the dead-letter topic with the reason; a missing file also gets a FileMissing, so
+        `terra-xfer status` shows it MISSING until a version of it arrives.
 
         \b
         Examples:
@@ -200,7 +203,7 @@ STAGES: tuple[StageSpec, ...] = (
         group="batcher",
         inputs=(FILES_ARRIVED,),
         outputs=(BATCHES_SUBMITTED, DEADLETTER),
-        accepts=frozenset({"FileArrived"}),
+        accepts=ARRIVALS,
         deployment=Deployment(secrets=(GLOBUS_SECRET,), scaling=Scaling(2000)),
     ),
     StageSpec(
@@ -235,7 +238,7 @@ STAGES: tuple[StageSpec, ...] = (
         outputs=(FILES_STATE, DEADLETTER),
         accepts=frozenset(
             {
-                "FileArrived",
+                *ARRIVALS,
                 "BatchSubmitted",
                 "FileTransferred",
                 "FileTransferFailed",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
 import random
 import shutil
@@ -13,6 +14,8 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,8 +82,11 @@ def test_rotation_gzip_malformed_and_missing(config: Config) -> None:
         drain(producer)
     finally:
         producer.close()
-    arrived = [v for name, v in read_all(config.kafka, config.topic("files.arrived"))]
+    events = read_all(config.kafka, config.topic("files.arrived"))
+    arrived = [v for name, v in events if name == "FileArrived"]
     assert Counter(v["key"] for v in arrived) == Counter(keys)  # each once, nothing else
+    (gone,) = [v for name, v in events if name == "FileMissing"]  # and the missing one
+    assert gone["key"] not in keys and gone["reason"].endswith("is missing from the cache")
     first = next(v for v in arrived if "stereoTop" in v["key"])
     assert first["sensor"] == "stereoTop" and first["dest_path"].startswith(
         "sites/ua-mac/raw_data/"
@@ -211,3 +217,73 @@ def test_a_failed_transaction_is_read_again_by_the_next_step(config: Config) -> 
     assert failures == 1 and calls > 4
     arrived = Counter(v["key"] for _, v in read_all(config.kafka, config.topic("files.arrived")))
     assert arrived == Counter(k for k in all_keys if k)
+
+
+def latest_states(config: Config) -> dict[str, dict[str, Any]]:
+    return {v["key"]: v for _, v in read_all(config.kafka, config.topic("files.state"))}
+
+
+def test_a_logged_file_missing_from_the_cache_is_missing_until_it_shows_up(
+    config: Config, tmp_path: Path
+) -> None:
+    """A line for a file the cache does not hold: a dead letter as ever, and files.state records
+    the file MISSING with the reason, which `status` and `report` show. When the file shows up,
+    found by the sweeper or logged again, it goes on to ARRIVED."""
+    from click.testing import CliRunner
+
+    from consumers.state.keeper import StateKeeper
+    from consumers.state.view import StateFollower
+    from producers.sweeper import Sweeper
+    from terra_xfer.cli import cli
+    from tests.kafka_read import env_for
+    from tests.pipeline import run_until
+
+    swept, relogged = [u for u in uploads(START, 20, seed=17, size=16) if u.whitelisted][:2]
+    keys = {f"ua-mac/{u.rel}": u for u in (swept, relogged)}
+    log = config.gantry.xferlog
+    log.write_bytes(log_line(swept) + log_line(relogged))
+    producer = GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog"))
+    keeper = StateKeeper(config, registry.spec("state-keeper"))
+    view = StateFollower(config, tmp_path / "sweeper-view.sqlite", records=False)
+    sweeper = Sweeper(config, registry.spec("sweeper"), view)
+    try:
+        drain(producer)
+        run_until([keeper], lambda: len(latest_states(config)) == 2)
+        gone = latest_states(config)
+        assert {k: v["state"] for k, v in gone.items()} == dict.fromkeys(keys, "MISSING")
+        for key, up in keys.items():
+            assert gone[key]["reason"] == f"file {up.rel!r} is missing from the cache"
+            assert [t["state"] for t in gone[key]["history"]] == ["MISSING"]
+        dead = [v for _, v in read_all(config.kafka, config.topic("deadletter"))]
+        assert sorted(d["reason"] for d in dead) == sorted(v["reason"] for v in gone.values())
+
+        runner, env = CliRunner(), env_for(config)
+        listed = runner.invoke(cli, ["status", "--json", "--state", "missing"], env=env)
+        assert listed.exit_code == 0, listed.output
+        rows = {r["key"]: r["reason"] for r in json.loads(listed.output)}
+        assert rows == {k: v["reason"] for k, v in gone.items()}
+        report = json.loads(runner.invoke(cli, ["report", "--json"], env=env).output)
+        assert report["waiting"]["missing"]["files"] == 2 and report["files"] == []
+
+        write_upload(config.gantry.cache_root, swept)  # an old file: the sweeper's to find
+        assert sweeper.step() == 1
+        write_upload(config.gantry.cache_root, relogged)
+        with log.open("ab") as appended:
+            appended.write(log_line(relogged))  # uploaded again, logged again
+        drain(producer)
+        run_until(
+            [keeper],
+            lambda: {v["state"] for k, v in latest_states(config).items()} == {"ARRIVED"},
+        )
+    finally:
+        for stage in (producer, keeper, sweeper):
+            stage.close()
+        view.close()
+    found = latest_states(config)
+    for key, up in keys.items():
+        assert [t["state"] for t in found[key]["history"]] == ["MISSING", "ARRIVED"]
+        assert (found[key]["reason"], found[key]["previous_versions"]) == (None, [])
+        st = (config.gantry.cache_root / up.rel).stat()
+        assert found[key]["version"] == f"{st.st_size}:{st.st_mtime_ns}"
+    sources = {k: v["history"][-1]["evidence"]["source"] for k, v in found.items()}
+    assert sources == {f"ua-mac/{swept.rel}": "SWEEPER", f"ua-mac/{relogged.rel}": "XFERLOG"}

@@ -120,10 +120,14 @@ def test_a_hostile_log_ends_as_events_dead_letters_and_skips(
     finally:
         producer.close()
 
-    arrived = [v for _, v in read_all(config.kafka, config.topic("files.arrived"))]
+    events = read_all(config.kafka, config.topic("files.arrived"))
+    arrived = [v for name, v in events if name == "FileArrived"]
     on_disk = {(v["raw_path"] or v["path"].encode()) for v in arrived}
     assert on_disk == {os.fsencode(rel) for rel in shipped}
     assert len(arrived) == len(shipped) + 1  # the re-upload logged after the rotation
+    gone = [v for name, v in events if name == "FileMissing"]  # beside its dead letter
+    assert [v["path"] for v in gone] == [f"{FOLDER}/never-uploaded.dat"]
+    assert len(events) == len(arrived) + len(gone)
     dead = [v for _, v in read_all(config.kafka, config.topic("deadletter"))]
     assert len(dead) == 8  # 2 halves of the split line, 5 bad lines, the unended one
     assert all(d["reason"] and d["source"] == "gantry:xferlog" for d in dead)

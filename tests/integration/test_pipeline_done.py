@@ -229,6 +229,16 @@ def test_status_and_report_from_the_compacted_topic(config: Config) -> None:
     report = runner.invoke(cli, ["report", "--json"], env=env)
     doc = json.loads(report.output)
     assert sum(line["files_deleted"] for line in doc["files"]) == len(shipped)
+    waiting = doc["waiting"]  # every file DONE: none waits for anything
+    assert [(name, group["files"]) for name, group in waiting.items()] == [
+        ("batch", 0),
+        ("transfer", 0),
+        ("ingest", 0),
+        ("deletion", 0),
+        ("missing", 0),
+        ("quarantined", 0),
+    ]
+    assert waiting["ingest"]["reasons"] == []
     assert (
         doc["dead_letters"] == {"gantry:xferlog: line has": 1}
         or sum(doc["dead_letters"].values()) == 1

@@ -35,6 +35,7 @@ def test_crc64_matches_the_avro_specification() -> None:
 def test_every_record_the_stages_need_exists() -> None:
     assert set(RECORDS) >= {
         "FileArrived",
+        "FileMissing",
         "BatchSubmitted",
         "FileTransferred",
         "FileTransferFailed",
@@ -128,3 +129,18 @@ def test_old_reader_reads_new_events_ignoring_the_added_field() -> None:
         readers={"FileArrived": _schema("FileArrived")}, writers={"FileArrived": new}
     ).decode(data)
     assert decoded == sample("FileArrived")
+
+
+def test_file_states_written_before_missing_existed_stay_readable() -> None:
+    older = [
+        v
+        for v in published_schemas().values()
+        if v.name.endswith(".FileState") and "MISSING" not in json.dumps(v.schema)
+    ]
+    assert older, "the FileState versions before MISSING are published"
+    current = Codec()
+    for version in older:
+        data = Codec(writers={"FileState": version.schema}).encode("FileState", sample("FileState"))
+        assert current.decode(data) == ("FileState", sample("FileState"))
+    missing = sample("FileState") | {"state": "MISSING", "version": "0:0"}
+    assert current.decode(current.encode("FileState", missing))[1]["state"] == "MISSING"

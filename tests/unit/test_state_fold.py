@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from consumers.state.fold import (
     HISTORY_LIMIT,
+    MISSING_VERSION,
     PREVIOUS_VERSIONS_LIMIT,
     StateFoldError,
     batched,
@@ -32,6 +33,8 @@ V2 = "8147712:1503578402000000000"
 T0 = 1_503_578_401_916
 NOW = 1_800_000_000_000
 CODEC = Codec()
+GONE = f"file {PATH!r} is missing from the cache"
+RETRYING = "ingest: 403 (attempt 1, retrying)"
 
 Op = tuple[str, dict[str, Any]]
 
@@ -79,9 +82,17 @@ def ingested(version: str = V1, at: int = T0 + 30) -> Op:
     }
 
 
-def ingest_failed(attempt: int = 1, final: bool = False, at: int = T0 + 30) -> Op:
+def ingest_failed(
+    attempt: int = 1, final: bool = False, at: int = T0 + 30, reason: str = "403"
+) -> Op:
     value = sample("FileIngestFailed") | {"key": KEY, "version": V1, "emitted_ms": at}
-    return "FileIngestFailed", value | {"attempt": attempt, "final": final, "reason": "403"}
+    return "FileIngestFailed", value | {"attempt": attempt, "final": final, "reason": reason}
+
+
+def missing(at: int = T0 - 50, line: int = 4096, reason: str = GONE) -> Op:
+    value = sample("FileMissing") | {"key": KEY, "path": PATH, "reason": reason}
+    value |= {"event_id": f"xferlog:1a2b:{line}", "source_ref": f"/var/log/xferlog@{line}"}
+    return "FileMissing", value | {"logged_ms": at, "emitted_ms": at + 5}
 
 
 def deleted(outcome: str = "DELETED", reason: str | None = None, at: int = T0 + 40) -> Op:
@@ -148,7 +159,27 @@ TABLE: list[tuple[str, list[Op], Op, tuple[str, bool, bool, str | None] | None]]
     ("refused after deletion", [*HAPPY, deleted()], deleted("REFUSED", "x"), None),
     ("dry run", [*HAPPY, ingested()], deleted("DRY_RUN"), ("INGESTED", True, False, None)),
     ("dry run replay", [*HAPPY, ingested(), deleted("DRY_RUN")], deleted("DRY_RUN"), None),
-    ("ingest retrying", HAPPY, ingest_failed(), ("TRANSFERRED", False, False, None)),
+    ("ingest retrying", HAPPY, ingest_failed(), ("TRANSFERRED", False, False, RETRYING)),
+    ("stale ingest retry", [*HAPPY, ingest_failed(2)], ingest_failed(1), None),
+    ("ingest retrying, deleted", [*HAPPY, deleted()], ingest_failed(), ("DELETED", False, True, RETRYING)),
+    ("deleted while ingest retries", [*HAPPY, ingest_failed()], deleted(), ("DELETED", False, True, RETRYING)),
+    ("ingest retry proves the transfer", [arrived(), batch(), transfer_failed()], ingest_failed(), ("TRANSFERRED", False, False, RETRYING)),
+    ("ingest gives up after retrying", [*HAPPY, ingest_failed()], ingest_failed(2, final=True), ("TRANSFERRED", False, False, "ingest: 403")),
+    ("late retry after giving up", [*HAPPY, ingest_failed(2, final=True)], ingest_failed(1), ("TRANSFERRED", False, False, "ingest: 403")),
+    ("ingested after retrying", [*HAPPY, ingest_failed(), ingest_failed(2)], ingested(), ("INGESTED", True, False, None)),
+    ("ingest retry outranks refusal", [*HAPPY, deleted("REFUSED", "x")], ingest_failed(), ("TRANSFERRED", False, False, RETRYING)),
+    ("refusal yields to ingest retry", [*HAPPY, ingest_failed()], deleted("REFUSED", "x"), ("TRANSFERRED", False, False, RETRYING)),
+    ("ingested shows the hidden refusal", [*HAPPY, deleted("REFUSED", "x"), ingest_failed()], ingested(), ("INGESTED", True, False, "delete refused: x")),
+    ("ingested, refusal then deletion", [*HAPPY, deleted("REFUSED", "x"), ingest_failed(), deleted()], ingested(), ("DONE", True, True, None)),
+    ("missing", [], missing(), ("MISSING", False, False, GONE)),
+    ("missing replay", [missing()], missing(), None),
+    ("missing again from another line", [missing()], missing(T0 + 9, 8192, "gone again"), ("MISSING", False, False, "gone again")),
+    ("missing when arrived", [arrived()], missing(), ("ARRIVED", False, False, None)),
+    ("missing when retrying", [arrived(), batch(), transfer_failed()], missing(), ("FAILED", False, False, "transfer: denied 1")),
+    ("missing when done", [*HAPPY, ingested(), deleted()], missing(), ("DONE", True, True, None)),
+    ("missing replay when known", [arrived(), missing()], missing(), None),
+    ("arrival after missing", [missing()], arrived(), ("ARRIVED", False, False, None)),
+    ("transfer after missing", [missing()], transferred(), ("TRANSFERRED", False, False, None)),
     ("ingest retry replay", [*HAPPY, ingest_failed()], ingest_failed(), None),
     ("ingest gave up", HAPPY, ingest_failed(2, final=True), ("TRANSFERRED", False, False, "ingest: 403")),
     ("ingest gave up, deleted", [*HAPPY, deleted()], ingest_failed(final=True), ("DELETED", False, True, "ingest: 403")),
@@ -357,6 +388,80 @@ def test_batched_without_emitted_time_uses_now() -> None:
     assert state is not None and state["history"][-1]["at_ms"] == NOW
 
 
+def test_a_missing_file_gets_a_record_with_the_reason_until_a_version_arrives() -> None:
+    gone = step(None, missing(at=T0 - 50))
+    assert gone is not None
+    assert (gone["state"], gone["version"], gone["size"], gone["mtime_ns"]) == (
+        "MISSING",
+        MISSING_VERSION,
+        0,
+        0,
+    )
+    assert (gone["reason"], gone["sensor"], gone["date"], gone["arrived_ms"]) == (
+        GONE,
+        "stereoTop",
+        "2017-08-24",
+        T0 - 50,
+    )
+    assert gone["history"] == [
+        {
+            "state": "MISSING",
+            "at_ms": T0 - 50,
+            "evidence": {
+                "event_id": "xferlog:1a2b:4096",
+                "source": "XFERLOG",
+                "source_ref": "/var/log/xferlog@4096",
+                "logged_size": "8147712",
+                "reason": GONE,
+            },
+        }
+    ]
+    found = step(gone, arrived(at=T0, event_id="sweep:1", source="SWEEPER"))
+    assert found is not None
+    assert (found["state"], found["version"], found["reason"], found["size"]) == (
+        "ARRIVED",
+        V1,
+        None,
+        8147712,
+    )
+    assert (found["previous_versions"], found["arrived_ms"]) == ([], T0)
+    assert names(found) == ["MISSING", "ARRIVED"]
+    assert needs_requeue(gone, V1) and not needs_requeue(step(found, batch()), V1)
+
+
+def test_a_missing_line_only_adds_evidence_to_a_known_file() -> None:
+    done = run([*HAPPY, ingested(), deleted()])
+    noted = step(done, missing(at=T0 + 99, line=8192))
+    assert noted is not None
+    assert essence(noted) == essence(done)
+    assert names(noted) == [*names(done), "MISSING"]
+    assert noted["history"][-1]["evidence"]["source_ref"] == "/var/log/xferlog@8192"
+    assert step(noted, missing(at=T0 + 99, line=8192)) is None
+    again = step(noted, missing(at=T0 + 120, line=9000))
+    assert again is not None and names(again) == [*names(noted), "MISSING"]
+
+
+def test_ingest_retries_show_the_latest_attempt_and_record_each_cause_once() -> None:
+    state = run([*HAPPY, deleted(), ingest_failed(1, reason="503")])
+    assert (state["state"], state["reason"]) == ("DELETED", "ingest: 503 (attempt 1, retrying)")
+    for attempt in range(2, 6):
+        new = step(state, ingest_failed(attempt, reason="503"))
+        assert new is not None and new["history"] == state["history"]
+        state = new
+    assert state["reason"] == "ingest: 503 (attempt 5, retrying)"
+    other = step(state, ingest_failed(6, reason="connection reset"))
+    assert other is not None
+    assert other["reason"] == "ingest: connection reset (attempt 6, retrying)"
+    failures = [t["evidence"] for t in other["history"] if t["state"] == "INGEST_FAILED"]
+    assert [(e["reason"], e["attempt"], e["final"]) for e in failures] == [
+        ("503", "1", "false"),
+        ("connection reset", "6", "false"),
+    ]
+    assert step(other, ingest_failed(3, reason="503")) is None  # an earlier attempt, seen
+    done = step(other, ingested())
+    assert done is not None and (done["state"], done["reason"]) == ("DONE", None)
+
+
 @pytest.mark.parametrize(
     ("ops", "version", "transferred_", "in_flight", "requeue"),
     [
@@ -370,6 +475,10 @@ def test_batched_without_emitted_time_uses_now() -> None:
         ([arrived(), batch(), ingested()], V1, True, False, False),
         (HAPPY, V2, False, False, True),
         ([arrived(V2)], V1, False, False, False),
+        ([missing()], V1, False, False, True),
+        ([missing()], MISSING_VERSION, False, False, True),
+        ([arrived(), missing()], V1, False, False, True),
+        ([*HAPPY, missing()], V1, True, False, False),
     ],
 )
 def test_batcher_and_sweeper_questions(
@@ -384,7 +493,7 @@ def test_batcher_and_sweeper_questions(
 @st.composite
 def lifecycles(draw: st.DrawFn) -> list[Op]:
     """One version's events in the order the stages emit them, with increasing event times."""
-    ops: list[Op] = [arrived()]
+    ops: list[Op] = [missing(), arrived()] if draw(st.booleans()) else [arrived()]
     outcome = draw(st.sampled_from(["success", "quarantined", "pending"]))
     attempts = draw(st.integers(1, 4))
     for n in range(1, attempts + 1):
@@ -404,7 +513,8 @@ def lifecycles(draw: st.DrawFn) -> list[Op]:
 
 
 def _ingest_chain(draw: st.DrawFn) -> list[Op]:
-    chain = [ingest_failed(n) for n in range(1, draw(st.integers(0, 2)) + 1)]
+    causes = st.sampled_from(["403", "503"])
+    chain = [ingest_failed(n, reason=draw(causes)) for n in range(1, draw(st.integers(0, 2)) + 1)]
     end = draw(st.sampled_from(["ingested", "gave up", "none"]))
     if end == "ingested":
         chain.append(ingested())

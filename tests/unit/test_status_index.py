@@ -17,6 +17,7 @@ from consumers.state.status_index import (
     StatusIndexCorruptError,
 )
 from schemas.codec import Codec
+from terra_xfer.cli.status import render_report
 from terra_xfer.errors import PermanentError, TransientError
 from tests.samples import sample
 
@@ -171,6 +172,60 @@ def test_report_per_sensor_and_day(index: StatusIndex) -> None:
              ingested=(1, 100), deleted=(2, 1100), failed=(2, 11000)),
         line("weather", "2017-08-25", arrived=(1, 3)),
     ]  # fmt: skip
+
+
+def test_missing_files_are_left_out_of_the_report_and_counted_as_waiting(
+    index: StatusIndex,
+) -> None:
+    gone = "file 'LemnaTec/x' is missing from the cache"
+    retry = "ingest: 503 Service Unavailable (attempt {}, retrying)"
+    files = [
+        file_state("a", "ARRIVED", size=1),
+        file_state("b", "BATCHED", size=2),
+        file_state("c", "FAILED", size=4, reason="transfer: denied"),
+        file_state("d", "TRANSFERRED", size=8, reason=retry.format(2)),
+        file_state("e", "DELETED", size=16, reason=retry.format(5)),
+        file_state("f", "DELETED", size=32, reason="ingest: 400 bad request"),
+        file_state("g", "TRANSFERRED", size=64, reason="delete refused: changed"),
+        file_state("h", "INGESTED", size=128),
+        file_state("i", "DONE", size=256),
+        file_state("j", "QUARANTINED", size=512, reason="transfer: gone"),
+        file_state("k", "MISSING", size=0, version="0:0", reason=gone),
+        file_state("l", "MISSING", size=0, version="0:0", reason=gone, date=None, sensor=None),
+    ]
+    index.apply([put(0, i, value) for i, value in enumerate(files)])
+    lines = index.report()
+    assert [(ln["sensor"], ln["files_arrived"]) for ln in lines] == [("stereoTop", 10)]
+    assert index.counts_by_state()["MISSING"] == 2
+    assert index.waiting() == {
+        "batch": {"files": 1, "bytes": 1},
+        "transfer": {"files": 2, "bytes": 6},
+        "ingest": {
+            "files": 4,
+            "bytes": 120,
+            "reasons": [
+                {"reason": "ingest: 503 Service Unavailable (retrying)", "files": 2},
+                {"reason": "ingest: 400 bad request", "files": 1},
+            ],
+        },
+        "deletion": {"files": 1, "bytes": 128},
+        "missing": {"files": 2, "bytes": 0},
+        "quarantined": {"files": 1, "bytes": 512},
+    }
+    assert index.waiting(top_reasons=1)["ingest"]["reasons"] == [
+        {"reason": "ingest: 503 Service Unavailable (retrying)", "files": 2}
+    ]
+    text = render_report(lines, {}, index.waiting())
+    assert "waiting for ingest               4     120 B" in text
+    assert "        2  ingest: 503 Service Unavailable (retrying)" in text
+    assert "missing from the cache           2       0 B" in text
+
+
+def test_nothing_waits_in_an_empty_index(index: StatusIndex) -> None:
+    waiting = index.waiting()
+    assert list(waiting) == ["batch", "transfer", "ingest", "deletion", "missing", "quarantined"]
+    assert all(group["files"] == group["bytes"] == 0 for group in waiting.values())
+    assert waiting["ingest"]["reasons"] == []
 
 
 def line(sensor: str, day: str, **counts: tuple[int, int]) -> dict[str, Any]:
