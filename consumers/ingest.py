@@ -3,123 +3,244 @@
 Consumes files.transferred. Gantry files are named from their path in the cache; a Danforth
 file (``[danforth] site``) goes into its snapshot's dataset, named from the snapshot metadata its
 event carries, which is attached to the dataset before the file (so whichever file of a snapshot
-comes first, the dataset has its metadata), with an image's own metadata on the image.
+comes first, the dataset has its metadata), with an image's own metadata on the image
+(:mod:`consumers.catalog.entries`).
 
-The catalog call is the side effect (one per consumed batch), done before the transaction that
-records FileIngested and the consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
-skipped), so a replay or a retry after a crash adds nothing. A transient catalog error aborts the
-batch, which is retried with backoff; a permanent one is recorded as a final FileIngestFailed with
-its reason.
+The catalog call is the side effect, done before the transaction that records the file's
+FileIngested (or final FileIngestFailed, with the reason, when the catalog refuses it) and the
+consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
+skipped), so a replay or a retry after a crash adds nothing.
+
+Each file has its own outcome. A file whose catalog call failed transiently is held in memory and
+tried again after a backoff with jitter, while the files after it go on; offsets are committed
+per partition only up to the oldest file still held (:mod:`consumers.ingest_retries`), so a
+restart reads it again. While the catalog's circuit breaker holds its requests back
+(:class:`~consumers.catalog.base.CatalogUnavailable`), no file is sent until it says; that is no
+failed attempt of the file. A step spends at most ``budget_s`` on catalog calls, so the host's
+stop signal, checked between steps, is honoured within seconds whatever the catalog does.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumers.catalog.base import Catalog, IngestItem, IngestResult, ingest_each
-from consumers.catalog.naming import catalog_names, danforth_names
+from confluent_kafka import Message, TopicPartition
+
+from consumers.catalog.base import (
+    Catalog,
+    CatalogUnavailable,
+    IngestItem,
+    Outcome,
+    ingest_each,
+)
+from consumers.catalog.entries import danforth_item, gantry_item
+from consumers.ingest_retries import Held, HeldItems, RetrySchedule
 from terra_xfer import metrics
 from terra_xfer.config import Config
-from terra_xfer.errors import PermanentError
+from terra_xfer.errors import PermanentError, TransientError, failure_cause
 from terra_xfer.sites.cache import Sites
-from terra_xfer.sites.gantry import CachePath, cache_path
-from terra_xfer.stages.consume_loop import TransactionalLoop
+from terra_xfer.stages.commit import StageKafka
 from terra_xfer.stages.outputs import Decoded, Output, now_ms
 from terra_xfer.stages.spec import StageSpec
-from terra_xfer.topics import FILES_INGESTED
+from terra_xfer.topics import FILES_INGESTED, FILES_TRANSFERRED
 
 log = logging.getLogger(__name__)
-# The local catalog files a consumed batch in one transaction, so larger batches cost less per
-# file; a remote catalog registers item by item, so its batches stay short (bounded step time).
-BATCH_SIZE = {"local": 1000}
-REMOTE_BATCH_SIZE = 200
+# The local catalog files a whole chunk in one transaction, so larger calls cost less per file; a
+# remote catalog registers file by file, so the step's time is checked between files.
+CALL_SIZE = {"local": 1000}
+READ_SIZE = {"local": 1000}
+REMOTE_READ_SIZE = 200
+MAX_HELD = 5000  # beyond this many unfinished files, the partitions are paused
+STEP_BUDGET_S = 2.0
+POLL_S = 0.5
 
 
 class Ingest:
     """One ingest worker (its own consumer group on files.transferred)."""
 
-    def __init__(self, config: Config, spec: StageSpec, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spec: StageSpec,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: RetrySchedule | None = None,
+        max_held: int = MAX_HELD,
+        budget_s: float = STEP_BUDGET_S,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.sites = Sites(config)
         self.rules = self.sites.gantry_rules
-        batch_size = BATCH_SIZE.get(catalog.name, REMOTE_BATCH_SIZE)
-        self.loop = TransactionalLoop(config, spec, self._handle, batch_size=batch_size)
+        self.kafka = StageKafka(config, spec)
+        self.codec = self.kafka.codec
+        self.topic = config.topic(FILES_TRANSFERRED)
+        self.clock = clock
+        self.held = HeldItems(schedule)
+        self.call_size = CALL_SIZE.get(catalog.name, 1)
+        self.read_size = READ_SIZE.get(catalog.name, REMOTE_READ_SIZE)
+        self.max_held = max_held
+        self.budget_s = budget_s
         self.ingested = 0
+        self._paused = False
+        self._quiet_until = 0.0  # no catalog call before this: its breaker holds requests back
+        self._held_back: CatalogUnavailable | None = None
 
     def step(self) -> int:
-        return self.loop.step()
+        """Take new files, make the catalog calls that are due, commit what finished; return the
+        messages consumed plus the held files finished (0 when idle or only waiting).
 
-    def item(self, event: dict[str, Any]) -> IngestItem:
-        """The catalog entry of a transferred file: names from its path in the cache, or from its
-        snapshot's metadata for a Danforth file."""
-        if self.sites.is_danforth(event["key"]):
-            return danforth_item(event, self.config.transfer.destination_root)
-        where = cache_path(event["path"], self.rules)
-        if not isinstance(where, CachePath):
-            raise PermanentError(f"cannot name {event['path']!r} in the catalog: {where.reason}")
-        name = posixpath.basename(event["dest_path"])
-        names = catalog_names(where.sensor, where.date, where.timestamp, name)
-        return IngestItem(
-            key=event["key"],
-            dataset_name=names.dataset_name,
-            collections=names.collections,
-            file_path=str(self.config.transfer.destination_root / event["dest_path"]),
-            file_name=name,
-            size=event["size"],
-            checksum=event.get("checksum"),
-            as_dataset_metadata=names.as_dataset_metadata,
-        )
+        While the catalog holds its requests back, the step raises its
+        :class:`CatalogUnavailable` once the step is committed, so the host shows the stage as
+        waiting for a service (logged once, counted, its readiness reason) and backs off."""
+        self.kafka.start(on_revoke=self._on_revoke, on_rewind=self.held.forget)
+        with self.kafka.attempt():
+            messages = self._read()
+            good, outputs = self.kafka.decode(messages)
+            for msg in messages:
+                self.held.consumed(_partition(msg), _offset(msg))
+            outputs += self._take(good)
+            finished, retried = self._work()
+            outputs += finished
+            if messages or outputs:
+                offsets = sorted(self.held.offsets().items())
+                self.kafka.commit(outputs, [TopicPartition(self.topic, p, o) for p, o in offsets])
+        self._show()
+        if self._held_back is not None and self.clock() < self._quiet_until:
+            raise self._held_back
+        return len(messages) + retried
 
-    def _handle(self, batch: Sequence[Decoded]) -> list[Output]:
-        """One FileIngested or final FileIngestFailed per transferred file of the batch, the
-        whole batch filed by one catalog call (failures are the monitor's to retry)."""
-        events = [d.value for d in batch if d.record == "FileTransferred"]
-        outcomes: list[IngestResult | PermanentError | None] = []
-        items: list[IngestItem] = []
-        for event in events:
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.held.forget(tp.partition for tp in partitions)
+
+    def _read(self) -> list[Message]:
+        """New messages, unless ``max_held`` files are held already: then the assigned partitions
+        are paused until some finish (the consumer still polls, so it stays in its group)."""
+        consumer = self.kafka.consumer
+        assert consumer is not None
+        full = len(self.held) >= self.max_held
+        if full or self._paused:
+            assigned = consumer.assignment()
+            if full:
+                consumer.pause(assigned)  # again each step: partitions assigned since
+            else:
+                consumer.resume(assigned)
+            self._paused = full
+        room = max(1, min(self.read_size, self.max_held - len(self.held)))
+        return self.kafka.read(room, self._wait_s())
+
+    def _wait_s(self) -> float:
+        """How long to wait for new messages: until the next held file is due and the catalog
+        takes calls, at most ``POLL_S``."""
+        due = self.held.next_due()
+        if due is None:
+            return POLL_S
+        return min(POLL_S, max(0.0, max(due, self._quiet_until) - self.clock()))
+
+    def _take(self, good: Sequence[Decoded]) -> list[Output]:
+        """Hold every transferred file for the catalog; one that cannot be named is refused now
+        (a FileTransferFailed needs nothing: the monitor retries the transfer)."""
+        now = self.clock()
+        outputs = []
+        for d in good:
+            if d.record != "FileTransferred":
+                continue
             try:
-                items.append(self.item(event))
-                outcomes.append(None)
+                item = self.item(d.value)
             except PermanentError as exc:
-                outcomes.append(exc)
-        filed = iter(self._file(items))
-        return [
-            self._outcome(event, next(filed) if outcome is None else outcome)
-            for event, outcome in zip(events, outcomes, strict=True)
-        ]
+                outputs.append(self._outcome(d.value, exc))
+                continue
+            where = (_partition(d.msg), _offset(d.msg))
+            self.held.hold(Held(*where, d.value, item, since=now, due=now))
+        return outputs
 
-    def _file(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
-        """The catalog's outcome of each item; one at a time if the batch as a whole is refused,
-        so each item still gets its own answer."""
-        if not items:
-            return []
+    def _work(self) -> tuple[list[Output], int]:
+        """Catalog calls for the held files that are due, earliest consumed first, while the
+        step's budget lasts and the catalog takes calls; their outputs, and how many of them
+        had failed before."""
+        outputs: list[Output] = []
+        retried = 0
+        deadline = self.clock() + self.budget_s
+        while self.clock() < deadline:
+            now = self.clock()
+            due = self.held.due(now, self.call_size) if now >= self._quiet_until else []
+            if not due:
+                break
+            self._held_back = None
+            outcomes = self._call(due)
+            now = self.clock()
+            for held, outcome in zip(due, outcomes, strict=True):
+                if isinstance(outcome, CatalogUnavailable):
+                    self._quiet_until = max(self._quiet_until, now + outcome.retry_after)
+                    self._held_back = outcome
+                    self.held.postpone(held, self._quiet_until)
+                    continue
+                if isinstance(outcome, TransientError):
+                    self._retry_later(held, outcome, now)
+                    continue
+                self.held.finished(held)
+                retried += held.failures > 0
+                outputs.append(self._outcome(held.event, outcome, held))
+        return outputs, retried
+
+    def _call(self, due: Sequence[Held]) -> Sequence[Outcome]:
+        """Each item's outcome; a transient error of the whole call is every item's, and a call
+        refused as a whole is made again one item at a time, so each item gets its own answer."""
+        items = [h.item for h in due]
         try:
             return self.catalog.ingest_many(items)
+        except TransientError as exc:
+            return [exc] * len(items)
         except PermanentError as exc:
-            log.warning(
-                "ingest: the batch of %d was refused (%s); filing one by one", len(items), exc
-            )
+            log.warning("ingest: a call of %d was refused (%s); filing one by one", len(items), exc)
             return ingest_each(self.catalog, items)
 
-    def _outcome(self, event: dict[str, Any], outcome: IngestResult | PermanentError) -> Output:
+    def _retry_later(self, held: Held, exc: TransientError, now: float) -> None:
+        """Hold ``held`` until its next attempt; its reason is logged once per cause."""
+        metrics.INGEST_ATTEMPTS.labels("transient").inc()
+        if self.held.failed(held, now, failure_cause(exc)):
+            log.warning(
+                "%s: not ingested yet (attempt %d; next in %.1f s): %s",
+                held.event["key"], held.failures, held.due - now, exc,
+            )  # fmt: skip
+        else:
+            log.debug("%s: attempt %d failed again: %s", held.event["key"], held.failures, exc)
+
+    def _show(self) -> None:
+        """The waiting files as metrics."""
+        metrics.INGEST_WAITING.set(len(self.held))
+        since = self.held.oldest_since()
+        metrics.INGEST_OLDEST_WAITING.set(0.0 if since is None else self.clock() - since)
+
+    def item(self, event: dict[str, Any]) -> IngestItem:
+        """The catalog entry of a transferred file (see :mod:`consumers.catalog.entries`)."""
+        root = self.config.transfer.destination_root
+        if self.sites.is_danforth(event["key"]):
+            return danforth_item(event, root)
+        return gantry_item(event, self.rules, root)
+
+    def _outcome(self, event: dict[str, Any], outcome: Outcome, held: Held | None = None) -> Output:
         base = {
             "key": event["key"],
             "version": event["version"],
             "catalog": self.catalog.name,
             "emitted_ms": now_ms(),
         }
-        codec = self.loop.codec
         topic = self.config.topic(FILES_INGESTED)
+        attempts = 1 if held is None else held.failures + 1
         if isinstance(outcome, PermanentError):
+            metrics.INGEST_ATTEMPTS.labels("refused").inc()
             log.error("%s: not ingested: %s", event["key"], outcome)
-            value = base | {"reason": str(outcome), "attempt": 1, "final": True}
-            return Output(topic, event["key"], codec.encode("FileIngestFailed", value))
+            value = base | {"reason": str(outcome), "attempt": attempts, "final": True}
+            return Output(topic, event["key"], self.codec.encode("FileIngestFailed", value))
+        assert not isinstance(outcome, TransientError)
+        metrics.INGEST_ATTEMPTS.labels("ingested").inc()
+        if attempts > 1:
+            log.info("%s: ingested at attempt %d", event["key"], attempts)
         self.ingested += 1
         sensor = self.sites.sensor(event["key"], event["path"])
         metrics.count_file("ingested", sensor, event["size"])
@@ -129,53 +250,22 @@ class Ingest:
             "collection_ids": list(outcome.collection_ids),
             "created": outcome.created,
         }
-        return Output(topic, event["key"], codec.encode("FileIngested", value))
+        return Output(topic, event["key"], self.codec.encode("FileIngested", value))
 
     def close(self) -> None:
         try:
-            self.loop.close()
+            self.kafka.close()
         finally:
             self.catalog.close()
 
 
-def danforth_item(event: Mapping[str, Any], destination_root: Path) -> IngestItem:
-    """The catalog entry of a Danforth file: its snapshot's dataset, named by the snapshot's time,
-    with the snapshot's metadata for the dataset and, for an image, its own for the file.
-
-    The snapshot's ``_metadata.json`` only attaches the metadata its event carries (the same as
-    its content), so ingest never needs to read it.
-    """
-    key = event["key"]
-    snapshot = _json_object(event.get("dataset_metadata"), key, "dataset_metadata")
-    if snapshot is None:
-        raise PermanentError(f"{key}: the event carries no snapshot metadata to name its dataset")
-    timestamp = snapshot.get("timestamp")
-    if not isinstance(timestamp, str):
-        raise PermanentError(f"{key}: the snapshot metadata has no timestamp")
-    name = posixpath.basename(event["dest_path"])
-    names = danforth_names(timestamp, name)
-    return IngestItem(
-        key=key,
-        dataset_name=names.dataset_name,
-        collections=names.collections,
-        file_path=str(destination_root / event["dest_path"]),
-        file_name=name,
-        size=event["size"],
-        checksum=event.get("checksum"),
-        as_dataset_metadata=names.as_dataset_metadata,
-        file_metadata=_json_object(event.get("file_metadata"), key, "file_metadata"),
-        dataset_metadata=snapshot,
-    )
+def _partition(msg: Message) -> int:
+    partition = msg.partition()
+    assert partition is not None
+    return partition
 
 
-def _json_object(text: str | None, key: str, field: str) -> dict[str, Any] | None:
-    """The JSON object an event field holds (None when absent); anything else is permanent."""
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PermanentError(f"{key}: {field} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise PermanentError(f"{key}: {field} is not a JSON object")
-    return value
+def _offset(msg: Message) -> int:
+    offset = msg.offset()
+    assert offset is not None
+    return offset

@@ -5,6 +5,8 @@ not (bad input, a refused request). Third-party exceptions are wrapped into thes
 module that talks to the third party, so stages decide retry vs dead-letter from the type alone.
 """
 
+import re
+
 
 class TerraXferError(Exception):
     """Root of every error terra-xfer raises on purpose."""
@@ -24,3 +26,9 @@ class ConfigError(PermanentError):
 
 class BrokerError(TerraXferError):
     """The embedded broker could not be resolved, started, stopped or reached."""
+
+
+def failure_cause(exc: BaseException) -> str:
+    """What makes two failures the same cause, for logging a cause once: the error's type and its
+    message without its numbers (attempt counts, ports, durations)."""
+    return f"{type(exc).__name__}: {re.sub(r'[0-9]+', '#', str(exc))}"

@@ -159,6 +159,33 @@ STAGE_RETRYING = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+INGEST_ATTEMPTS = PromCounter(
+    "terra_xfer_ingest_attempts_total",
+    "Catalog attempts of ingest per file, by outcome: ingested, refused (a final failure) or "
+    "transient (the file waits for another attempt).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+INGEST_WAITING = Gauge(
+    "terra_xfer_ingest_waiting_files",
+    "Files ingest has consumed and not finished: waiting for a catalog attempt, mostly another "
+    "one after a transient failure.",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+INGEST_OLDEST_WAITING = Gauge(
+    "terra_xfer_ingest_oldest_waiting_seconds",
+    "Since the longest-waiting file held by ingest was consumed (0: none waits).",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+CATALOG_CIRCUIT = Gauge(
+    "terra_xfer_catalog_circuit_state",
+    "The remote catalog's circuit breaker: 0 closed, 1 half-open (one trial request goes), "
+    "2 open (no request goes while the catalog keeps failing).",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
 STAGE_RESTARTS = PromCounter(
     "terra_xfer_stage_restarts_total",
     "Stages that ended on their own (crashed, fenced, stalled, killed) and were started again by "

@@ -13,6 +13,7 @@ from consumers.catalog.base import (
     CatalogNameError,
     CatalogPermanentError,
     CatalogTransientError,
+    CatalogUnavailable,
     IngestItem,
     IngestResult,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "CatalogNameError",
     "CatalogPermanentError",
     "CatalogTransientError",
+    "CatalogUnavailable",
     "IngestItem",
     "IngestResult",
 ]

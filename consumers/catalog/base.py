@@ -4,6 +4,11 @@ The ingest stage hands a backend one :class:`IngestItem` per transferred file. T
 under the TERRA-REF hierarchy (sensor → year → month → day collections, then one dataset per
 capture) and answers with the catalog ids. Ingest is idempotent: a replayed item finds what the
 first run made and adds nothing, and says so with ``created=False``.
+
+A backend does not wait and retry by itself: a transient failure is answered at once, and the
+stage tries that item again on its own schedule (backoff with jitter), so no call blocks a stage's
+stop for long. A remote backend may hold its requests back while the catalog keeps failing
+(:class:`CatalogUnavailable`); the stage then waits, without counting it as an attempt.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ class CatalogError(TerraXferError):
 
 class CatalogTransientError(CatalogError, TransientError):
     """The catalog is busy or unreachable (500/502/503/504, reset, timeout, locked); retry later."""
+
+
+class CatalogUnavailable(CatalogTransientError):
+    """The request was not sent: the backend's circuit breaker holds requests back while the
+    catalog keeps failing. ``retry_after`` is how long, in seconds, until it lets one through."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class CatalogPermanentError(CatalogError, PermanentError):
@@ -74,18 +88,25 @@ class IngestResult:
     created: bool
 
 
+# What became of one item: its result, the permanent error that refused it, or the transient
+# error that stopped it this time (it may be tried again).
+Outcome = IngestResult | PermanentError | TransientError
+
+
 class Catalog(Protocol):
     """What the ingest stage needs from a catalog."""
 
     name: str
 
     def ingest(self, item: IngestItem) -> IngestResult:
-        """Register the item under its hierarchy; a replay returns the same ids, created=False."""
+        """Register the item under its hierarchy; a replay returns the same ids, created=False.
+        Errors are raised, transient ones at once (no retry inside)."""
         ...
 
-    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
-        """Register every item, in order: each outcome is its result, or the permanent error that
-        refused that item alone. A transient error fails the call (a replay is harmless)."""
+    def ingest_many(self, items: Sequence[IngestItem]) -> Sequence[Outcome]:
+        """Register every item, in order, each with its own outcome. A transient error that
+        concerns the whole call (a locked database) may instead be raised: then no item is
+        registered, and all of them may be tried again (a replay is harmless)."""
         ...
 
     def close(self) -> None:
@@ -93,15 +114,13 @@ class Catalog(Protocol):
         ...
 
 
-def ingest_each(
-    catalog: Catalog, items: Sequence[IngestItem]
-) -> list[IngestResult | PermanentError]:
-    """``ingest_many`` for a catalog that registers one item per call."""
-    outcomes: list[IngestResult | PermanentError] = []
+def ingest_each(catalog: Catalog, items: Sequence[IngestItem]) -> list[Outcome]:
+    """``ingest_many`` for a catalog that registers one item per call: each item's outcome."""
+    outcomes: list[Outcome] = []
     for item in items:
         try:
             outcomes.append(catalog.ingest(item))
-        except PermanentError as exc:
+        except (PermanentError, TransientError) as exc:
             outcomes.append(exc)
     return outcomes
 

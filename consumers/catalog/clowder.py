@@ -3,7 +3,18 @@
 Every step is check-then-act, so an ingest can be repeated whole and converge: collections and
 datasets are found by exact title before they are created; a file already in its dataset (by name)
 is not added again; a metadata document already on the dataset is not posted again. A transient
-failure anywhere retries the whole ingest with backoff; the checks find what the lost answers made.
+failure anywhere is raised at once (the ingest stage tries the item again later); the checks find
+what the lost answers made.
+
+What one call found or made is remembered (bounded, newest kept) and used by every later call,
+retries of the same item included: a collection or dataset is looked up once, and put under its
+parent and into the space once. Linking is idempotent (linking what is already linked succeeds),
+so a link whose answer was lost is simply made again; a link refused outright (403 for a dataset
+another user owns) is logged and not tried again, the object being usable where it is. Only when
+the catalog refuses an item while remembered ids were used is it resolved afresh, once: a
+remembered id may name something deleted since; and, since Clowder answers a request about a
+deleted dataset with a 500 as often as with a refusal, also when an item failed transiently
+``FRESH_AFTER`` times in a row while using remembered ids.
 
 Racing workers may both create the same title. After creating, a worker searches again; when
 several exist it keeps the one with the lowest id (Clowder ids are MongoDB ObjectIds, which grow in
@@ -16,17 +27,18 @@ Files on a filesystem Clowder mounts are added by path (``mounted_prefix`` + the
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumers.catalog.base import (
     CatalogError,
     CatalogPermanentError,
     CatalogTransientError,
+    CatalogUnavailable,
     IngestItem,
     IngestResult,
+    Outcome,
     ingest_each,
 )
 from consumers.catalog.clowder_files import FileAdder, Mount
@@ -37,13 +49,15 @@ from consumers.catalog.naming import (
     dataset_metadata_of,
     jsonld_document,
 )
+from terra_xfer.circuit_breaker import CircuitBreaker
 from terra_xfer.config import Secret
-from terra_xfer.errors import ConfigError, PermanentError
+from terra_xfer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SEARCH_LIMIT = 1000  # Clowder's default is 12; duplicates beyond it would hide the oldest
 CACHE_SIZE = 10_000
+FRESH_AFTER = 3  # transient failures in a row with remembered ids before looking up afresh
 COLLECTION = "collections"
 DATASET = "datasets"
 
@@ -61,13 +75,10 @@ class ClowderCatalog:
         space_id: str | None = None,
         destination_root: str | None = None,
         mounted_prefix: str | None = None,
-        retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
         timeout_s: float = 120.0,
         agent_user_url: str | None = None,
         vocab: str = UAMAC_VOCAB,
-        sleep: Callable[[float], None] = time.sleep,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not url:
             raise ConfigError("catalog.clowder.url is empty; name the Clowder server")
@@ -76,23 +87,21 @@ class ClowderCatalog:
         secret = key.reveal() if isinstance(key, Secret) else key
         if not secret:
             raise ConfigError("the Clowder API key is missing; set TERRA_XFER_CLOWDER_KEY")
-        self._http = ClowderHttp(url, secret, timeout_s=timeout_s)
+        self._http = ClowderHttp(url, secret, timeout_s=timeout_s, breaker=breaker)
         self.url = self._http.url
         self.space_id = space_id
         self.destination_root = destination_root
         self.mounted_prefix = mounted_prefix
-        self._retries = retries
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
         self._agent_user_url = agent_user_url
         self._vocab = vocab
-        self._sleep = sleep
         mount = None
         if mounted_prefix is not None and destination_root is not None:
             mount = Mount(destination_root, mounted_prefix)
         self._files = FileAdder(self._http, mount, vocab)
         self._ids: OrderedDict[tuple[str, str, str | None], str] = OrderedDict()
         self._attached: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._linked: OrderedDict[str, bool] = OrderedDict()  # link paths answered
+        self._streaks: OrderedDict[str, int] = OrderedDict()  # item key -> transient failures
         self._used_memory = False
 
     def __repr__(self) -> str:
@@ -108,30 +117,28 @@ class ClowderCatalog:
         self.close()
 
     def ingest(self, item: IngestItem) -> IngestResult:
-        """Register ``item``; transient failures retry the whole ingest with backoff."""
+        """Register ``item``; a transient failure is raised at once, and a retry picks up from
+        what this call found or made (remembered)."""
         metadata = dataset_metadata_of(item)
-        attempt, fresh = 0, False
-        while True:
-            self._used_memory = False
-            try:
-                return self._ingest_once(item, metadata, fresh)
-            except CatalogTransientError as exc:
-                if attempt >= self._retries:
-                    raise
-                delay = min(self._backoff_s * 2**attempt, self._max_backoff_s)
-                log.warning(
-                    "clowder ingest of %s failed (%s); retry %d/%d in %.1f s",
-                    item.key, exc, attempt + 1, self._retries, delay,
-                )  # fmt: skip
-                self._sleep(delay)
-            except CatalogPermanentError:
-                # A remembered id may name something deleted since; look everything up once more.
-                if fresh or not self._used_memory:
-                    raise
-                log.info("clowder refused %s with remembered ids; resolving afresh", item.key)
-            attempt, fresh = attempt + 1, True
+        streak = self._streaks.pop(item.key, 0)
+        fresh = streak >= FRESH_AFTER
+        self._used_memory = False
+        try:
+            return self._ingest_once(item, metadata, fresh)
+        except CatalogTransientError as exc:
+            if not isinstance(exc, CatalogUnavailable):  # a request held back tells nothing
+                streak = 0 if fresh else streak + self._used_memory
+            if streak:
+                _remember(self._streaks, item.key, streak)
+            raise
+        except CatalogPermanentError:
+            # A remembered id may name something deleted since; look everything up once more.
+            if fresh or not self._used_memory:
+                raise
+            log.info("clowder refused %s with remembered ids; resolving afresh", item.key)
+        return self._ingest_once(item, metadata, fresh=True)
 
-    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestResult | PermanentError]:
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[Outcome]:
         """Each item in turn (Clowder has no batch call); see :meth:`Catalog.ingest_many`."""
         return ingest_each(self, items)
 
@@ -158,34 +165,36 @@ class ClowderCatalog:
         return IngestResult(dataset_id, file_id, tuple(collection_ids), created)
 
     def _resolve(self, kind: str, title: str, parent: str | None, fresh: bool) -> tuple[str, bool]:
-        """The id of ``title`` (created when missing), remembered for later items."""
+        """The id of ``title`` (created when missing), remembered for later items and retries,
+        under ``parent`` and in the space."""
         key = (kind, title, parent)
         if not fresh and key in self._ids:
             self._ids.move_to_end(key)
             self._used_memory = True
-            return self._ids[key], False
-        found, created = self._get_or_create(kind, title, parent)
-        _remember(self._ids, key, found)
+            found, created = self._ids[key], False
+        else:
+            found, created = self._get_or_create(kind, title, parent)
+            _remember(self._ids, key, found)
+        self._link(kind, found, parent)
         return found, created
 
     def _get_or_create(self, kind: str, title: str, parent: str | None) -> tuple[str, bool]:
         """Find ``title`` by exact name or create it; racing creators converge on the lowest id."""
         found = self._search(kind, title)
         if found:
-            winner = min(found)
-            self._link(kind, winner, parent)
-            return winner, False
+            return min(found), False
         made = self._create(kind, title, parent)
         winner = min([made, *self._search(kind, title)])
         if winner == made:
             log.info("created %s %r as %s", kind[:-1], title, made)
+            for path in self._link_paths(kind, made, parent):
+                _remember(self._linked, path, True)  # the create request put it there
             return made, True
         log.info("%s %r was also created as %s; keeping it, dropping %s", kind, title, winner, made)
         try:
             self._http.delete(f"{kind}/{segment(made)}")
         except CatalogError as exc:
             log.warning("could not drop duplicate %s %s (%s); it stays unused", kind, made, exc)
-        self._link(kind, winner, parent)
         return winner, False
 
     def _search(self, kind: str, title: str) -> list[str]:
@@ -214,7 +223,23 @@ class ClowderCatalog:
         return str(answer["id"])
 
     def _link(self, kind: str, found: str, parent: str | None) -> None:
-        """Put an existing collection or dataset under ``parent`` and in the space (idempotent)."""
+        """Put a collection or dataset under ``parent`` and in the space, once per process.
+
+        Linking is idempotent at Clowder, so a link whose answer was lost is made again; a
+        transient failure is raised like any other (the retry makes only the links still
+        missing); a refusal is logged and taken as final: the object is usable where it is.
+        """
+        for path in self._link_paths(kind, found, parent):
+            if path in self._linked:
+                continue
+            try:
+                self._http.post_json(path, {})
+            except CatalogPermanentError as exc:
+                log.warning("could not link %s %s: %s", kind[:-1], found, exc)
+            _remember(self._linked, path, True)
+
+    def _link_paths(self, kind: str, found: str, parent: str | None) -> list[str]:
+        """The requests that put ``found`` under ``parent`` and in the space."""
         links = []
         if parent is not None:
             what = "addSubCollection" if kind == COLLECTION else "datasets"
@@ -222,12 +247,7 @@ class ClowderCatalog:
         if self.space_id is not None:
             what = "addCollectionToSpace" if kind == COLLECTION else "addDatasetToSpace"
             links.append(f"spaces/{segment(self.space_id)}/{what}/{segment(found)}")
-        for path in links:
-            try:
-                self._http.post_json(path, {})
-            except CatalogPermanentError as exc:
-                # e.g. 403 for a dataset another user owns: it is still usable where it is
-                log.warning("could not link %s %s: %s", kind[:-1], found, exc)
+        return links
 
     def _attach_dataset_metadata(self, dataset_id: str, content: Any) -> bool:
         """Post the JSON-LD document unless the dataset already carries the same content."""

@@ -8,6 +8,12 @@ because requests would resend the custom key header to whatever host a redirect 
 
 Nothing here retries: the caller retries whole check-then-act steps, so a request that succeeded
 at Clowder but whose answer was lost is found by the next check instead of being repeated.
+
+A circuit breaker watches every answer: while most recent requests fail (5xx, resets, timeouts),
+requests are not sent but refused at once with :class:`CatalogUnavailable`, and one trial request
+goes now and then; its success lets everything through again. So a Clowder in trouble gets one
+request per open period instead of one per waiting file. Any answer, a refusal included, counts
+as Clowder being there.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from urllib.parse import quote
 
 import requests
 
-from consumers.catalog.base import CatalogPermanentError, CatalogTransientError
+from consumers.catalog.base import (
+    CatalogPermanentError,
+    CatalogTransientError,
+    CatalogUnavailable,
+)
+from terra_xfer import metrics
+from terra_xfer.circuit_breaker import CLOSED, OPEN, STATE_VALUES, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +51,17 @@ class ClowderHttp:
     """A requests session bound to one Clowder and one API key."""
 
     def __init__(
-        self, url: str, key: str, *, timeout_s: float = 120.0, connect_timeout_s: float = 10.0
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 10.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.breaker = breaker or CircuitBreaker(window=40, min_calls=20, failure_ratio=0.5)
+        self._circuit = CLOSED
         self._key = key
         self._timeout = (connect_timeout_s, timeout_s)
         self._session = requests.Session()
@@ -66,7 +86,9 @@ class ClowderHttp:
         self.request("DELETE", path)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send once; a 2xx answer is returned, anything else raised as a catalog error."""
+        """Send once; a 2xx answer is returned, anything else raised as a catalog error. While
+        the circuit breaker holds requests back, :class:`CatalogUnavailable` without sending."""
+        self._admit(method, path)
         url = f"{self.url}/api/{path}"
         try:
             response = self._session.request(
@@ -77,8 +99,10 @@ class ClowderHttp:
             raise CatalogPermanentError(self._where(method, path, self.scrub(str(exc)))) from None
         except requests.RequestException as exc:
             # connection refused or reset, timeouts, a body cut short
+            self._answered(False)
             raise CatalogTransientError(self._where(method, path, self.scrub(str(exc)))) from None
         status = response.status_code
+        self._answered(status not in TRANSIENT_STATUSES)
         if 200 <= status < 300:
             return response
         reason = f"{status} {self._reason(response)}"
@@ -91,6 +115,29 @@ class ClowderHttp:
 
     def close(self) -> None:
         self._session.close()
+
+    def _admit(self, method: str, path: str) -> None:
+        """Let a request go, or refuse it at once while the breaker is open."""
+        if self.breaker.allow():
+            return
+        metrics.CATALOG_CIRCUIT.set(STATE_VALUES[self.breaker.state])
+        wait = self.breaker.wait_s()
+        why = f"not sent, most recent requests failed; next trial in {wait:.1f} s"
+        raise CatalogUnavailable(self._where(method, path, why), retry_after=wait)
+
+    def _answered(self, ok: bool) -> None:
+        """Tell the breaker; a change of state to the log and the gauge."""
+        self.breaker.record(ok)
+        state = self.breaker.state
+        metrics.CATALOG_CIRCUIT.set(STATE_VALUES[state])
+        if state == OPEN and self._circuit == CLOSED:
+            log.warning(
+                "clowder %s keeps failing; one trial request every %.0f s or more until one succeeds",
+                self.url, self.breaker.wait_s(),
+            )  # fmt: skip
+        elif state == CLOSED and self._circuit != CLOSED:
+            log.info("clowder %s answers again", self.url)
+        self._circuit = state
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key and any ``key=`` URL parameter masked."""

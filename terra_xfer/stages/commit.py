@@ -16,7 +16,8 @@ The commit order is fixed here and nowhere else:
 
 Stages with more than one transaction per step use the same method for each: the batcher commits its
 PREPARED batches with their window's offsets, submits, then commits SUBMITTED with no offsets; the
-monitor passes offsets that stop at its oldest unfinished batch.
+monitor passes offsets that stop at its oldest unfinished batch, and ingest at its oldest file still
+waiting for another catalog attempt.
 """
 
 from __future__ import annotations

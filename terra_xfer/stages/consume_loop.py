@@ -1,4 +1,4 @@
-"""The step of a stage that maps consumed events to output events: state keeper, ingest, deleter.
+"""The step of a stage that maps consumed events to output events: state keeper, deleter.
 
 One step: consume up to ``batch_size`` messages, decode them (dead-lettering what the stage does not
 accept), let the handler do its idempotent side effects and return the output events, then commit

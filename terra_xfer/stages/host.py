@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import select
 import signal
 import time
@@ -27,7 +26,7 @@ from types import FrameType
 
 from terra_xfer import metrics
 from terra_xfer.config import Config
-from terra_xfer.errors import TransientError
+from terra_xfer.errors import TransientError, failure_cause
 from terra_xfer.kafka import broker_away
 from terra_xfer.metrics_http import Health, serving
 from terra_xfer.stages import gc_tuning
@@ -124,7 +123,7 @@ class Retries:
     def failed(self, exc: TransientError) -> float:
         """Record one failure; the seconds to wait before the next attempt."""
         now = self.clock()
-        cause = _cause(exc)
+        cause = failure_cause(exc)
         delay = min(MAX_RETRY_S, FIRST_RETRY_S * 2.0 ** min(self.failures, 16))
         if self.failures == 0:
             self._since = now
@@ -155,11 +154,6 @@ class Retries:
                 self.health.waiting(self.stage, None)
         self.failures = 0
         self.cause = None
-
-
-def _cause(exc: BaseException) -> str:
-    """What makes two failures the same cause: the type and the message without its numbers."""
-    return f"{type(exc).__name__}: {re.sub(r'[0-9]+', '#', str(exc))}"
 
 
 Beat = Callable[[str, int], None]

@@ -56,6 +56,9 @@ stall_exit_s = 60
 """
 
 
+FLAKY_S = 10.0  # how long a flaky Clowder stays flaky
+
+
 class Faults:
     """The remote failures of a run, fired one at a time at random moments."""
 
@@ -65,6 +68,7 @@ class Faults:
         self.failing: list[str] = []
         self.failing_since = 0.0
         self.resumed: set[str] = set()
+        self.flaky_since: float | None = None
         upload = "POST /api/uploadToDataset/:id"
         self.kinds: dict[str, Callable[[], None]] = {
             "globus-429": lambda: globus.fail_requests(429, 2, retry_after=1),
@@ -76,6 +80,7 @@ class Faults:
             "clowder-503": lambda: clowder.faults.fail(upload, 503, times=3),
             "clowder-500": lambda: clowder.faults.fail("POST /api/datasets/createempty", 500),
             "clowder-reset": lambda: clowder.faults.reset(upload, times=2),
+            "clowder-flaky": self._flaky,
         }
 
     def fire(self, shipped: list[str]) -> None:
@@ -88,8 +93,18 @@ class Faults:
             self.kinds[kind]()
         self.fired[kind] += 1
 
+    def _flaky(self) -> None:
+        """Clowder fails at random for a while: 5% 5xx, 2% resets, 1% answers lost after the
+        change was made."""
+        self.clowder.faults.mix(self.rng.randrange(2**32), error=0.05, reset=0.02, lost=0.01)
+        self.flaky_since = time.monotonic()
+
     def heal(self) -> None:
-        """An operator's part: failing paths become readable again, INACTIVE tasks are resumed."""
+        """An operator's part: failing paths become readable again, INACTIVE tasks are resumed,
+        a flaky Clowder is calm again after 10 s."""
+        if self.flaky_since is not None and time.monotonic() - self.flaky_since > FLAKY_S:
+            self.clowder.faults.calm()
+            self.flaky_since = None
         if self.failing and time.monotonic() - self.failing_since > 5.0:
             self.globus.heal_paths(*self.failing)
             self.failing = []

@@ -10,7 +10,9 @@ header or ``?key=``), records every request, and injects faults on the next requ
         clowder.faults.stall("GET /api/datasets")  # held until release(), then dropped
         clowder.faults.stall("POST /api/datasets/createempty", serve=True)  # ...then served late
         clowder.faults.rendezvous("POST /api/datasets/createempty", parties=2)  # force a race
+        clowder.faults.mix(seed=7, error=0.05, reset=0.02, lost=0.01)  # any request, at random
         ...
+        clowder.requests()  # Counter of requests by route
         clowder.store.named("dataset", "stereoTop - 2017-08-24__12-40-01-916")
 """
 
@@ -22,7 +24,7 @@ import re
 import socket
 import struct
 import threading
-from collections import defaultdict, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.doubles.clowder_endpoints import Endpoints, Reply, Request
+from tests.doubles.clowder_faults import Fault, Faults
 from tests.doubles.clowder_store import ClowderStore
 
 HOLD_LIMIT_S = 30.0  # the longest a stalled or rendezvous request waits before giving up
@@ -87,79 +90,6 @@ ROUTES: tuple[Route, ...] = (
 ROUTE_NAMES = frozenset(r.name for r in ROUTES)
 
 
-@dataclass
-class Fault:
-    """What happens to the next ``times`` requests of a route."""
-
-    kind: str  # "status" | "reset" | "stall" | "rendezvous"
-    times: int
-    status: int = 500
-    body: str = "Internal Server Error"
-    after: bool = False  # act first, then fail (the answer is lost); for a stall: serve late
-    barrier: threading.Barrier | None = None
-
-
-class Faults:
-    """Faults queued per route (``"POST /api/uploadToDataset/:id"``), taken in order."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queued: dict[str, deque[Fault]] = defaultdict(deque)
-        self.released = threading.Event()
-
-    def fail(
-        self, route: str, status: int = 500, times: int = 1, body: str | None = None,
-        after: bool = False,
-    ) -> None:  # fmt: skip
-        """Answer ``status`` (with ``body``) to the next ``times`` requests."""
-        text = body if body is not None else f"{status} fault injected"
-        self._add(route, Fault("status", times, status, text, after))
-
-    def reset(self, route: str, times: int = 1, after: bool = False) -> None:
-        """Drop the connection with a TCP reset instead of answering."""
-        self._add(route, Fault("reset", times, after=after))
-
-    def stall(self, route: str, times: int = 1, serve: bool = False) -> None:
-        """Hold the next requests unanswered until :meth:`release`; then drop them undone, or
-        with ``serve`` carry them out late (a slow server, whose answer the client gave up on)."""
-        self.released.clear()
-        self._add(route, Fault("stall", times, after=serve))
-
-    def rendezvous(self, route: str, parties: int = 2) -> None:
-        """Hold the next ``parties`` requests until all have arrived, then serve them."""
-        self._add(route, Fault("rendezvous", parties, barrier=threading.Barrier(parties)))
-
-    def release(self) -> None:
-        self.released.set()
-
-    def abort(self) -> None:
-        """Let every held request go: stalls are released, unfinished rendezvous broken."""
-        self.released.set()
-        with self._lock:
-            for queue in self._queued.values():
-                for fault in queue:
-                    if fault.barrier is not None:
-                        fault.barrier.abort()
-            self._queued.clear()
-
-    def take(self, route: str) -> Fault | None:
-        with self._lock:
-            queue = self._queued.get(route)
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                queue.popleft()
-            return fault
-
-    def _add(self, route: str, fault: Fault) -> None:
-        if route not in ROUTE_NAMES:
-            raise KeyError(f"the double serves no route {route!r}")
-        with self._lock:
-            self._queued[route].append(fault)
-
-
 @dataclass(frozen=True)
 class Seen:
     """One request as received: route name, path, query, and how the key came."""
@@ -205,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         route, params = found[0]
         key_via = self._key_via(query, double.api_key)
         double.record(Seen(route.name, parts.path, query, key_via))
-        fault = double.faults.take(route.name)
+        fault = double.faults.take(route.name) or double.faults.draw()
         if fault is not None and (fault.kind in ("stall", "rendezvous") or not fault.after):
             self._before(fault)
             if fault.kind in ("status", "reset"):
@@ -270,7 +200,7 @@ class ClowderDouble:
     def __init__(self, api_key: str = "test-key", source_paths: tuple[str, ...] = ()) -> None:
         self.api_key = api_key
         self.store = ClowderStore()
-        self.faults = Faults()
+        self.faults = Faults(ROUTE_NAMES)
         self._seen: list[Seen] = []
         self._lock = threading.Lock()
         self._changes = threading.Condition()
@@ -318,3 +248,8 @@ class ClowderDouble:
         """Requests received so far (of one route, if named), in arrival order."""
         with self._lock:
             return [s for s in self._seen if route is None or s.route == route]
+
+    def requests(self) -> Counter[str]:
+        """Requests received so far, by route."""
+        with self._lock:
+            return Counter(s.route for s in self._seen)

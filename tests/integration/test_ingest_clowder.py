@@ -55,8 +55,6 @@ def test_clowder_faults_retried_without_duplicates_and_permanent_ones_visible(
         clowder.url,
         "k-test",
         destination_root=str(config.transfer.destination_root),
-        backoff_s=0.01,
-        max_backoff_s=0.05,
     )
     stages = [
         GantryProducer(config, registry.spec("gantry"), log_source(config, "xferlog")),

@@ -16,12 +16,15 @@ import responses
 from consumers.catalog.base import (
     CatalogPermanentError,
     CatalogTransientError,
+    CatalogUnavailable,
     IngestItem,
     IngestResult,
 )
 from consumers.catalog.clowder import ClowderCatalog
 from consumers.catalog.clowder_http import ClowderHttp
 from consumers.catalog.naming import UAMAC_VOCAB, catalog_names
+from terra_xfer import metrics
+from terra_xfer.circuit_breaker import CircuitBreaker
 from terra_xfer.config import Secret
 from terra_xfer.errors import ConfigError, PermanentError, TransientError
 from tests.doubles.clowder_api import ClowderDouble
@@ -48,18 +51,11 @@ def dest(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def delays() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def make_catalog(
-    clowder: ClowderDouble, dest: Path, delays: list[float]
-) -> Iterator[Callable[..., ClowderCatalog]]:
+def make_catalog(clowder: ClowderDouble, dest: Path) -> Iterator[Callable[..., ClowderCatalog]]:
     opened: list[ClowderCatalog] = []
 
     def make(**options: Any) -> ClowderCatalog:
-        options = {"backoff_s": 0.5, "sleep": delays.append, "timeout_s": 10.0, **options}
+        options = {"timeout_s": 10.0, **options}
         if options.pop("by_path", False):
             options.update(destination_root=str(dest), mounted_prefix=MOUNT)
         catalog = ClowderCatalog(clowder.url, options.pop("key", KEY), **options)
@@ -96,6 +92,20 @@ def capture(
         as_dataset_metadata=names.as_dataset_metadata,
         **extra,
     )
+
+
+def retried(
+    catalog: ClowderCatalog, item: IngestItem, failures: list[str] | None = None
+) -> IngestResult:
+    """``catalog.ingest(item)`` called again after each transient failure (as the ingest stage
+    does, later), whose messages go to ``failures``."""
+    failures = [] if failures is None else failures
+    while len(failures) < 20:
+        try:
+            return catalog.ingest(item)
+        except CatalogTransientError as exc:
+            failures.append(str(exc))
+    raise AssertionError(f"still failing after 20 attempts: {failures[-1]}")
 
 
 def only(clowder: ClowderDouble, kind: str, name: str) -> str:
@@ -289,18 +299,31 @@ def test_two_workers_adding_the_same_file_at_once_agree_on_one(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_server_errors_are_retried_with_backoff_and_add_nothing_twice(
-    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog],
-    delays: list[float], status: int,
-) -> None:  # fmt: skip
+def test_server_errors_are_raised_at_once_and_the_retry_adds_nothing_twice(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog], status: int
+) -> None:
     clowder.faults.fail(CREATE_DATASET, status=status, times=2)
     clowder.faults.fail(UPLOAD, status=status)
+    failures: list[str] = []
 
-    result = make_catalog().ingest(capture(dest, "ef0b_left.bin"))
+    result = retried(make_catalog(), capture(dest, "ef0b_left.bin"), failures)
 
     assert result.created is True
-    assert delays == [0.5, 1.0, 2.0]
+    assert len(failures) == 3 and all(str(status) in f for f in failures)
     assert clowder.store.counts() == {"collections": 4, "datasets": 1, "files": 1, "metadata": 0}
+
+
+def test_a_retry_does_not_look_up_again_what_was_found(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog]
+) -> None:
+    clowder.faults.fail(UPLOAD, status=502, times=3)
+
+    retried(make_catalog(), capture(dest, "ef0b_left.bin"))
+
+    # each collection searched, created and searched again, once; the dataset likewise
+    assert len(clowder.seen("GET /api/collections")) == 8
+    assert len(clowder.seen("GET /api/datasets")) == 2
+    assert len(clowder.seen(UPLOAD)) == 4
 
 
 def test_a_reset_connection_is_retried(
@@ -308,7 +331,7 @@ def test_a_reset_connection_is_retried(
 ) -> None:
     clowder.faults.reset(LIST_FILES, times=2)
 
-    result = make_catalog().ingest(capture(dest, "ef0b_left.bin"))
+    result = retried(make_catalog(), capture(dest, "ef0b_left.bin"))
 
     assert result.created is True and result.file_id is not None
     assert len(clowder.seen(LIST_FILES)) == 4  # two resets, the check, the re-check after adding
@@ -327,7 +350,7 @@ def test_a_lost_answer_after_the_change_adds_no_duplicate(
         else:
             clowder.faults.fail(route, status=502, after=True)
 
-    result = make_catalog().ingest(capture(dest, "ef0b_left.bin"))
+    result = retried(make_catalog(), capture(dest, "ef0b_left.bin"))
 
     dataset = only(clowder, "dataset", DATASET)
     assert result.dataset_id == dataset
@@ -340,7 +363,7 @@ def test_a_slow_answer_times_out_and_is_retried(
 ) -> None:
     clowder.faults.stall(UPLOAD)
 
-    result = make_catalog(timeout_s=0.3).ingest(capture(dest, "ef0b_left.bin"))
+    result = retried(make_catalog(timeout_s=0.3), capture(dest, "ef0b_left.bin"))
     clowder.faults.release()
 
     assert result.created is True
@@ -353,7 +376,7 @@ def test_a_create_served_after_the_client_gave_up_does_not_divert_later_items(
 ) -> None:
     clowder.faults.stall(CREATE_DATASET, serve=True)
 
-    first = make_catalog(timeout_s=0.3).ingest(capture(dest, "ef0b_left.bin"))
+    first = retried(make_catalog(timeout_s=0.3), capture(dest, "ef0b_left.bin"))
     clowder.faults.release()
     assert clowder.wait_until(lambda: len(clowder.store.named("dataset", DATASET)) == 2)
     later = make_catalog().ingest(capture(dest, "ef0b_right.bin"))
@@ -362,17 +385,16 @@ def test_a_create_served_after_the_client_gave_up_does_not_divert_later_items(
     assert file_names(clowder, first.dataset_id) == ["ef0b_left.bin", "ef0b_right.bin"]
 
 
-def test_retries_run_out_as_a_transient_error(
-    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog],
-    delays: list[float],
-) -> None:  # fmt: skip
+def test_a_transient_failure_is_raised_without_waiting_or_retrying(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog]
+) -> None:
     clowder.faults.fail("GET /api/collections", status=502, times=10, body="proxy down")
 
     with pytest.raises(CatalogTransientError, match="502 proxy down") as caught:
-        make_catalog(retries=3).ingest(capture(dest, "ef0b_left.bin"))
+        make_catalog().ingest(capture(dest, "ef0b_left.bin"))
 
     assert isinstance(caught.value, TransientError)
-    assert len(delays) == 3 and len(clowder.seen("GET /api/collections")) == 4
+    assert len(clowder.seen()) == 1
 
 
 @pytest.mark.parametrize(
@@ -381,7 +403,7 @@ def test_retries_run_out_as_a_transient_error(
 )
 def test_a_refusal_is_permanent_with_its_reason_and_not_retried(
     clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog],
-    delays: list[float], status: int, body: str,
+    status: int, body: str,
 ) -> None:  # fmt: skip
     clowder.faults.fail(CREATE_DATASET, status=status, body=body)
 
@@ -391,7 +413,7 @@ def test_a_refusal_is_permanent_with_its_reason_and_not_retried(
     assert isinstance(caught.value, PermanentError)
     assert caught.value.status == status
     assert json.loads(body) in caught.value.reason and "createempty" in caught.value.reason
-    assert delays == [] and len(clowder.seen(CREATE_DATASET)) == 1
+    assert len(clowder.seen(CREATE_DATASET)) == 1
 
 
 def test_a_refusal_with_remembered_ids_is_tried_once_afresh_then_raised(
@@ -429,14 +451,15 @@ def test_the_key_never_reaches_a_log_line_an_error_or_a_url(
     clowder.faults.fail(CREATE_DATASET, status=500)
     clowder.faults.reset(UPLOAD)
     catalog = make_catalog()
-    catalog.ingest(capture(dest, "ef0b_metadata.json", b'{"a": 1}'))
-    catalog.ingest(capture(dest, "ef0b_left.bin"))
+    failures: list[str] = []
+    retried(catalog, capture(dest, "ef0b_metadata.json", b'{"a": 1}'), failures)
+    retried(catalog, capture(dest, "ef0b_left.bin"), failures)
     clowder.faults.fail(UPLOAD, status=403, body=f"refused for key={KEY}", times=2)
     with pytest.raises(CatalogPermanentError) as caught:
         catalog.ingest(capture(dest, "ef0b_right.bin"))
 
-    assert "retry" in caplog.text and "POST /api/uploadToDataset" in caplog.text
-    assert KEY not in caplog.text
+    assert len(failures) == 2 and "POST /api/uploadToDataset" in caplog.text
+    assert KEY not in caplog.text and KEY not in " ".join(failures)
     assert KEY not in str(caught.value) and "key=***" in str(caught.value)
     assert KEY not in repr(catalog)
     assert {s.key_via for s in clowder.seen()} == {"header"}
@@ -449,9 +472,12 @@ def test_a_dataset_deleted_behind_the_cache_is_made_again(
     catalog = make_catalog()
     first = catalog.ingest(capture(dest, "ef0b_left.bin"))
     clowder.store.delete("dataset", first.dataset_id)
+    failures: list[str] = []
 
-    again = catalog.ingest(capture(dest, "ef0b_right.bin"))
+    again = retried(catalog, capture(dest, "ef0b_right.bin"), failures)
 
+    # Clowder answers a file list of a missing dataset with a 500: after three, it looks afresh
+    assert len(failures) == 3 and all("500" in f for f in failures)
     dataset = only(clowder, "dataset", DATASET)
     assert again.dataset_id == dataset != first.dataset_id
     assert file_names(clowder, dataset) == ["ef0b_right.bin"]
@@ -480,6 +506,109 @@ def test_everything_made_goes_into_the_space(
     for collection in result.collection_ids:
         assert clowder.store.spaces_of("collection", collection) == [space]
     assert clowder.store.spaces_of("dataset", result.dataset_id) == [space]
+
+
+LINK_DATASET = "POST /api/collections/:coll_id/datasets/:ds_id"
+SPACE_DATASET = "POST /api/spaces/:spaceId/addDatasetToSpace/:datasetId"
+
+
+def test_a_link_that_fails_transiently_is_made_again_alone(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog]
+) -> None:
+    old = clowder.store.create("dataset", DATASET)
+    clowder.faults.fail(LINK_DATASET, status=502)
+    catalog = make_catalog()
+
+    with pytest.raises(CatalogTransientError, match="502"):
+        catalog.ingest(capture(dest, "ef0b_left.bin"))
+    searches = len(clowder.seen())
+    result = catalog.ingest(capture(dest, "ef0b_left.bin"))
+
+    assert result.dataset_id == old
+    assert clowder.store.collections_of(old) == [only(clowder, "collection", CHAIN[-1])]
+    assert [s.route for s in clowder.seen()[searches:]] == [
+        LINK_DATASET,
+        LIST_FILES,
+        UPLOAD,
+        LIST_FILES,
+    ]
+
+
+def test_a_link_is_made_once_per_process_and_again_after_a_lost_answer(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog]
+) -> None:
+    space = clowder.store.create_space("ua-mac raw data")
+    old = clowder.store.create("dataset", DATASET)
+    clowder.faults.reset(SPACE_DATASET, after=True)  # linked, but the answer is lost
+    catalog = make_catalog(space_id=space)
+
+    for side in ("left", "right", "left"):
+        retried(catalog, capture(dest, f"ef0b_{side}.bin"))
+
+    assert len(clowder.seen(LINK_DATASET)) == 1
+    assert len(clowder.seen(SPACE_DATASET)) == 2  # linking what is linked succeeds
+    assert clowder.store.spaces_of("dataset", old) == [space]
+    assert len(clowder.seen("GET /api/datasets")) == 1
+
+
+def test_a_refused_link_is_logged_and_not_tried_again(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    clowder.store.create("dataset", DATASET)
+    clowder.faults.fail(LINK_DATASET, status=403, body='"not the owner"')
+    catalog = make_catalog()
+
+    first = catalog.ingest(capture(dest, "ef0b_left.bin"))
+    second = catalog.ingest(capture(dest, "ef0b_right.bin"))
+
+    assert first.dataset_id == second.dataset_id
+    assert len(clowder.seen(LINK_DATASET)) == 1
+    assert "could not link dataset" in caplog.text and "not the owner" in caplog.text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failing_clowder_gets_one_trial_request_per_open_period(
+    clowder: ClowderDouble, dest: Path, make_catalog: Callable[..., ClowderCatalog],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="consumers.catalog.clowder_http")
+    clock = Clock()
+    breaker = CircuitBreaker(
+        window=10, min_calls=5, failure_ratio=0.5, first_open_s=2.0, clock=clock
+    )
+    clowder.faults.mix(seed=1, error=1.0, reset=0.0, lost=0.0)  # every request a 5xx
+    catalog = make_catalog(breaker=breaker)
+    item = capture(dest, "ef0b_left.bin")
+
+    def attempt() -> CatalogTransientError:
+        with pytest.raises(CatalogTransientError) as caught:
+            catalog.ingest(item)
+        return caught.value
+
+    failures = [attempt() for _ in range(12)]
+    assert len(clowder.seen()) == 5  # then nothing more is sent
+    assert isinstance(failures[-1], CatalogUnavailable) and failures[-1].retry_after == 2.0
+    assert "keeps failing" in caplog.text
+    gauge = metrics.REGISTRY.get_sample_value("terra_xfer_catalog_circuit_state")
+    assert gauge == 2
+
+    clock.now += 2.0
+    assert not isinstance(attempt(), CatalogUnavailable)  # the trial, failed
+    assert isinstance(attempt(), CatalogUnavailable) and len(clowder.seen()) == 6
+    clowder.faults.calm()
+    clock.now += 4.0
+
+    assert catalog.ingest(item).created is True
+    assert "answers again" in caplog.text
+    assert metrics.REGISTRY.get_sample_value("terra_xfer_catalog_circuit_state") == 0
 
 
 def test_configuration_mistakes_are_config_errors() -> None:

@@ -282,6 +282,40 @@ def test_a_rendezvous_holds_requests_until_all_parties_arrive(clowder: ClowderDo
     assert len(clowder.seen("GET /api/datasets")) == 2
 
 
+def test_a_fault_mix_fails_requests_at_random_in_its_shares(clowder: ClowderDouble) -> None:
+    clowder.faults.mix(seed=11, error=0.10, reset=0.05, lost=0.05)
+    outcomes: list[str] = []
+    for n in range(300):
+        try:
+            status = api(clowder, "POST", "datasets/createempty", json={"name": f"ds{n}"})
+        except requests.ConnectionError:
+            outcomes.append("reset")
+        else:
+            outcomes.append(str(status.status_code))
+    drawn = clowder.faults.drawn
+
+    failed = sum(drawn[s] for s in ("500", "502", "503", "504"))
+    assert outcomes.count("reset") == drawn["reset"] + drawn["lost"]
+    assert sum(o.startswith("5") for o in outcomes) == failed
+    assert outcomes.count("200") == 300 - failed - drawn["reset"] - drawn["lost"]
+    assert 15 <= failed <= 50 and 5 <= drawn["reset"] <= 30 and 5 <= drawn["lost"] <= 30
+    assert {s for s in ("500", "502", "503", "504") if drawn[s]} == {"500", "502", "503", "504"}
+    # a lost answer was carried out; a 5xx or a plain reset was not
+    assert clowder.store.counts()["datasets"] == outcomes.count("200") + drawn["lost"]
+    assert clowder.requests() == {"POST /api/datasets/createempty": 300}
+
+
+def test_a_calm_double_stops_drawing_faults(clowder: ClowderDouble) -> None:
+    clowder.faults.mix(seed=1, error=1.0, reset=0.0, lost=0.0)
+    assert api(clowder, "GET", "datasets").status_code >= 500
+
+    clowder.faults.calm()
+
+    assert api(clowder, "GET", "datasets").status_code == 200
+    with pytest.raises(ValueError):
+        clowder.faults.mix(seed=1, error=0.6, reset=0.3, lost=0.2)
+
+
 def test_an_unknown_fault_route_is_refused(clowder: ClowderDouble) -> None:
     with pytest.raises(KeyError):
         clowder.faults.fail("GET /api/nothing")

@@ -10,8 +10,8 @@ import pytest
 
 from consumers.batch_records import source_of
 from consumers.catalog.base import CatalogNameError
+from consumers.catalog.entries import danforth_item
 from consumers.catalog.naming import danforth_names
-from consumers.ingest import danforth_item
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.sites.cache import SiteFile, Sites, site_of
