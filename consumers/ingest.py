@@ -180,7 +180,7 @@ class Ingest:
                     self.held.postpone(held, self._quiet_until)
                     continue
                 if isinstance(outcome, TransientError):
-                    self._retry_later(held, outcome, now)
+                    outputs += self._retry_later(held, outcome, now)
                     continue
                 self.held.finished(held)
                 retried += held.failures > 0
@@ -199,16 +199,30 @@ class Ingest:
             log.warning("ingest: a call of %d was refused (%s); filing one by one", len(items), exc)
             return ingest_each(self.catalog, items)
 
-    def _retry_later(self, held: Held, exc: TransientError, now: float) -> None:
-        """Hold ``held`` until its next attempt; its reason is logged once per cause."""
+    def _retry_later(self, held: Held, exc: TransientError, now: float) -> list[Output]:
+        """Hold ``held`` until its next attempt. A new cause is logged, and told to files.state
+        as a non-final FileIngestFailed (the file's reason in ``status`` while it waits); the
+        same cause again is neither."""
         metrics.INGEST_ATTEMPTS.labels("transient").inc()
-        if self.held.failed(held, now, failure_cause(exc)):
-            log.warning(
-                "%s: not ingested yet (attempt %d; next in %.1f s): %s",
-                held.event["key"], held.failures, held.due - now, exc,
-            )  # fmt: skip
-        else:
+        if not self.held.failed(held, now, failure_cause(exc)):
             log.debug("%s: attempt %d failed again: %s", held.event["key"], held.failures, exc)
+            return []
+        log.warning(
+            "%s: not ingested yet (attempt %d; next in %.1f s): %s",
+            held.event["key"], held.failures, held.due - now, exc,
+        )  # fmt: skip
+        event = held.event
+        value = {
+            "key": event["key"],
+            "version": event["version"],
+            "catalog": self.catalog.name,
+            "emitted_ms": now_ms(),
+            "reason": str(exc),
+            "attempt": held.failures,
+            "final": False,
+        }
+        topic = self.config.topic(FILES_INGESTED)
+        return [Output(topic, event["key"], self.codec.encode("FileIngestFailed", value))]
 
     def _show(self) -> None:
         """The waiting files as metrics."""

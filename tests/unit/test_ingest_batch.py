@@ -193,7 +193,10 @@ def test_a_transient_failure_holds_back_only_its_file_and_the_offsets_after_it(
     first = step(ingest, batch)
 
     assert answers(first) == [
-        ("FileIngested", n) for n in ("a_left.bin", "c_left.bin", "d_left.bin")
+        ("FileIngested", "a_left.bin"),
+        ("FileIngestFailed", "b_left.bin"),  # not final: why b waits, for `status`
+        ("FileIngested", "c_left.bin"),
+        ("FileIngested", "d_left.bin"),
     ]
     assert ingest.held.offsets() == {0: 1, 1: 1}  # a restart reads b again, d is done
     assert step(ingest) == []  # not due yet: nothing is sent
@@ -216,7 +219,11 @@ def test_a_transient_failure_of_a_whole_call_holds_every_file_of_it(
     catalog.whole_call = CatalogTransientError("database is locked")
     ingest = make(catalog)
 
-    assert step(ingest, [transferred("a_left.bin", 0), transferred("b_left.bin", 1)]) == []
+    waiting = step(ingest, [transferred("a_left.bin", 0), transferred("b_left.bin", 1)])
+    assert answers(waiting) == [
+        ("FileIngestFailed", "a_left.bin"),
+        ("FileIngestFailed", "b_left.bin"),
+    ]
     assert ingest.held.offsets() == {0: 0} and len(ingest.held) == 2
 
     catalog.whole_call = None
@@ -276,3 +283,21 @@ def test_a_failing_files_reason_is_logged_once_per_cause_and_counted(
     assert len(waiting) == 1 and "502" in waiting[0] and "a_left.bin" in waiting[0]
     assert any("ingested at attempt 4" in r.getMessage() for r in caplog.records)
     assert transient_attempts() == before + 3
+
+
+def test_a_waiting_file_tells_files_state_why_once_per_cause(make: Any, clock: Clock) -> None:
+    catalog = Catalog(clock)
+    catalog.flaky = {"a_left.bin": 3}
+    ingest = make(catalog)
+
+    first = step(ingest, [transferred("a_left.bin", 0), transferred("b_left.bin", 1)])
+    told = [CODEC.decode(o.value) for o in first]
+    waiting = [v for r, v in told if r == "FileIngestFailed"]
+    assert [(v["final"], v["attempt"]) for v in waiting] == [(False, 1)]
+    assert "502" in waiting[0]["reason"]
+    assert [r for r, _ in told].count("FileIngested") == 1  # b went on
+    again = []
+    for _ in range(3):
+        clock.now += 10.0
+        again += [CODEC.decode(o.value)[0] for o in step(ingest)]
+    assert again == ["FileIngested"]  # the same cause is not told twice; then it is ingested
