@@ -57,6 +57,8 @@ EXPORTED = {
     "terra_xfer_group_members",
     "terra_xfer_stage_retrying",
     "terra_xfer_stage_restarts_total",
+    "terra_xfer_ingest_attempts_total",
+    "terra_xfer_ingest_oldest_waiting_seconds",
 }
 DANFORTH_METRICS = {
     "terra_xfer_danforth_last_snapshot_id",
