@@ -114,7 +114,7 @@ class StageKafka:
         line), then runs the stage's own."""
 
         def callback(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            named = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+            named = _partitions(partitions) or "nothing"
             log.info("%s: %s %s", self.spec.name, what, named)
             if then is not None:
                 then(consumer, partitions)
@@ -189,3 +189,11 @@ class StageKafka:
                 self.consumer.close()
         finally:
             self.producer.close()
+
+
+def _partitions(partitions: Sequence[TopicPartition]) -> str:
+    """``topic[0,1,2], other[4]``: partitions named by topic, in one short line."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items()))
