@@ -7,9 +7,11 @@ comes first, the dataset has its metadata), with an image's own metadata on the 
 (:mod:`consumers.catalog.entries`).
 
 The catalog call is the side effect, done before the transaction that records the file's
-FileIngested (or final FileIngestFailed, with the reason, when the catalog refuses it) and the
-consumed offsets; it is idempotent (get-or-create by exact name, a file already in its dataset is
-skipped), so a replay or a retry after a crash adds nothing.
+FileIngested (with the catalog's warning when it registered the file differently from the usual
+way, as a ``*_metadata.json`` that could not be read) or final FileIngestFailed (with the reason,
+when the catalog refuses it) and the consumed offsets; it is idempotent (get-or-create by exact
+name, a file already in its dataset is skipped), so a replay or a retry after a crash adds
+nothing.
 
 Each file has its own outcome. A file whose catalog call failed transiently is held in memory and
 tried again after a backoff with jitter, while the files after it go on; offsets are committed
@@ -255,6 +257,8 @@ class Ingest:
         metrics.INGEST_ATTEMPTS.labels("ingested").inc()
         if attempts > 1:
             log.info("%s: ingested at attempt %d", event["key"], attempts)
+        if outcome.warning is not None:
+            log.warning("%s: ingested with a warning: %s", event["key"], outcome.warning)
         self.ingested += 1
         sensor = self.sites.sensor(event["key"], event["path"])
         metrics.count_file("ingested", sensor, event["size"])
@@ -263,6 +267,7 @@ class Ingest:
             "file_id": outcome.file_id,
             "collection_ids": list(outcome.collection_ids),
             "created": outcome.created,
+            "warning": outcome.warning,
         }
         return Output(topic, event["key"], self.codec.encode("FileIngested", value))
 

@@ -116,6 +116,7 @@ def sample(name: str) -> dict[str, Any]:
             "collection_ids": ["c1", "c2"],
             "created": True,
             "emitted_ms": MS,
+            "warning": None,
         },
         "FileIngestFailed": {
             **common,
@@ -154,6 +155,7 @@ def sample(name: str) -> dict[str, Any]:
             "checksum": "ab",
             "dataset_id": None,
             "file_id": None,
+            "warning": None,
             "arrived_ms": MS,
             "updated_ms": MS + 1,
             "history": [{"state": "ARRIVED", "at_ms": MS, "evidence": {"source": "xferlog"}}],

@@ -3,8 +3,11 @@
 Both follow the TERRA-REF hierarchy: collections ``<sensor>`` → ``<sensor> - YYYY`` →
 ``<sensor> - YYYY-MM`` → ``<sensor> - YYYY-MM-DD``, then one dataset per capture
 (``<sensor> - <timestamp dir>``) holding its files, with ``*_metadata.json`` attached to the dataset
-as JSON-LD. Import a backend from its module (``consumers.catalog.local``,
-``consumers.catalog.clowder``); this package exports the interface only.
+as JSON-LD. A ``*_metadata.json`` whose bytes are not a JSON object is added as an ordinary file
+instead, with a note on its dataset and a warning in the result
+(:func:`consumers.catalog.naming.placement_of`). Import a backend from its module
+(``consumers.catalog.local``, ``consumers.catalog.clowder``); this package exports the interface
+only.
 """
 
 from consumers.catalog.base import (
@@ -16,6 +19,7 @@ from consumers.catalog.base import (
     CatalogUnavailable,
     IngestItem,
     IngestResult,
+    UnreadableMetadata,
 )
 
 __all__ = [
@@ -27,4 +31,5 @@ __all__ = [
     "CatalogUnavailable",
     "IngestItem",
     "IngestResult",
+    "UnreadableMetadata",
 ]

@@ -62,8 +62,9 @@ class IngestItem:
     ``collections`` runs outermost first. ``as_dataset_metadata`` marks a ``*_metadata.json``:
     its JSON content is attached to the dataset as JSON-LD and it is not added as a file; the
     content comes from ``dataset_metadata`` when the caller read it already, else from
-    ``file_path``. ``dataset_metadata`` on an ordinary file is attached to the dataset before the
-    file; ``file_metadata`` is attached to the file itself.
+    ``file_path`` (a file that holds no JSON object is added as a file after all, see
+    :class:`UnreadableMetadata`). ``dataset_metadata`` on an ordinary file is attached to the
+    dataset before the file; ``file_metadata`` is attached to the file itself.
     """
 
     key: str
@@ -80,12 +81,39 @@ class IngestItem:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Where the item landed; ``created`` is False when nothing new was added (a replay)."""
+    """Where the item landed; ``created`` is False when nothing new was added (a replay).
+
+    ``warning`` says what was registered differently from the usual way and why (a
+    ``*_metadata.json`` that could not be read, filed as a file with a note on its dataset):
+    the item is in the catalog, but a person may want to look at it.
+    """
 
     dataset_id: str
     file_id: str | None
     collection_ids: tuple[str, ...]
     created: bool
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class UnreadableMetadata:
+    """A ``*_metadata.json`` whose bytes are not a JSON object (cut short, corrupt, not UTF-8).
+
+    Its content cannot be attached to the dataset, but the file was transferred and must not
+    vanish from the catalog: it is registered as an ordinary file of its dataset, and the
+    dataset gets a note saying which file could not be read and why.
+    """
+
+    file_name: str
+    reason: str
+
+    @property
+    def warning(self) -> str:
+        """The warning the file's state carries: what could not be read, and what was done."""
+        return (
+            f"metadata {self.file_name} could not be read ({self.reason});"
+            " registered as a file of its dataset"
+        )
 
 
 # What became of one item: its result, the permanent error that refused it, or the transient
@@ -125,19 +153,48 @@ def ingest_each(catalog: Catalog, items: Sequence[IngestItem]) -> list[Outcome]:
     return outcomes
 
 
-def dataset_metadata_content(item: IngestItem) -> Mapping[str, Any]:
+def dataset_metadata_content(item: IngestItem) -> Mapping[str, Any] | UnreadableMetadata:
     """The JSON object a metadata item attaches to its dataset: given, or read from its file.
 
-    A file that is missing, unreadable or not a JSON object is a permanent error: the same file
-    read again gives the same answer.
+    A file whose bytes are not a JSON object is :class:`UnreadableMetadata` (the caller files it
+    as an ordinary file). A file that is missing or cannot be opened is a permanent error: that
+    is no fault of its content, and the same file read again gives the same answer.
     """
     if item.dataset_metadata is not None:
         return item.dataset_metadata
     try:
-        with open(item.file_path, encoding="utf-8") as handle:
-            content = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(item.file_path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
         raise CatalogPermanentError(f"cannot read metadata {item.file_path}: {exc}") from exc
-    if not isinstance(content, dict):
-        raise CatalogPermanentError(f"metadata {item.file_path} is not a JSON object")
+    content = parse_metadata(data)
+    if isinstance(content, str):
+        return UnreadableMetadata(item.file_name, content)
     return content
+
+
+def parse_metadata(data: bytes) -> dict[str, Any] | str:
+    """The JSON object ``data`` holds, or why it holds none (a short, stable sentence: the same
+    bytes always give the same reason, so a replay finds the note the first run attached)."""
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: {exc}"
+    except json.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    except RecursionError:
+        return "not JSON: nested too deeply to read"
+    if not isinstance(content, dict):
+        return f"a JSON {_json_kind(content)}, not an object"
+    return content
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a decoded value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "string"

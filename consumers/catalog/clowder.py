@@ -45,9 +45,10 @@ from consumers.catalog.clowder_files import FileAdder, Mount
 from consumers.catalog.clowder_http import ClowderHttp, objects_with_ids, segment
 from consumers.catalog.naming import (
     UAMAC_VOCAB,
+    Placement,
     content_hash,
-    dataset_metadata_of,
     jsonld_document,
+    placement_of,
 )
 from terra_xfer.circuit_breaker import CircuitBreaker
 from terra_xfer.config import Secret
@@ -119,12 +120,12 @@ class ClowderCatalog:
     def ingest(self, item: IngestItem) -> IngestResult:
         """Register ``item``; a transient failure is raised at once, and a retry picks up from
         what this call found or made (remembered)."""
-        metadata = dataset_metadata_of(item)
+        placement = placement_of(item)
         streak = self._streaks.pop(item.key, 0)
         fresh = streak >= FRESH_AFTER
         self._used_memory = False
         try:
-            return self._ingest_once(item, metadata, fresh)
+            return self._ingest_once(item, placement, fresh)
         except CatalogTransientError as exc:
             if not isinstance(exc, CatalogUnavailable):  # a request held back tells nothing
                 streak = 0 if fresh else streak + self._used_memory
@@ -136,7 +137,7 @@ class ClowderCatalog:
             if fresh or not self._used_memory:
                 raise
             log.info("clowder refused %s with remembered ids; resolving afresh", item.key)
-        return self._ingest_once(item, metadata, fresh=True)
+        return self._ingest_once(item, placement, fresh=True)
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[Outcome]:
         """Each item in turn (Clowder has no batch call); see :meth:`Catalog.ingest_many`."""
@@ -145,7 +146,7 @@ class ClowderCatalog:
     def close(self) -> None:
         self._http.close()
 
-    def _ingest_once(self, item: IngestItem, metadata: Any, fresh: bool) -> IngestResult:
+    def _ingest_once(self, item: IngestItem, placement: Placement, fresh: bool) -> IngestResult:
         created = False
         collection_ids: list[str] = []
         parent: str | None = None
@@ -155,14 +156,14 @@ class ClowderCatalog:
             created |= new
         dataset_id, new = self._resolve(DATASET, item.dataset_name, parent, fresh)
         created |= new
-        if metadata is not None:
-            created |= self._attach_dataset_metadata(dataset_id, metadata)
+        if placement.metadata is not None:
+            created |= self._attach_dataset_metadata(dataset_id, placement.metadata)
         file_id = None
-        if not item.as_dataset_metadata:
+        if placement.as_file:
             file_id, new = self._files.add(dataset_id, item)
             created |= new
         log.debug("ingested %s into dataset %s (created=%s)", item.key, dataset_id, created)
-        return IngestResult(dataset_id, file_id, tuple(collection_ids), created)
+        return IngestResult(dataset_id, file_id, tuple(collection_ids), created, placement.warning)
 
     def _resolve(self, kind: str, title: str, parent: str | None, fresh: bool) -> tuple[str, bool]:
         """The id of ``title`` (created when missing), remembered for later items and retries,

@@ -27,7 +27,7 @@ from consumers.catalog.base import (
     IngestItem,
     IngestResult,
 )
-from consumers.catalog.naming import clean_metadata_keys, content_hash, dataset_metadata_of
+from consumers.catalog.naming import Placement, clean_metadata_keys, content_hash, placement_of
 from terra_xfer.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ class LocalCatalog:
 
     def ingest(self, item: IngestItem) -> IngestResult:
         """Get-or-create the item's collections, dataset, file and metadata in one transaction."""
-        metadata = dataset_metadata_of(item)
+        placement = placement_of(item)
         result = self._retry_busy(
-            lambda: self._transaction(lambda: _ingest(self._db, item, metadata))
+            lambda: self._transaction(lambda: _ingest(self._db, item, placement))
         )
         log.debug(
             "ingested %s into dataset %s (created=%s)", item.key, result.dataset_id, result.created
@@ -122,21 +122,21 @@ class LocalCatalog:
         that refused it. A transient error (the database stays locked) fails the whole call and
         commits nothing."""
         outcomes: list[IngestResult | PermanentError | None] = []
-        work: list[tuple[int, IngestItem, Any]] = []
+        work: list[tuple[int, IngestItem, Placement]] = []
         for item in items:
             try:
-                work.append((len(outcomes), item, dataset_metadata_of(item)))
+                work.append((len(outcomes), item, placement_of(item)))
                 outcomes.append(None)
             except PermanentError as exc:
                 outcomes.append(exc)
         if work:
             done = self._retry_busy(lambda: self._transaction(lambda: self._each(work)))
-            for (at, _item, _metadata), outcome in zip(work, done, strict=True):
+            for (at, _item, _placement), outcome in zip(work, done, strict=True):
                 outcomes[at] = outcome
         return [o for o in outcomes if o is not None]
 
     def _each(
-        self, work: Sequence[tuple[int, IngestItem, Any]]
+        self, work: Sequence[tuple[int, IngestItem, Placement]]
     ) -> list[IngestResult | PermanentError]:
         """The body of a batch transaction: each item in a savepoint, rolled back if refused.
 
@@ -145,11 +145,11 @@ class LocalCatalog:
         """
         known: dict[tuple[object, ...], int] = {}
         done: list[IngestResult | PermanentError] = []
-        for _at, item, metadata in work:
+        for _at, item, placement in work:
             before = dict(known)
             self._db.execute("SAVEPOINT item")
             try:
-                done.append(_ingest(self._db, item, metadata, known))
+                done.append(_ingest(self._db, item, placement, known))
             except (CatalogPermanentError, sqlite3.IntegrityError) as exc:
                 self._db.execute("ROLLBACK TO item")
                 known = before
@@ -254,7 +254,7 @@ class LocalCatalog:
 def _ingest(
     db: sqlite3.Connection,
     item: IngestItem,
-    metadata: Any,
+    placement: Placement,
     known: dict[tuple[object, ...], int] | None = None,
 ) -> IngestResult:
     """The body of one ingest transaction; every insert is a get-or-create.
@@ -294,10 +294,10 @@ def _ingest(
         )
         created |= cur.rowcount == 1
         known[("link", parent, dataset_id)] = parent
-    if metadata is not None:
-        created |= _add_metadata(db, "dataset", dataset_id, metadata)
+    if placement.metadata is not None:
+        created |= _add_metadata(db, "dataset", dataset_id, placement.metadata)
     file_id = None
-    if not item.as_dataset_metadata:
+    if placement.as_file:
         file_id, new = _add_file(db, dataset_id, item)
         created |= new
         if item.file_metadata is not None:
@@ -307,6 +307,7 @@ def _ingest(
         file_id=None if file_id is None else str(file_id),
         collection_ids=tuple(str(c) for c in collection_ids),
         created=created,
+        warning=placement.warning,
     )
 
 

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from datetime import date as Date
 from typing import Any
 
-from consumers.catalog.base import CatalogNameError, IngestItem, dataset_metadata_content
+from consumers.catalog.base import (
+    CatalogNameError,
+    IngestItem,
+    UnreadableMetadata,
+    dataset_metadata_content,
+)
 
 METADATA_SUFFIX = "_metadata.json"
 CLOWDER_METADATA_CONTEXT = "https://clowder.ncsa.illinois.edu/contexts/metadata.jsonld"
@@ -145,8 +150,44 @@ def _check_date(date: str) -> None:
         raise CatalogNameError(f"date {date!r} is not a calendar date") from exc
 
 
-def dataset_metadata_of(item: IngestItem) -> Any | None:
-    """The cleaned JSON-LD content ``item`` attaches to its dataset, or None when it has none."""
-    if item.as_dataset_metadata or item.dataset_metadata is not None:
-        return clean_metadata_keys(dataset_metadata_content(item))
-    return None
+@dataclass(frozen=True)
+class Placement:
+    """What one item puts into its dataset: the JSON-LD content attached to the dataset (None:
+    nothing), whether the item is added as a file of it, and the warning to pass on when a
+    ``*_metadata.json`` could not be read and was filed as a file instead."""
+
+    metadata: Any | None
+    as_file: bool
+    warning: str | None = None
+
+
+def placement_of(item: IngestItem) -> Placement:
+    """Where ``item`` goes in its dataset (reads a ``*_metadata.json`` not read already).
+
+    An ordinary file is a file, after its dataset metadata when it carries some. A readable
+    ``*_metadata.json`` is attached to the dataset and is no file. One whose bytes are not a JSON
+    object is a file, and its dataset gets :func:`unreadable_metadata_note` instead: it was
+    transferred, so it must be found in the catalog like any other.
+    """
+    if not item.as_dataset_metadata:
+        given = item.dataset_metadata
+        return Placement(None if given is None else clean_metadata_keys(given), as_file=True)
+    content = dataset_metadata_content(item)
+    if isinstance(content, UnreadableMetadata):
+        return Placement(unreadable_metadata_note(content), True, content.warning)
+    return Placement(clean_metadata_keys(content), as_file=False)
+
+
+def unreadable_metadata_note(unreadable: UnreadableMetadata) -> dict[str, Any]:
+    """The note a dataset gets for a ``*_metadata.json`` that could not be read: which file, why,
+    what was done instead, and who noted it (in Clowder the document's agent is the API key's
+    user, as for all the metadata terra-xfer attaches). The same file always gives the same note,
+    so a replay finds it and adds no second one."""
+    return {
+        "unreadable_metadata": {
+            "file": unreadable.file_name,
+            "reason": unreadable.reason,
+            "action": "registered as a file of this dataset",
+            "noted_by": "terra-xfer ingest",
+        }
+    }

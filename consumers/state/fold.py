@@ -39,6 +39,10 @@ Rules (each makes the result independent of delivery order and of duplicates):
   non-final one (ingest retries it) shows ``"ingest: <reason> (attempt N, retrying)"``, the
   highest attempt folded; a final one ``"ingest: <reason>"``, which no non-final one replaces.
   A later FileIngested clears either.
+- A FileIngested may carry a ``warning`` (the catalog registered the file, but not the usual
+  way: a ``*_metadata.json`` that could not be read became a file with a note on its dataset).
+  It is kept in the record's ``warning``, apart from ``reason``: the file is in the catalog, so
+  it goes on to DONE; the warning stays for a person to see until a newer version replaces it.
 - ``reason`` names its stage (``transfer: ``, ``ingest: ``, ``delete refused: ``) and is cleared
   when that stage succeeds. An ingest reason outranks a refusal, whichever is folded first, and
   when the file is then ingested (not deleted) the last refusal of its version shows again;
@@ -82,6 +86,7 @@ _UNTOUCHED: dict[str, Any] = {
     "checksum": None,
     "dataset_id": None,
     "file_id": None,
+    "warning": None,
 }
 
 
@@ -224,7 +229,8 @@ def _advance(
     step = step_for(base)
     if step is None:
         return None
-    changed = any(base[name] != value for name, value in step.changes.items())
+    # .get: a record kept by an earlier release may lack a field added since (``warning``).
+    changed = any(base.get(name) != value for name, value in step.changes.items())
     seen = step.evidence_only and recorded(base, step)
     if base is state and not changed and (seen or not step.evidence_only):
         return None

@@ -1,10 +1,11 @@
 """The status index: files.state materialised in one SQLite file, for ``status`` and reports.
 
 One row per file key holds the columns people filter and count by, plus the whole FileState as
-JSON (its history answers ``status PATH``). The ``meta`` table holds the next files.state offset to
-consume per partition. The caller consumes files.state from :meth:`StatusIndex.offsets` and hands
-each batch to :meth:`StatusIndex.apply`, which writes the rows and the offsets in one transaction:
-after a crash the index resumes exactly after the last batch it holds, and a record below a stored
+JSON (its history answers ``status PATH``). An index written before the ``warning`` column
+existed gets it on open (empty: no warning was recorded before it). The ``meta`` table holds the
+next files.state offset to consume per partition. The caller consumes files.state from
+:meth:`StatusIndex.offsets` and hands each batch to :meth:`StatusIndex.apply`, which writes the
+rows and the offsets in one transaction: after a crash the index resumes exactly after the last batch it holds, and a record below a stored
 offset is skipped, so re-applying a batch changes nothing.
 
 Memory stays bounded whatever the number of files: queries stream rows from their own connection
@@ -14,6 +15,7 @@ Memory stays bounded whatever the number of files: queries stream rows from thei
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +26,15 @@ from consumers.state.sqlite_file import SqliteFile, guarded, unapplied
 from consumers.state.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
 from consumers.state.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
 from consumers.state.sqlite_file import StatusIndexError as StatusIndexError
-from consumers.state.status_report import TOP_REASONS, prepare, report_lines, waiting_counts
+from consumers.state.status_report import (
+    TOP_REASONS,
+    prepare,
+    report_lines,
+    waiting_counts,
+    warning_counts,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the warning column
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
@@ -45,7 +53,8 @@ CREATE TABLE IF NOT EXISTS files (
     ingested INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     failed INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    warning TEXT
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state, key);
 CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key);
@@ -57,14 +66,14 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 _COLUMNS = (
     "key, site, path, sensor, date, day, state, version, size, arrived_ms, updated_ms, reason,"
-    " transferred, ingested, deleted, failed, record"
+    " transferred, ingested, deleted, failed, record, warning"
 )
-_UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
 )
-_LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason"
+_LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason, warning"
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every row: the fast path
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
 
@@ -94,6 +103,7 @@ class StatusIndex(SqliteFile):
             with guarded(self.path), self._transaction():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
+                _add_warning_column(self._db)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             prepare(self._db)
         except BaseException:
@@ -171,7 +181,7 @@ class StatusIndex(SqliteFile):
         """Files matching every given filter, by key, streamed one row at a time.
 
         Each item has key, site, path (relative to the cache root), sensor, date, state, version,
-        size, updated_ms, updated_at (ISO-8601 UTC) and reason.
+        size, updated_ms, updated_at (ISO-8601 UTC), reason and warning.
         """
         filters = {"state = ?": state, "sensor = ?": sensor, "updated_ms < ?": updated_before_ms}
         chosen = {clause: value for clause, value in filters.items() if value is not None}
@@ -203,6 +213,12 @@ class StatusIndex(SqliteFile):
         for ingest (see :func:`consumers.state.status_report.waiting_counts`)."""
         with guarded(self.path):
             return waiting_counts(self._db, top_reasons)
+
+    def warnings(self) -> dict[str, int]:
+        """Files and bytes whose current version carries a warning (catalogued, but not the
+        usual way: see :func:`consumers.state.status_report.warning_counts`)."""
+        with guarded(self.path):
+            return warning_counts(self._db)
 
     def reset(self) -> None:
         """Forget every row and offset, so the index is rebuilt from the start of files.state."""
@@ -247,7 +263,16 @@ def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[
         bool(value["deleted"]),
         failed,
         _COMPACT.encode(value) if keep_record else "",
+        value.get("warning"),  # a record kept by an earlier release may lack it
     )
+
+
+def _add_warning_column(db: sqlite3.Connection) -> None:
+    """Give an index laid out before the ``warning`` column that column (empty: no record had a
+    warning then), so it goes on from its stored offsets instead of being rebuilt."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    if "warning" not in columns:
+        db.execute("ALTER TABLE files ADD COLUMN warning TEXT")
 
 
 def _listed(row: tuple[Any, ...]) -> dict[str, Any]:

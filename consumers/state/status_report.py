@@ -4,7 +4,8 @@ Two views of the same rows, both aggregated by SQLite so memory stays bounded ho
 there are: per sensor and day, what arrived and how far it got (:func:`report_lines`); and what
 every file not DONE waits for, with the most common reasons of the files waiting for ingest
 (:func:`waiting_counts`), so an operator sees a stage that keeps failing (a catalog down) as it
-happens, not as files that quietly stop short of DONE.
+happens, not as files that quietly stop short of DONE. A third count, of files that reached the
+catalog with a warning (:func:`warning_counts`), shows what DONE alone would hide.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def waiting_counts(db: sqlite3.Connection, top: int = TOP_REASONS) -> dict[str, 
             counts[name] = {"files": int(files), "bytes": int(size or 0)}
     counts["ingest"]["reasons"] = _ingest_reasons(db, top)
     return counts
+
+
+def warning_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Files and bytes whose current version carries a warning: in the catalog, but not the usual
+    way (a ``*_metadata.json`` that could not be read, filed as a file). They go on to DONE, so
+    nothing else counts them; the count tells a person there are some to look at."""
+    sql = "SELECT COUNT(*), SUM(size) FROM files WHERE warning IS NOT NULL"
+    files, size = db.execute(sql).fetchone()
+    return {"files": int(files), "bytes": int(size or 0)}
 
 
 def _ingest_reasons(db: sqlite3.Connection, top: int) -> list[dict[str, Any]]:

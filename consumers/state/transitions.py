@@ -200,8 +200,9 @@ def _ingested(state: State, event: Event) -> Step | None:
         "dataset_id": event["dataset_id"],
         "file_id": event["file_id"],
         "reason": reason,
+        "warning": event.get("warning"),
     }
-    fields = ("catalog", "dataset_id", "file_id", "collection_ids", "created")
+    fields = ("catalog", "dataset_id", "file_id", "collection_ids", "created", "warning")
     return Step("INGESTED", evidence_of(event, *fields), changes)
 
 

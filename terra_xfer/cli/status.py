@@ -59,10 +59,14 @@ def status(
 ) -> None:
     """Show one file's whole history (PATH), or list files with their state.
 
+    A file catalogued with a warning (a *_metadata.json that could not be read, registered as
+    a file) reaches DONE like any other; its warning is shown beside it.
+
     \b
     Examples:
       terra-xfer status LemnaTec/MovingSensor/stereoTop/2017-08-24/.../x_left.bin
       terra-xfer status --json --state QUARANTINED | jq '.[].reason'
+      terra-xfer status --json | jq '.[] | select(.warning) | .path'
     """
     follower = _follower(state.config)
     try:
@@ -79,7 +83,8 @@ def status(
         click.echo("  ".join(f"{k}={v}" for k, v in counts.items()) or "no files yet")
         for row in rows:
             reason = f"  ({row['reason']})" if row.get("reason") else ""
-            click.echo(f"{row['state']:<12} {row['updated_at']}  {row['path']}{reason}")
+            warning = f"  [warning: {row['warning']}]" if row.get("warning") else ""
+            click.echo(f"{row['state']:<12} {row['updated_at']}  {row['path']}{reason}{warning}")
     finally:
         follower.close()
 
@@ -100,6 +105,7 @@ def _json_array(rows: Any) -> None:
                 "date",
                 "size",
                 "key",
+                "warning",
             )
         }
         click.echo(("," if i else "") + "\n  " + json.dumps(doc), nl=False)
@@ -115,7 +121,9 @@ def _show_one(follower: Any, key: str, as_json: bool) -> None:
         return
     click.echo(
         f"{record['path']}\n  state {record['state']}  version {record['version']}  "
-        f"size {record['size']}" + (f"\n  reason {record['reason']}" if record["reason"] else "")
+        f"size {record['size']}"
+        + (f"\n  reason {record['reason']}" if record["reason"] else "")
+        + (f"\n  warning {record['warning']}" if record.get("warning") else "")
     )
     for t in record["history"]:
         evidence = " ".join(f"{k}={v}" for k, v in sorted(t["evidence"].items()))
@@ -128,8 +136,8 @@ def _show_one(follower: Any, key: str, as_json: bool) -> None:
 def report(state: State, as_json: bool) -> None:
     """Per sensor and per day: files and bytes arrived, transferred, ingested, deleted, failed;
     what the files not DONE wait for (a batch, their transfer, ingest, deletion; MISSING and
-    QUARANTINED ones a person), with the most common reasons ingest is behind; and the dead
-    letters by reason.
+    QUARANTINED ones a person), with the most common reasons ingest is behind; the files
+    catalogued with a warning; and the dead letters by reason.
 
     \b
     Examples:
@@ -140,22 +148,25 @@ def report(state: State, as_json: bool) -> None:
     try:
         lines = follower.index.report()
         waiting = follower.index.waiting()
+        warned = follower.index.warnings()
     finally:
         follower.close()
     dead = count_dead_letters(state.config)
     if as_json:
-        doc = {"files": lines, "dead_letters": dead, "waiting": waiting}
+        doc = {"files": lines, "dead_letters": dead, "waiting": waiting, "warnings": warned}
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(render_report(lines, dead, waiting))
+    click.echo(render_report(lines, dead, waiting, warned))
 
 
 def render_report(
     lines: list[dict[str, Any]],
     dead: dict[str, int],
     waiting: dict[str, dict[str, Any]] | None = None,
+    warned: dict[str, int] | None = None,
 ) -> str:
-    """The report as a fixed-width table, then what files wait for, then the dead letters."""
+    """The report as a fixed-width table, then what files wait for, the files catalogued with a
+    warning, then the dead letters."""
     stages = ("arrived", "transferred", "ingested", "deleted", "failed")
     head = f"{'day':<10} {'sensor':<18}" + "".join(f" {s:>17}" for s in stages)
     out = [head, "-" * len(head)]
@@ -165,6 +176,9 @@ def render_report(
     out.append("")
     if waiting is not None:
         out += [*render_waiting(waiting), ""]
+    if warned is not None:
+        size = _size(warned["bytes"])
+        out += [f"{'ingested with a warning':<24} {warned['files']:>9} {size:>9}", ""]
     out.append(
         "dead letters: "
         + (", ".join(f"{r}: {n}" for r, n in sorted(dead.items())) if dead else "none")

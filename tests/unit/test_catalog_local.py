@@ -112,12 +112,10 @@ def test_metadata_given_inline_wins_over_the_file(catalog: LocalCatalog) -> None
     assert catalog.dataset_metadata(DATASET) == [{"a": 1}]
 
 
-def test_unreadable_metadata_is_a_permanent_error(catalog: LocalCatalog, tmp_path: Path) -> None:
-    broken = tmp_path / "x_metadata.json"
-    broken.write_text("{not json")
-
-    with pytest.raises(CatalogPermanentError, match="cannot read metadata"):
-        catalog.ingest(item("x_metadata.json", file_path=broken))
+def test_metadata_missing_at_the_destination_is_a_permanent_error(
+    catalog: LocalCatalog, tmp_path: Path
+) -> None:
+    # Not a fault of the content (see test_catalog_unreadable_metadata): nothing is filed.
     with pytest.raises(CatalogPermanentError, match="cannot read metadata"):
         catalog.ingest(item("x_metadata.json", file_path=tmp_path / "missing_metadata.json"))
     assert catalog.counts()["datasets"] == 0

@@ -144,3 +144,23 @@ def test_file_states_written_before_missing_existed_stay_readable() -> None:
         assert current.decode(data) == ("FileState", sample("FileState"))
     missing = sample("FileState") | {"state": "MISSING", "version": "0:0"}
     assert current.decode(current.encode("FileState", missing))[1]["state"] == "MISSING"
+
+
+@pytest.mark.parametrize("name", ["FileIngested", "FileState"])
+def test_records_written_before_the_ingest_warning_stay_readable(name: str) -> None:
+    older = [
+        v
+        for v in published_schemas().values()
+        if v.name.endswith(f".{name}") and '"warning"' not in json.dumps(v.schema)
+    ]
+    assert older, f"the {name} versions before the warning are published"
+    value = sample(name) | {"warning": None}
+    without = {k: v for k, v in value.items() if k != "warning"}
+    current = Codec()
+    for version in older:
+        data = Codec(writers={name: version.schema}).encode(name, without)
+        assert current.decode(data) == (name, value)
+    warned = value | {"warning": "metadata x_metadata.json could not be read (not JSON: ...)"}
+    assert current.decode(current.encode(name, warned)) == (name, warned)
+    old_reader = Codec(readers={name: max(older, key=lambda v: v.fingerprint).schema})
+    assert old_reader.decode(current.encode(name, warned)) == (name, without)

@@ -35,6 +35,7 @@ NOW = 1_800_000_000_000
 CODEC = Codec()
 GONE = f"file {PATH!r} is missing from the cache"
 RETRYING = "ingest: 403 (attempt 1, retrying)"
+WARNED = "metadata ef0b_metadata.json could not be read (not JSON: ...); registered as a file"
 
 Op = tuple[str, dict[str, Any]]
 
@@ -74,11 +75,12 @@ def transfer_failed(
     return "FileTransferFailed", value | {"reason": f"denied {attempt}", "emitted_ms": at}
 
 
-def ingested(version: str = V1, at: int = T0 + 30) -> Op:
+def ingested(version: str = V1, at: int = T0 + 30, warning: str | None = None) -> Op:
     return "FileIngested", sample("FileIngested") | {
         "key": KEY,
         "version": version,
         "emitted_ms": at,
+        "warning": warning,
     }
 
 
@@ -192,6 +194,9 @@ TABLE: list[tuple[str, list[Op], Op, tuple[str, bool, bool, str | None] | None]]
     ("deleted before transferred", [arrived(), batch()], deleted(), ("DELETED", False, True, None)),
     ("late transfer keeps flags", [arrived(), batch(), ingested(), deleted()], transferred(), ("DONE", True, True, None)),
     ("ingested clears transfer failure", [arrived(), batch(), transfer_failed()], ingested(), ("INGESTED", True, False, None)),
+    ("ingested with a warning", HAPPY, ingested(warning=WARNED), ("INGESTED", True, False, None)),
+    ("done with a warning", [*HAPPY, deleted()], ingested(warning=WARNED), ("DONE", True, True, None)),
+    ("warned ingest replay", [*HAPPY, ingested(warning=WARNED)], ingested(warning=WARNED), None),
 ]  # fmt: skip
 
 
@@ -462,6 +467,36 @@ def test_ingest_retries_show_the_latest_attempt_and_record_each_cause_once() -> 
     assert done is not None and (done["state"], done["reason"]) == ("DONE", None)
 
 
+def test_an_ingest_warning_is_kept_without_holding_the_file_back() -> None:
+    state = run([*HAPPY, ingested(warning=WARNED), deleted()])
+    assert (state["state"], state["reason"], state["warning"]) == ("DONE", None, WARNED)
+    assert state["history"][3]["evidence"]["warning"] == WARNED
+    plain = run([*HAPPY, ingested(), deleted()])
+    assert plain["warning"] is None and "warning" not in plain["history"][3]["evidence"]
+    refused = run([*HAPPY, ingested(warning=WARNED), deleted("REFUSED", "changed")])
+    assert (refused["reason"], refused["warning"]) == ("delete refused: changed", WARNED)
+
+
+def test_a_warned_ingest_ends_an_old_ingest_failure_and_a_new_version_drops_it() -> None:
+    # An earlier release refused a broken sidecar for good; ingested again now, it is DONE.
+    gave_up = run([*HAPPY, deleted(), ingest_failed(final=True, reason="cannot read metadata")])
+    assert (gave_up["state"], gave_up["reason"]) == ("DELETED", "ingest: cannot read metadata")
+    done = step(gave_up, ingested(warning=WARNED))
+    assert done is not None
+    assert (done["state"], done["reason"], done["warning"]) == ("DONE", None, WARNED)
+    newer = step(done, arrived(V2))
+    assert newer is not None and (newer["state"], newer["warning"]) == ("ARRIVED", None)
+
+
+def test_a_record_kept_before_warnings_existed_folds_on() -> None:
+    kept = {k: v for k, v in run(HAPPY).items() if k != "warning"}  # an earlier release's JSON
+    warned = step(kept, ingested(warning=WARNED))
+    assert warned is not None and warned["warning"] == WARNED
+    deleted_ = step(kept, deleted())
+    assert deleted_ is not None and deleted_["state"] == "DELETED"
+    assert step(deleted_, deleted()) is None
+
+
 @pytest.mark.parametrize(
     ("ops", "version", "transferred_", "in_flight", "requeue"),
     [
@@ -517,7 +552,7 @@ def _ingest_chain(draw: st.DrawFn) -> list[Op]:
     chain = [ingest_failed(n, reason=draw(causes)) for n in range(1, draw(st.integers(0, 2)) + 1)]
     end = draw(st.sampled_from(["ingested", "gave up", "none"]))
     if end == "ingested":
-        chain.append(ingested())
+        chain.append(ingested(warning=draw(st.sampled_from([None, WARNED]))))
     elif end == "gave up":
         chain.append(ingest_failed(len(chain) + 1, final=True))
     return chain

@@ -83,6 +83,7 @@ def test_apply_writes_rows_and_next_offsets(index: StatusIndex) -> None:
         "updated_ms": T0,
         "updated_at": "2017-08-24T12:40:01.916Z",
         "reason": None,
+        "warning": None,
     }
 
 
@@ -301,3 +302,37 @@ def test_a_file_that_is_not_a_database_is_a_permanent_error(tmp_path: Path) -> N
     with pytest.raises(StatusIndexCorruptError) as caught:
         StatusIndex(path)
     assert isinstance(caught.value, PermanentError)
+
+
+WARNED = "metadata x_metadata.json could not be read (not JSON: ...); registered as a file"
+
+
+def test_files_catalogued_with_a_warning_are_listed_and_counted(index: StatusIndex) -> None:
+    plain = file_state("a", "DONE", size=10)
+    warned = file_state("b", "DONE", size=32, warning=WARNED)
+    index.apply([put(0, 1, plain), put(0, 2, warned)])
+    assert index.warnings() == {"files": 1, "bytes": 32}
+    assert [(f["path"], f["warning"]) for f in index.query()] == [
+        (plain["path"], None),
+        (warned["path"], WARNED),
+    ]
+    index.apply([put(0, 3, file_state("b", "ARRIVED", size=40))])  # a new version, no warning
+    assert index.warnings() == {"files": 0, "bytes": 0}
+    table = render_report(index.report(), {}, index.waiting(), {"files": 1, "bytes": 32})
+    assert "ingested with a warning" in table and " 1 " in table.split("warning")[1]
+
+
+def test_an_index_laid_out_before_warnings_keeps_its_rows_and_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    with StatusIndex(path) as idx:
+        idx.apply([put(0, 4, file_state("a", "DONE"))])
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE files DROP COLUMN warning")  # the first layout had no such column
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with StatusIndex(path) as idx:
+        assert idx.offsets() == {0: 5}
+        assert [f["warning"] for f in idx.query()] == [None]
+        idx.apply([put(0, 5, file_state("b", "DONE", warning=WARNED))])
+        assert idx.warnings()["files"] == 1
