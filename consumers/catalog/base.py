@@ -175,18 +175,32 @@ def dataset_metadata_content(item: IngestItem) -> Mapping[str, Any] | Unreadable
 
 def parse_metadata(data: bytes) -> dict[str, Any] | str:
     """The JSON object ``data`` holds, or why it holds none (a short, stable sentence: the same
-    bytes always give the same reason, so a replay finds the note the first run attached)."""
+    bytes always give the same reason, so a replay finds the note the first run attached).
+
+    A UTF-8 byte-order mark (as some Windows tools write) is allowed; ``NaN`` and ``Infinity``,
+    which Python reads but JSON does not have (a catalog would refuse them), are not.
+    """
     try:
-        content = json.loads(data.decode("utf-8"))
+        content = json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         return f"not UTF-8: {exc}"
     except json.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    except _NotJson as exc:
         return f"not JSON: {exc}"
     except RecursionError:
         return "not JSON: nested too deeply to read"
     if not isinstance(content, dict):
         return f"a JSON {_json_kind(content)}, not an object"
     return content
+
+
+class _NotJson(ValueError):
+    """A value Python's reader accepts that JSON has not."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
 
 
 def _json_kind(value: Any) -> str:

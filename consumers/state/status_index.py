@@ -5,8 +5,9 @@ JSON (its history answers ``status PATH``). An index written before the ``warnin
 existed gets it on open (empty: no warning was recorded before it). The ``meta`` table holds the
 next files.state offset to consume per partition. The caller consumes files.state from
 :meth:`StatusIndex.offsets` and hands each batch to :meth:`StatusIndex.apply`, which writes the
-rows and the offsets in one transaction: after a crash the index resumes exactly after the last batch it holds, and a record below a stored
-offset is skipped, so re-applying a batch changes nothing.
+rows and the offsets in one transaction: after a crash the index resumes exactly after the last
+batch it holds, and a record below a stored offset is skipped, so re-applying a batch changes
+nothing.
 
 Memory stays bounded whatever the number of files: queries stream rows from their own connection
 (WAL lets them read beside the writer) and reports are aggregated by SQLite.

@@ -92,6 +92,12 @@ def test_json_that_is_no_object_is_unreadable_and_an_object_is_read() -> None:
     assert parse_metadata(GOOD) == json.loads(GOOD)
 
 
+def test_a_byte_order_mark_is_read_and_nan_is_not_json() -> None:
+    assert parse_metadata(b"\xef\xbb\xbf" + GOOD) == json.loads(GOOD)  # as Windows tools save
+    assert parse_metadata(b'{"gain": NaN}') == "not JSON: NaN is not a JSON value"
+    assert parse_metadata(b'{"gain": -Infinity}') == "not JSON: -Infinity is not a JSON value"
+
+
 # The local catalog
 
 
