@@ -9,7 +9,8 @@ files.state is an on-disk KeeperStore fronted by :class:`KeptStates`: the states
 wait in memory and reach the copy together, with the offsets Kafka gave them, in one transaction
 per flush; folding reads memory first, then the copy. Only committed states enter memory, so an
 aborted step leaves no trace. The copy is never ahead of the topic: after a crash it is behind, and
-on every assignment the keeper flushes, forgets what it holds in memory and catches the copy up
+on every assignment the keeper flushes, forgets what it holds in memory, waits until no
+transaction of a previous owner is open on the partitions it now holds, and catches the copy up
 from files.state, so it always folds from what the topic holds.
 """
 
@@ -176,8 +177,12 @@ class StateKeeper:
         self._stale = True
 
     def _fresh(self) -> None:
+        """Catch the copy up before the first fold of an assignment: once the previous owners'
+        transactions on the partitions now held have ended (:meth:`KeeperCopy.settle`), files.state
+        holds everything they wrote, and the copy reads it all."""
         if self._stale:
             self.kept.forget()
+            self.copy.settle({tp.partition for tp in self.loop.consumer.assignment()})
             self.copy.catch_up()
             self._stale = False
 

@@ -16,16 +16,24 @@ emptied on open, so the keeper rebuilds it from files.state.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import IsolationLevel, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from consumers.state.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
 from consumers.state.view import TopicFollower
 from schemas.codec import CodecError
 from terra_xfer.config import Config
+from terra_xfer.errors import TransientError
+from terra_xfer.kafka import client_config
+
+log = logging.getLogger(__name__)
+SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
 
 LAYOUT = 3  # PRAGMA user_version of this layout; the status index's layout is 1
 SCHEMA = """
@@ -132,6 +140,63 @@ class KeeperCopy(TopicFollower):
     def __init__(self, config: Config, path: Path) -> None:
         super().__init__(config)
         self.store = KeeperStore(path)
+        self._admin: AdminClient | None = None
+
+    def settle(self, partitions: Collection[int], timeout_s: float = SETTLE_S) -> None:
+        """Return once no transaction is open on ``partitions`` of files.state.
+
+        A catch-up reads each partition up to its last stable offset. Before a keeper folds the
+        files of a partition it was just given, every transaction of the partition's previous
+        owner must have ended *and be visible*: committed or aborted, markers written. One that
+        is still open (a frozen or dead keeper, or commit markers not yet written) would hide
+        states the catch-up must see. Raises :class:`TransientError`, naming the partition, when
+        one stays open for ``timeout_s`` (a dead writer's is aborted by the broker after its
+        transaction timeout; a hanging one needs ``terra-xfer kafka-tool transactions``).
+        """
+        deadline = time.monotonic() + timeout_s
+        delay, told = 0.02, False
+        while True:
+            open_ = self.open_transactions(partitions)
+            if not open_:
+                if told:
+                    log.info("%s: no transaction open on the partitions now held", self.topic)
+                return
+            p, (stable, end) = min(open_.items())
+            why = (
+                f"{self.topic}[{p}] holds a transaction still open (stable offset {stable},"
+                f" end {end}) by a writer that held the partition before"
+            )
+            if time.monotonic() + delay > deadline:
+                raise TransientError(
+                    f"{why}; waited {timeout_s:.0f} s for it to end (when it hangs: terra-xfer"
+                    " kafka-tool transactions)"
+                )
+            if not told:
+                log.warning("%s: waiting for it to end before folding", why)
+                told = True
+            time.sleep(delay)  # backoff while the broker ends or times out that transaction
+            delay = min(delay * 2, 1.0)
+
+    def open_transactions(self, partitions: Collection[int]) -> dict[int, tuple[int, int]]:
+        """Partitions of files.state among ``partitions`` whose last stable offset is below their
+        end (a transaction is open on them), with both offsets."""
+        if not partitions:
+            return {}
+        if self._admin is None:
+            self._admin = AdminClient(client_config(self.config.kafka))
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        wanted = {TopicPartition(self.topic, p): latest for p in partitions}
+        try:
+            stable = self._latest(wanted, IsolationLevel.READ_COMMITTED)
+            end = self._latest(wanted, IsolationLevel.READ_UNCOMMITTED)
+        except KafkaException as exc:
+            raise TransientError(f"listing the offsets of {self.topic}: {exc}") from exc
+        return {p: (stable[p], end[p]) for p in sorted(end) if stable[p] < end[p]}
+
+    def _latest(self, wanted: dict[TopicPartition, Any], level: IsolationLevel) -> dict[int, int]:
+        assert self._admin is not None
+        futures = self._admin.list_offsets(wanted, isolation_level=level, request_timeout=10)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
     def _stored_offsets(self) -> dict[int, int]:
         return self.store.offsets()
