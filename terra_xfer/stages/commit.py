@@ -76,6 +76,7 @@ class StageKafka:
             raise ValueError(f"stage {spec.name} consumes nothing: name its transactional id")
         self.producer = TxProducer(config.kafka, transactional_id)
         self._on_rewind: Callable[[], None] | None = None
+        self._rebalances = 0  # rebalance callbacks run so far
         self._started = False
         self._rewound_for: BaseException | None = None
 
@@ -114,6 +115,7 @@ class StageKafka:
         line), then runs the stage's own."""
 
         def callback(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self._rebalances += 1
             named = _partitions(partitions) or "nothing"
             log.info("%s: %s %s", self.spec.name, what, named)
             if then is not None:
@@ -122,10 +124,28 @@ class StageKafka:
         return callback
 
     def read(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_messages`` consumed messages carrying data (see ``consume_ready``)."""
+        """Up to ``max_messages`` consumed messages carrying data (see ``consume_ready``).
+
+        A read during which the group rebalanced returns nothing and puts the consumer back at
+        the committed offsets of what it holds now: messages fetched before the rebalance may
+        belong to partitions given to another member, yet a commit made after it would carry
+        the new generation and be accepted, so they are never handled.
+        """
         assert self.consumer is not None, f"stage {self.spec.name} consumes nothing"
-        ready = consume_ready(self.consumer, max_messages, timeout_s)
-        return [m for m in ready if check(m) is not None]
+        rebalances = self._rebalances
+        consumed = consume_ready(self.consumer, max_messages, timeout_s)
+        ready = [m for m in consumed if check(m) is not None]  # an error raises, rebalance or not
+        if self._rebalances != rebalances:
+            if ready:
+                log.info(
+                    "%s: the group rebalanced during a read; its %d messages are read again from"
+                    " the committed offsets",
+                    self.spec.name,
+                    len(ready),
+                )
+                rewind_to_committed(self.consumer)
+            return []
+        return ready
 
     def decode(self, messages: Sequence[Message]) -> tuple[list[Decoded], list[Output]]:
         """The messages of records this stage accepts, and a dead letter for every other one."""
