@@ -33,7 +33,7 @@ from bench.workload import log_lines, night, write_files
 from bench.workspace import Workspace, broker, wait_groups_stable
 from consumers.state.view import StateFollower
 from terra_xfer.config import Config
-from terra_xfer.lag import group_lag
+from terra_xfer.lag import group_offsets
 from terra_xfer.stages import registry
 from terra_xfer.stages.spec import StageSpec
 
@@ -140,9 +140,11 @@ class OffsetWatch:
     def _poll(self) -> None:
         group = self.spec.consumer_group(self.config)
         while not self._stop.wait(0.1):
-            rows = group_lag(self.config, group, self.spec.inputs, timeout_s=5)
+            rows = group_offsets(self.config, group, self.spec.inputs, timeout_s=5)
             committed = sum(r.committed or 0 for r in rows)
-            self.samples.append((time.monotonic(), committed, sum(r.lag for r in rows)))
+            self.samples.append(
+                (time.monotonic(), committed, sum(max(0, r.end - r.position) for r in rows))
+            )
 
     def __enter__(self) -> OffsetWatch:
         self._thread.start()

@@ -119,14 +119,15 @@ CACHE_DISK = Gauge(
 _GTP = ["group", "topic", "partition"]
 CONSUMER_LAG = Gauge(
     "terra_xfer_consumer_lag_messages",
-    "Offsets not yet consumed.",
+    "Offsets from the group's oldest unconsumed record to the last stable offset (0 when only "
+    "transaction markers are left), per group (terra_xfer/lag.py).",
     _GTP,
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 CONSUMER_LAG_SECONDS = Gauge(
     "terra_xfer_consumer_lag_seconds",
-    "Age of the oldest message not yet consumed (0 when none).",
+    "Age of the oldest record the group has not consumed (0 when none).",
     _GTP,
     multiprocess_mode="mostrecent",
     registry=REGISTRY,

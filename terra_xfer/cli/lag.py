@@ -8,7 +8,7 @@ import json
 import click
 
 from terra_xfer.cli import State
-from terra_xfer.lag import group_members, pipeline_lag
+from terra_xfer.lag import GroupLag, by_group, group_members, pipeline_lag
 from terra_xfer.stages import registry
 
 
@@ -21,10 +21,14 @@ from terra_xfer.stages import registry
 def lag(state: State, as_json: bool, timeout: float) -> None:
     """Per consumer group, topic and partition: the committed offset, the end (last stable
     offset, as read_committed consumers see it), the lag in messages, and the age of the oldest
-    message not yet consumed. It never joins a group or commits: it reads offsets and the first
-    unconsumed message of each partition.
+    message the group has not consumed. Each group is measured from where it stands, however
+    many groups read the topic. It never joins a group or commits: it reads offsets and, where a
+    group is behind, the first record it has not consumed.
 
-    A partition whose remaining offsets hold only transaction markers shows lag 0.
+    The lag counts offsets from the oldest unconsumed record to the end, as Kafka does (a
+    transaction's commit marker is one of them). A group whose remaining offsets hold only
+    transaction markers (or aborted records) has consumed everything: lag 0, age 0, where
+    kafka-consumer-groups --describe says 1.
 
     \b
     Examples:
@@ -35,10 +39,16 @@ def lag(state: State, as_json: bool, timeout: float) -> None:
     stages = list(registry.consumers())
     rows = pipeline_lag(config, stages, timeout)
     members = group_members(config, [s.consumer_group(config) for s in stages], timeout)
+    groups = by_group(rows)
     if as_json:
+        none = GroupLag(0, 0.0)
         doc = {
             "groups": {
-                g: {"members": n, "lag": sum(r.lag for r in rows if r.group == g)}
+                g: {
+                    "members": n,
+                    "lag": groups.get(g, none).messages,
+                    "lag_seconds": groups.get(g, none).seconds,
+                }
                 for g, n in members.items()
             },
             "rows": [dataclasses.asdict(r) for r in rows],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 
 import click
 from confluent_kafka import KafkaException
@@ -18,7 +19,7 @@ from terra_xfer.cli.stage_command import refuse_bad_credentials
 from terra_xfer.config import Config
 from terra_xfer.deadletters import count_dead_letters
 from terra_xfer.errors import TerraXferError
-from terra_xfer.lag import total_lag
+from terra_xfer.lag import GroupLag, by_group, pipeline_lag
 from terra_xfer.logs import JsonFormatter
 from terra_xfer.metrics_http import Health, serving
 from terra_xfer.stages import registry
@@ -29,48 +30,78 @@ from terra_xfer.stages.threads import ThreadedStages
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
+SLOW_EVERY_S = 5.0  # bytes, lag and dead letters: every line when lines are 10 s apart
+REFRESH_BUDGET_S = 1.0
 
 
 class Progress:
-    """Files per state, files/s, bytes and dead letters, from the status index."""
+    """Files per state, files DONE per second, bytes moved, consumer lag per stage and dead
+    letters: the status index (files.state, read here) and the lag as ``terra-xfer lag`` measures
+    it (:mod:`terra_xfer.lag`)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        """Reads nothing from Kafka: a broker that is away shows in the lines, never stops ``up``."""
         self.config = config
+        self.clock = clock
         self.view = StateFollower(config, config.status.index_path)
-        self.started = time.monotonic()
-        self.last_done = 0
+        self.stages = list(registry.consumers())
+        self.started = clock()
+        # The rate counts files DONE from here on, not those of earlier runs in the index.
+        self.last_done = self.view.index.counts_by_state().get("DONE", 0)
         self.last_at = self.started
-        self.calls = 0
+        self.slow_at: float | None = None
         self.slow = ""
 
     def line(self, waiting: dict[str, str]) -> str:
-        """One status line; lag, bytes and dead letters (costlier to read) every 5th call;
-        the stages that wait, and why."""
+        """One status line; bytes, lag and dead letters (costlier to read) at most every
+        ``SLOW_EVERY_S``; the stages that wait, and why."""
         try:
-            self.view.refresh(100_000, 0.2)
-            if self.calls % 5 == 0:
+            self._refresh()
+            if self.slow_at is None or self.clock() - self.slow_at >= SLOW_EVERY_S:
+                self.slow_at = self.clock()
                 self.slow = self._slow_part()
         except (TerraXferError, KafkaException) as exc:
             self.slow = f"waiting for Kafka: {exc}"
         counts = self.view.index.counts_by_state()
         done = counts.get("DONE", 0)
-        now = time.monotonic()
-        rate = (done - self.last_done) / max(now - self.last_at, 1e-6)
+        now = self.clock()
+        rate = max(0, done - self.last_done) / max(now - self.last_at, 1e-6)
         self.last_done, self.last_at = done, now
-        self.calls += 1
         states = " ".join(f"{s}={n}" for s, n in sorted(counts.items())) or "no files yet"
         line = f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
         return line + "".join(f" | {name} {why}" for name, why in sorted(waiting.items()))
 
+    def _refresh(self) -> None:
+        """Bring the status index up to files.state as it is now (within a second's reading)."""
+        deadline = self.clock() + REFRESH_BUDGET_S
+        while self.view.refresh(100_000, 0.2) and self.clock() < deadline:
+            pass
+
     def _slow_part(self) -> str:
         moved = sum(int(line["bytes_transferred"]) for line in self.view.index.report())
-        lag = total_lag(self.config, list(registry.consumers()))
-        lags = " ".join(f"{stage}:{n}" for stage, n in lag.items())
+        rows = pipeline_lag(self.config, self.stages, timeout_s=5)
+        names = {s.consumer_group(self.config): s.name for s in self.stages}
+        lag = lag_text({names.get(g, g): v for g, v in by_group(rows).items()})
         dead = sum(count_dead_letters(self.config, timeout_s=5).values())
-        return f"{moved / 1e6:.1f} MB moved | lag {lags} | dead letters {dead}"
+        return f"{moved / 1e6:.1f} MB moved | {lag} | dead letters {dead}"
 
     def close(self) -> None:
         self.view.close()
+
+
+def lag_text(lags: Mapping[str, GroupLag]) -> str:
+    """``lag 0`` when every stage has consumed all it can read, else each stage behind with its
+    messages and the age of its oldest: ``lag ingest:500/3m deleter:2/4s``."""
+    behind = [f"{name}:{g.messages}/{_age(g.seconds)}" for name, g in lags.items() if g.messages]
+    return "lag " + (" ".join(behind) if behind else "0")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
 
 
 class Runner:
