@@ -2,16 +2,20 @@
 
 ``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
 resources; ``stages`` turns the stage registry (:mod:`terra_xfer.stages.registry`) into one
-``Deployment`` per pipeline stage, all with the same probes, security context and grace period,
-and ``scaling`` a KEDA ``ScaledObject`` per stage that scales;
-``danforth`` makes the Deployment of the Danforth producer, which lives in the optional component
-``deploy/k8s/components/danforth`` because only a site with a LemnaTec system runs it. The output is
-deterministic (fixed key order, sorted configs), so ``--check DIR`` can compare it byte for byte
-with the committed files (``DIR/topics.yaml``, ``DIR/stages.yaml`` and, beside DIR,
+``Deployment`` per pipeline stage, all with the same probes, security context and grace period;
+``users`` makes a Strimzi ``KafkaUser`` per stage (SCRAM-SHA-512, with ACLs for exactly the
+topics, group and transactional ids the stage uses: :func:`kafka_acls`), and ``scaling`` a KEDA
+``ScaledObject`` per stage that scales, with the ``TriggerAuthentication`` that logs KEDA in as
+that stage's user; ``danforth`` makes the Deployment and KafkaUser of the Danforth producer, which
+live in the optional component ``deploy/k8s/components/danforth`` because only a site with a
+LemnaTec system runs it. The output is deterministic (fixed key order, sorted configs), so
+``--check DIR`` can compare it byte for byte with the committed files (``DIR/topics.yaml``,
+``DIR/stages.yaml``, ``DIR/users.yaml``, ``DIR/scaling.yaml`` and, beside DIR,
 ``components/danforth/danforth.yaml``) and fail when someone changed one side only.
 
     python -m terra_xfer.k8s topics > deploy/k8s/base/topics.yaml
     python -m terra_xfer.k8s stages > deploy/k8s/base/stages.yaml
+    python -m terra_xfer.k8s users > deploy/k8s/base/users.yaml
     python -m terra_xfer.k8s scaling > deploy/k8s/base/scaling.yaml
     python -m terra_xfer.k8s danforth > deploy/k8s/components/danforth/danforth.yaml
     python -m terra_xfer.k8s --check deploy/k8s/base
@@ -27,13 +31,39 @@ from typing import Any
 
 import yaml
 
-from terra_xfer.config import KafkaConfig
+from terra_xfer.config import ENV_PREFIX, KafkaConfig
+from terra_xfer.kafka_security import PASSWORD_ENV
 from terra_xfer.stages import registry
 from terra_xfer.stages.spec import Deployment, StageSpec
-from terra_xfer.topics import CATALOGUE
+from terra_xfer.topics import CATALOGUE, CHECKPOINTS, FILES_STATE
 
 CLUSTER = "terra"
-BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap:9092"  # the Strimzi cluster's bootstrap Service
+STRIMZI_API = "kafka.strimzi.io/v1"
+# The cluster's only client listener: TLS, SCRAM-SHA-512 (deploy/k8s/base/kafka.yaml).
+KAFKA_PORT = 9093
+BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap:{KAFKA_PORT}"  # the Strimzi cluster's bootstrap Service
+# KEDA's operator connects from its own namespace, so it needs the Service's namespace in the name:
+# each overlay replaces NAMESPACE with its own (kustomize replacements; never a valid namespace).
+KEDA_BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap.NAMESPACE.svc:{KAFKA_PORT}"
+# The CA that signed the brokers' certificates: a Secret the Cluster Operator makes and renews.
+CLUSTER_CA_SECRET = f"{CLUSTER}-cluster-ca-cert"
+CLUSTER_CA_KEY = "ca.crt"
+KAFKA_CA_DIR = "/etc/kafka-ca"  # [kafka] ssl_ca_location = KAFKA_CA_DIR/ca.crt
+USERNAME_ENV = ENV_PREFIX + "KAFKA_SASL_USERNAME"
+USER_PASSWORD_KEY = "password"  # in the Secret the User Operator makes for a SCRAM KafkaUser
+# Groups the stages read in without joining (assign, never commit), each with a random suffix:
+# terra_xfer/reading.py (a producer reading its checkpoints back) and consumers/state/view.py (a
+# local view of files.state). Not under the topic prefix; only Describe is needed (FindCoordinator).
+READER_GROUP = "terra-xfer-reader-"
+VIEW_GROUP = "terra-xfer-state-view-"
+# Stages that keep a local view of files.state (registry._view, the state keeper's copy).
+FOLLOWS_STATE = frozenset({"batcher", "state-keeper", "sweeper"})
+# Stages that measure every group's lag (terra_xfer/lag.py, from the sweeper): they describe each
+# consuming stage's group (committed offsets, members), read its inputs (the oldest unconsumed
+# record) in lag.py's probe group (the topic prefix + LAG_PROBE; lag.py reads on when refused the
+# group, but librdkafka then logs the refusal on every measurement).
+MEASURES_LAG = frozenset({"sweeper"})
+LAG_PROBE = "lag-probe"
 IMAGE = "ghcr.io/terra-ref/terra-xfer:0.1.0"
 METRICS_PORT = 9100
 CONFIG_DIR = "/etc/terra-xfer"
@@ -55,7 +85,7 @@ def kafka_topics(
     """One Strimzi ``KafkaTopic`` per catalogue entry, with its partitions and configs."""
     return [
         {
-            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "apiVersion": STRIMZI_API,
             "kind": "KafkaTopic",
             "metadata": {"name": prefix + s.name, "labels": {"strimzi.io/cluster": cluster}},
             "spec": {
@@ -114,6 +144,13 @@ def _container(stage: StageSpec) -> dict[str, Any]:
             "name": "TERRA_XFER_INSTANCE_ID",
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
         },
+        # The stage's own Kafka user (kafka_user); its password is in the Secret the User Operator
+        # makes under the user's name. Protocol, mechanism and CA are in terra-xfer.toml.
+        {"name": USERNAME_ENV, "value": user_name(stage)},
+        {
+            "name": PASSWORD_ENV,
+            "valueFrom": {"secretKeyRef": {"name": user_name(stage), "key": USER_PASSWORD_KEY}},
+        },
     ]
     env += [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -121,6 +158,7 @@ def _container(stage: StageSpec) -> dict[str, Any]:
     ]
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "state", "mountPath": STATE_DIR},
     ]
@@ -169,6 +207,13 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
 def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": "terra-xfer-config"}},
+        {
+            "name": "kafka-ca",
+            "secret": {
+                "secretName": CLUSTER_CA_SECRET,
+                "items": [{"key": CLUSTER_CA_KEY, "path": CLUSTER_CA_KEY}],
+            },
+        },
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         # Working copies only (state views, task records): rebuilt from Kafka after a restart.
         {"name": "state", "emptyDir": {"sizeLimit": "2Gi"}},
@@ -180,7 +225,8 @@ def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
 
 def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) -> dict[str, Any]:
     """KEDA's ScaledObject of a stage: 1 to ``partitions`` replicas (a group uses at most one
-    member per partition), one trigger per input topic (KEDA follows the largest)."""
+    member per partition), one trigger per input topic (KEDA follows the largest), each logged in
+    as the stage's own Kafka user over TLS (:func:`trigger_authentication`)."""
     scaling = _needs(stage).scaling
     assert scaling is not None and stage.group is not None
     return {
@@ -196,14 +242,17 @@ def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) ->
             "triggers": [
                 {
                     "type": "kafka",
+                    "authenticationRef": {"name": trigger_authentication_name(stage)},
                     "metadata": {
-                        "bootstrapServers": BOOTSTRAP,
+                        "bootstrapServers": KEDA_BOOTSTRAP,
                         "consumerGroup": KafkaConfig.topic_prefix + stage.group,
                         "topic": KafkaConfig.topic_prefix + topic,
                         "lagThreshold": str(scaling.lag_threshold),
                         "activationLagThreshold": "0",
                         "offsetResetPolicy": "earliest",
                         "allowIdleConsumers": "false",
+                        "sasl": "scram_sha512",
+                        "tls": "enable",
                     },
                 }
                 for topic in stage.inputs
@@ -212,19 +261,136 @@ def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) ->
     }
 
 
-KINDS = ("topics", "stages", "scaling", "danforth")
+def trigger_authentication_name(stage: StageSpec) -> str:
+    return f"terra-xfer-{stage.name}-kafka"
+
+
+def trigger_authentication(stage: StageSpec) -> dict[str, Any]:
+    """KEDA's credentials for a stage's lag triggers: the stage's own Kafka user (whose ACLs let it
+    describe its group and inputs, all the scaler asks): the user name from the stage container's
+    environment, the password from the Secret the User Operator made, and the cluster CA."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": trigger_authentication_name(stage), "labels": _labels(stage)},
+        "spec": {
+            "env": [{"parameter": "username", "name": USERNAME_ENV, "containerName": stage.name}],
+            "secretTargetRef": [
+                {"parameter": "password", "name": user_name(stage), "key": USER_PASSWORD_KEY},
+                {"parameter": "ca", "name": CLUSTER_CA_SECRET, "key": CLUSTER_CA_KEY},
+            ],
+        },
+    }
+
+
+def user_name(stage: StageSpec) -> str:
+    """The stage's Kafka user, its KafkaUser and the Secret holding its password: one name."""
+    return f"terra-xfer-{stage.name}"
+
+
+def transactional_id_prefix(stage: StageSpec, prefix: str = KafkaConfig.topic_prefix) -> str:
+    """What every transactional id of the stage starts with.
+
+    A consuming stage's is ``<group>-<instance id>`` (terra_xfer/stages/commit.py: one per replica,
+    the pod's name). A producer names its own after the stage and what it reads: ``terra.gantry-
+    xferlog``, ``terra.danforth-<database>``, ``terra.sweeper``.
+    """
+    if stage.group is not None:
+        return f"{prefix}{stage.group}-"
+    return prefix + stage.name
+
+
+def kafka_acls(stage: StageSpec, prefix: str = KafkaConfig.topic_prefix) -> list[dict[str, Any]]:
+    """The ACL rules of the stage's KafkaUser: exactly what the stage does. Names are literal but
+    where the code adds a per-replica or random suffix (transactional ids, throwaway groups).
+
+    Topics: read its inputs, write its outputs (the dead-letter topic among them), as the registry
+    says; a producer also reads its checkpoints back at start; a stage in ``FOLLOWS_STATE`` reads
+    files.state; a stage in ``MEASURES_LAG`` reads every consuming stage's inputs and describes
+    their groups. Groups: its own (Read: join, commit, send offsets in a transaction), the
+    throwaway groups it reads in without joining (Describe, by prefix). Transactional ids: Write and
+    Describe on its prefix (:func:`transactional_id_prefix`). No cluster rights: an idempotent or
+    transactional producer needs none once it may write a transactional id.
+    """
+    reads = set(stage.inputs)
+    writes = set(stage.outputs)
+    groups: dict[tuple[str, str], set[str]] = {}
+    if stage.group is not None:
+        groups[(prefix + stage.group, "literal")] = {"Read"}
+    if CHECKPOINTS in writes:
+        reads.add(CHECKPOINTS)
+        groups[(READER_GROUP, "prefix")] = {"Describe"}
+    if stage.name in FOLLOWS_STATE:
+        reads.add(FILES_STATE)
+        groups[(VIEW_GROUP, "prefix")] = {"Describe"}
+    if stage.name in MEASURES_LAG:
+        for measured in registry.consumers():
+            assert measured.group is not None
+            reads.update(measured.inputs)
+            groups.setdefault((prefix + measured.group, "literal"), set()).add("Describe")
+        groups[(prefix + LAG_PROBE, "literal")] = {"Describe"}
+    rules = []
+    for topic in sorted(reads | writes):
+        ops = {"Describe"} | ({"Read"} if topic in reads else set())
+        ops |= {"Write"} if topic in writes else set()
+        rules.append(_acl("topic", prefix + topic, "literal", ops))
+    for (group, pattern), ops in sorted(groups.items()):
+        if "Read" in ops:
+            ops = ops - {"Describe"}  # implied by Read
+        rules.append(_acl("group", group, pattern, ops))
+    rules.append(
+        _acl(
+            "transactionalId",
+            transactional_id_prefix(stage, prefix),
+            "prefix",
+            {"Write", "Describe"},
+        )
+    )
+    return rules
+
+
+def _acl(kind: str, name: str, pattern: str, ops: set[str]) -> dict[str, Any]:
+    return {
+        "resource": {"type": kind, "name": name, "patternType": pattern},
+        "operations": sorted(ops),
+    }
+
+
+def kafka_user(stage: StageSpec, cluster: str = CLUSTER) -> dict[str, Any]:
+    """The stage's Strimzi KafkaUser: SCRAM-SHA-512 (the User Operator makes its password and the
+    Secret of the same name) with :func:`kafka_acls`."""
+    return {
+        "apiVersion": STRIMZI_API,
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": user_name(stage),
+            "labels": {"strimzi.io/cluster": cluster, **_labels(stage)},
+        },
+        "spec": {
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {"type": "simple", "acls": kafka_acls(stage)},
+        },
+    }
+
+
+KINDS = ("topics", "stages", "users", "scaling", "danforth")
 
 
 def render(kind: str) -> str:
-    """The YAML text of ``topics``, ``stages`` or ``danforth``, exactly as committed."""
+    """The YAML text of one of :data:`KINDS`, exactly as committed."""
+    docs: list[dict[str, Any]]
     if kind == "topics":
         docs = kafka_topics()
     elif kind == "stages":
         docs = [deployment(s) for s in registry.deployed()]
+    elif kind == "users":
+        docs = [kafka_user(s) for s in registry.deployed()]
     elif kind == "scaling":
-        docs = [scaled_object(s) for s in registry.deployed() if _needs(s).scaling is not None]
+        scaled = [s for s in registry.deployed() if _needs(s).scaling is not None]
+        docs = [d for s in scaled for d in (trigger_authentication(s), scaled_object(s))]
     elif kind == "danforth":
-        docs = [deployment(s) for s in registry.deployed("danforth")]
+        stages = registry.deployed("danforth")
+        docs = [deployment(s) for s in stages] + [kafka_user(s) for s in stages]
     else:
         raise ValueError(f"unknown manifest kind {kind!r}: {', '.join(KINDS)}")
     body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))

@@ -1,14 +1,21 @@
 """The Kubernetes manifests under deploy/k8s agree with the code and with their operators' needs.
 
 Checked without a cluster: topics against the catalogue, Deployments against the stages and the
-house security rules, KEDA against partition counts, alert expressions against the exported metric
-names, Strimzi resources against the fields the operator requires. The overlays are built with
-kustomize (or ``kubectl kustomize``) when one is installed; the image's build steps (wheel, clean
-install, console script) run in the ``slow`` test at the end.
+house security rules, KEDA against partition counts and its Kafka credentials, alert expressions
+against the exported metric names, Strimzi resources against the fields the operator requires, each
+stage's KafkaUser against exactly the Kafka access the registry gives the stage, and the Secrets
+against the rule that none is ever in the apply stream. The overlays are built with kustomize (or
+``kubectl kustomize``) when one is installed; the image's build steps (wheel, clean install,
+console script) run in the ``slow`` test at the end. The custom resources are validated against
+the operators' own CRD schemas in test_k8s_crds.py; that the ACLs let every stage do its work (and
+no more) against a real broker is tests/integration/test_kafka_acls.py.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -30,15 +37,21 @@ from producers.danforth.lemnatec import database_name
 from terra_xfer import k8s
 from terra_xfer.cli import cli
 from terra_xfer.config import ENV_PREFIX, Config, DanforthConfig, load
+from terra_xfer.kafka_security import PASSWORD_ENV, security_settings
 from terra_xfer.metrics import REGISTRY
 from terra_xfer.stages import registry
-from terra_xfer.topics import CATALOGUE
+from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.spec import StageSpec
+from terra_xfer.topics import CATALOGUE, CHECKPOINTS, DEADLETTER, FILES_STATE
+from tests.fakes import UNREACHABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 DANFORTH = ROOT / "deploy" / "k8s" / "components" / "danforth"
+OVERLAY_NAMES = ("dev", "prod")
 Doc = dict[str, Any]
+Acl = tuple[str, str, str, str]  # resource type, name, pattern type, operation
 
 EXPORTED = {
     "terra_xfer_files_total",
@@ -70,12 +83,17 @@ PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 
 
 def listed_docs(directory: Path) -> list[Doc]:
-    """Every resource a kustomization (or component) lists, parsed."""
+    """Every resource a kustomization (or component) lists, parsed, and the ConfigMaps its
+    generators make from files (named as kustomize names them before any hash suffix)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
     docs: list[Doc] = []
     for name in kustomization["resources"]:
         text = (directory / name).read_text(encoding="utf-8")
         docs += [d for d in yaml.safe_load_all(text) if d]
+    for generator in kustomization.get("configMapGenerator", []):
+        data = {f: (directory / f).read_text(encoding="utf-8") for f in generator["files"]}
+        meta = {"name": generator["name"]}
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
     return docs
 
 
@@ -179,7 +197,7 @@ def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
     component = tmp_path / "components" / "danforth"
     base.mkdir()
     component.mkdir(parents=True)
-    for name in ("topics.yaml", "stages.yaml", "scaling.yaml"):
+    for name in ("topics.yaml", "stages.yaml", "users.yaml", "scaling.yaml"):
         shutil.copy(BASE / name, base / name)
     shutil.copy(DANFORTH / "danforth.yaml", component / "danforth.yaml")
     assert k8s.check(base) == []
@@ -189,6 +207,9 @@ def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
     assert k8s.main(["--check", str(base)]) == 1
     (base / "stages.yaml").unlink()
     assert len(k8s.check(base)) == 2
+    users = base / "users.yaml"
+    users.write_text(users.read_text().replace("- Read\n", "- All\n", 1))
+    assert len(k8s.check(base)) == 3
     danforth = component / "danforth.yaml"
     danforth.write_text(danforth.read_text().replace("replicas: 1", "replicas: 2", 1))
     assert k8s.check(base)[-1] == str(danforth)
@@ -219,7 +240,7 @@ def test_every_stage_has_a_hardened_deployment() -> None:
 
 def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
     docs = base_docs()
-    secrets = {s["metadata"]["name"]: s["stringData"] for s in of_kind(docs, "Secret")}
+    secrets = provided_secrets(docs, "prod")
     claims = {c["metadata"]["name"] for c in of_kind(docs, "PersistentVolumeClaim")}
     config = site_config()
     mounted: dict[str, set[str]] = {}
@@ -242,6 +263,9 @@ def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
         for volume in pod["volumes"]:
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
+            if "secret" in volume:
+                wanted = {i["key"] for i in volume["secret"]["items"]}
+                assert wanted <= secrets[volume["secret"]["secretName"]], volume["name"]
         stage = container["command"][1]
         mounted[stage] = {m["mountPath"] for m in container["volumeMounts"]}
         if stage == "deleter":
@@ -261,7 +285,10 @@ def test_site_config_names_secrets_only_by_environment() -> None:
     assert generator == {"name": "terra-xfer-config", "files": [k8s.CONFIG_FILE]}
 
 
-def assert_scaling_fits_partitions(docs: list[Doc], config: Config) -> None:
+def assert_scaling_fits_partitions(docs: list[Doc], config: Config, namespace: str) -> None:
+    """KEDA scales every consuming stage within its partitions, on its own group's lag, logged in
+    as the stage's own Kafka user (the TriggerAuthentication beside it) at the bootstrap Service
+    the stages use, named in full with ``namespace``: KEDA connects from its own namespace."""
     deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
     partitions = {
         t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
@@ -287,13 +314,58 @@ def assert_scaling_fits_partitions(docs: list[Doc], config: Config) -> None:
             assert scaled_object["spec"]["minReplicaCount"] >= 1
             assert scaled_object["spec"]["maxReplicaCount"] <= limit
             assert meta["consumerGroup"] == spec.consumer_group(config)
-            assert meta["bootstrapServers"] == config.kafka.bootstrap_servers
+            host, port = config.kafka.bootstrap_servers.split(":")
+            assert meta["bootstrapServers"] == f"{host}.{namespace}.svc:{port}"
+            assert meta["sasl"] == "scram_sha512" and meta["tls"] == "enable"
+            assert_keda_logs_in_as_the_stage(docs, scaled_object, trigger)
         strategy = named(docs, "Deployment", target)["spec"].get("strategy", {})
         assert strategy.get("type") != "Recreate", f"{target} scales: it rolls with overlap"
 
 
+def assert_keda_logs_in_as_the_stage(docs: list[Doc], scaled: Doc, trigger: Doc) -> None:
+    """The trigger's TriggerAuthentication exists and gives KEDA the stage's own credentials: the
+    user name its container logs in with, the password from that user's Secret (the User
+    Operator's, named after the KafkaUser) and the cluster CA the stages trust."""
+    ref = trigger["authenticationRef"]
+    assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+    auth = named(docs, "TriggerAuthentication", ref["name"])["spec"]
+    target = named(docs, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
+    (container,) = target["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    (username,) = auth["env"]
+    assert username["parameter"] == "username" and username["containerName"] == container["name"]
+    user = env[username["name"]]["value"]
+    kafka_user = named(docs, "KafkaUser", user)
+    assert kafka_user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["secretTargetRef"]}
+    assert refs == {"password": (user, "password"), "ca": (k8s.CLUSTER_CA_SECRET, "ca.crt")}
+    secret_ref = env[PASSWORD_ENV]["valueFrom"]["secretKeyRef"]
+    assert (secret_ref["name"], secret_ref["key"]) == refs["password"]
+    # KEDA asks for the group's committed offsets and the input's end offsets: Describe on both,
+    # which the stage's Read implies.
+    rules = acl_tuples(kafka_user)
+    assert ("group", trigger["metadata"]["consumerGroup"], "literal", "Read") in rules
+    assert ("topic", trigger["metadata"]["topic"], "literal", "Read") in rules
+
+
 def test_keda_never_scales_past_the_partitions() -> None:
-    assert_scaling_fits_partitions(base_docs(), site_config())
+    assert_scaling_fits_partitions(base_docs(), site_config(), "NAMESPACE")
+
+
+def test_scaled_objects_use_their_trigger_authentication() -> None:
+    """Every Kafka trigger names a TriggerAuthentication, and every TriggerAuthentication is used:
+    without one KEDA would reach a SCRAM listener with no credentials and never scale."""
+    docs = base_docs()
+    auths = {a["metadata"]["name"] for a in of_kind(docs, "TriggerAuthentication")}
+    used = set()
+    for scaled in of_kind(docs, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            used.add(trigger["authenticationRef"]["name"])
+    assert used == auths
+    broken = of_kind(docs, "ScaledObject")[0]
+    del broken["spec"]["triggers"][0]["authenticationRef"]
+    with pytest.raises(KeyError):
+        assert_scaling_fits_partitions(docs, site_config(), "NAMESPACE")
 
 
 def test_alerts_read_only_exported_metrics_and_cover_the_failures() -> None:
@@ -347,7 +419,7 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
     return doc
 
 
-def assert_danforth_deployed(docs: list[Doc], config: Config) -> None:
+def assert_danforth_deployed(docs: list[Doc], config: Config, overlay: str = "prod") -> None:
     """The Danforth producer as its operator needs it: one hardened, never-surging replica of
     ``terra-xfer danforth``, the database password only through a Secret, the cache read-write and
     the blob store read-only where the config says, and metrics the ServiceMonitor scrapes."""
@@ -366,7 +438,7 @@ def assert_danforth_deployed(docs: list[Doc], config: Config) -> None:
     password = env[ENV_PREFIX + secret]
     assert set(password) == {"name", "valueFrom"}  # never a literal value
     ref = password["valueFrom"]["secretKeyRef"]
-    assert ref["key"] in named(docs, "Secret", ref["name"])["stringData"]
+    assert ref["key"] in provided_secrets(docs, overlay)[ref["name"]]
     assert env["TERRA_XFER_METRICS_PORT"]["value"] == str(k8s.METRICS_PORT)
     (service,) = of_kind(docs, "Service")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -412,8 +484,9 @@ def test_danforth_password_is_never_in_the_config_map() -> None:
     assert site_config().danforth.password is None
     given = load(BASE / k8s.CONFIG_FILE, env={ENV_PREFIX + secret: "s3cret"})
     assert given.danforth.password is not None and given.danforth.password.reveal() == "s3cret"
-    stored = named(danforth_docs(), "Secret", "terra-xfer-lemnatec")["stringData"]["password"]
-    assert stored.startswith("REPLACE_WITH") and stored not in text
+    assert of_kind(danforth_docs(), "Secret") == []  # made out of band: overlays/*/secrets
+    for overlay in OVERLAY_NAMES:
+        assert "password" in generated_secrets(overlay)["terra-xfer-lemnatec"]
 
 
 def registered(name: str) -> bool:
@@ -444,13 +517,45 @@ def test_danforth_alerts_read_the_producers_own_metrics() -> None:
 def assert_strimzi_complete(docs: list[Doc]) -> None:
     (kafka,) = of_kind(docs, "Kafka")
     cluster = kafka["metadata"]["name"]
-    annotations = kafka["metadata"]["annotations"]
-    assert annotations["strimzi.io/kraft"] == "enabled"
-    assert annotations["strimzi.io/node-pools"] == "enabled"
+    strimzi = [d for d in docs if d["apiVersion"].startswith("kafka.strimzi.io/")]
+    assert {d["apiVersion"] for d in strimzi} == {
+        "kafka.strimzi.io/v1"
+    }  # Strimzi 1.x serves v1 only
+    # KRaft and node pools are the only modes since Strimzi 0.48; the annotations are ignored.
+    for doc in strimzi:
+        annotations = doc["metadata"].get("annotations", {})
+        assert not any(
+            a.startswith(("strimzi.io/kraft", "strimzi.io/node-pools")) for a in annotations
+        )
     spec = kafka["spec"]["kafka"]
     assert spec["version"] and spec["listeners"]
     assert "zookeeper" not in kafka["spec"]
     assert "topicOperator" in kafka["spec"]["entityOperator"]
+    assert "userOperator" in kafka["spec"]["entityOperator"]  # reconciles the KafkaUsers
+    # Secured: every listener TLS with SCRAM-SHA-512, ACLs enforced, no superuser of ours.
+    for listener in spec["listeners"]:
+        assert listener["tls"] is True, listener["name"]
+        assert listener["authentication"] == {"type": "scram-sha-512"}, listener["name"]
+    assert spec["authorization"] == {"type": "simple"}
+    assert spec["config"].get("allow.everyone.if.no.acl.found", False) is False
+    for user in of_kind(docs, "KafkaUser"):
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+    # Kafka's own metrics: the JMX exporter's rules from a ConfigMap in the build, and the exporter
+    # of group offsets; a PodMonitor scrapes each.
+    metrics = spec["metricsConfig"]
+    assert metrics["type"] == "jmxPrometheusExporter"
+    ref = metrics["valueFrom"]["configMapKeyRef"]
+    rules = yaml.safe_load(named(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
+    assert rules["rules"] and rules["lowercaseOutputName"] is True
+    assert "kafkaExporter" in kafka["spec"]
+    monitors = {
+        m["spec"]["selector"]["matchLabels"]["strimzi.io/name"]: m
+        for m in of_kind(docs, "PodMonitor")
+    }
+    assert set(monitors) == {f"{cluster}-kafka", f"{cluster}-kafka-exporter"}
+    for monitor in monitors.values():
+        assert monitor["spec"]["selector"]["matchLabels"]["strimzi.io/cluster"] == cluster
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["tcp-prometheus"]
     pools = of_kind(docs, "KafkaNodePool")
     roles: set[str] = set()
     for pool in pools:
@@ -480,6 +585,372 @@ def test_strimzi_resources_have_what_the_operator_requires() -> None:
     assert_strimzi_complete(base_docs())
 
 
+# --- Kafka users and their ACLs -------------------------------------------------------------------
+
+
+def acl_tuples(user: Doc) -> set[Acl]:
+    """A KafkaUser's ACL rules, one (resource type, name, pattern type, operation) per operation.
+    Only plain allow rules for any host are understood; anything else fails here."""
+    out: set[Acl] = set()
+    for rule in user["spec"]["authorization"]["acls"]:
+        assert rule.get("type", "allow") == "allow" and rule.get("host", "*") == "*", rule
+        assert set(rule) <= {"resource", "operations", "type", "host"}, rule
+        resource = rule["resource"]
+        for op in rule["operations"]:
+            out.add(
+                (resource["type"], resource["name"], resource.get("patternType", "literal"), op)
+            )
+    return out
+
+
+def expected_access(spec: StageSpec, prefix: str = "terra.") -> set[Acl]:
+    """What ``spec``'s Kafka user must be allowed, worked out here from the registry and the code
+    (not from terra_xfer.k8s): read its inputs, write its outputs (the dead-letter topic among
+    them), Read its own group, Write its transactional ids; and where the code reads beyond that,
+    exactly that. tests/integration/test_kafka_acls.py runs the stages under these ACLs."""
+    reads, writes = set(spec.inputs), set(spec.outputs)
+    groups: set[Acl] = set()
+    if spec.group is not None:
+        groups.add(("group", prefix + spec.group, "literal", "Read"))
+    if (
+        CHECKPOINTS in writes
+    ):  # a producer reads its last checkpoint back (producers/checkpoints.py)
+        reads.add(CHECKPOINTS)
+        groups.add(("group", "terra-xfer-reader-", "prefix", "Describe"))  # terra_xfer/reading.py
+    if spec.name in ("batcher", "state-keeper", "sweeper"):  # a local copy of files.state
+        reads.add(FILES_STATE)
+        groups.add(("group", "terra-xfer-state-view-", "prefix", "Describe"))  # state/view.py
+    if spec.name == "sweeper":  # publishes every group's lag (terra_xfer/lag.py)
+        for measured in registry.consumers():
+            assert measured.group is not None
+            reads |= set(measured.inputs)
+            groups.add(("group", prefix + measured.group, "literal", "Describe"))
+        groups.add(("group", prefix + "lag-probe", "literal", "Describe"))
+    topics = {("topic", prefix + t, "literal", op) for t in reads for op in ("Describe", "Read")}
+    topics |= {("topic", prefix + t, "literal", op) for t in writes for op in ("Describe", "Write")}
+    # A consuming stage's transactional id is <group>-<instance id> (terra_xfer/stages/commit.py);
+    # a producer's starts with its own name (terra.gantry-xferlog, terra.danforth-<db>, terra.sweeper).
+    txn = f"{prefix}{spec.group}-" if spec.group is not None else prefix + spec.name
+    txns = {("transactionalId", txn, "prefix", op) for op in ("Describe", "Write")}
+    return topics | groups | txns
+
+
+def assert_users_match_the_registry(docs: list[Doc]) -> None:
+    """One SCRAM KafkaUser per deployed stage, named like its Deployment, with exactly
+    :func:`expected_access`; no other user; the Deployment logs in as that user."""
+    users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
+    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+    stages = [s for s in registry.STAGES if f"terra-xfer-{s.name}" in deployments]
+    assert set(users) == {f"terra-xfer-{s.name}" for s in stages}
+    for spec in stages:
+        user = users[f"terra-xfer-{spec.name}"]
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"]["type"] == "simple"
+        granted = acl_tuples(user)
+        missing, extra = expected_access(spec) - granted, granted - expected_access(spec)
+        assert not missing and not extra, (spec.name, sorted(missing), sorted(extra))
+        (container,) = deployments[f"terra-xfer-{spec.name}"]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        env = {e["name"]: e for e in container["env"]}
+        assert env[ENV_PREFIX + "KAFKA_SASL_USERNAME"] == {
+            "name": ENV_PREFIX + "KAFKA_SASL_USERNAME",
+            "value": user["metadata"]["name"],
+        }
+        ref = env[PASSWORD_ENV]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": user["metadata"]["name"], "key": "password"}
+
+
+def test_each_stage_has_a_kafka_user_with_exactly_its_access() -> None:
+    docs = base_docs() + danforth_docs()
+    assert_users_match_the_registry(docs)
+    assert {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")} == {
+        f"terra-xfer-{s.name}" for s in [*registry.deployed(), *registry.deployed("danforth")]
+    }
+    for user in of_kind(docs, "KafkaUser"):
+        for kind, name, pattern, op in acl_tuples(user):
+            assert op != "All" and kind != "cluster", user["metadata"]["name"]
+            assert pattern == "literal" or kind != "topic", (name, "a topic is named in full")
+    # The dead-letter topic is written by every stage the registry says dead-letters.
+    for spec in registry.deployed() + registry.deployed("danforth"):
+        user = named(docs, "KafkaUser", f"terra-xfer-{spec.name}")
+        writes_deadletter = ("topic", "terra." + DEADLETTER, "literal", "Write") in acl_tuples(user)
+        assert writes_deadletter == (DEADLETTER in spec.outputs), spec.name
+
+
+def test_user_acls_fail_the_check_when_one_rule_is_off() -> None:
+    """The check is not vacuous: one operation more, one topic less or a forgotten stage fails."""
+    docs = base_docs() + danforth_docs()
+    looser = [dict(d) for d in docs]
+    batcher = named(looser, "KafkaUser", "terra-xfer-batcher")
+    batcher["spec"] = {
+        **batcher["spec"],
+        "authorization": {
+            "type": "simple",
+            "acls": [
+                *batcher["spec"]["authorization"]["acls"],
+                {
+                    "resource": {"type": "topic", "name": "terra.files.state"},
+                    "operations": ["Write"],
+                },
+            ],
+        },
+    }
+    with pytest.raises(AssertionError):
+        assert_users_match_the_registry(looser)
+    tighter = base_docs() + danforth_docs()
+    ingest = named(tighter, "KafkaUser", "terra-xfer-ingest")
+    ingest["spec"]["authorization"]["acls"] = [
+        r
+        for r in ingest["spec"]["authorization"]["acls"]
+        if r["resource"]["name"] != "terra.files.transferred"
+    ]
+    with pytest.raises(AssertionError):
+        assert_users_match_the_registry(tighter)
+    forgotten = [d for d in docs if d["metadata"]["name"] != "terra-xfer-deleter"]
+    forgotten += [named(docs, "Deployment", "terra-xfer-deleter")]
+    with pytest.raises(AssertionError):
+        assert_users_match_the_registry(forgotten)
+
+
+def test_a_consuming_stage_transactional_id_is_under_its_users_prefix() -> None:
+    """What commit.py really names a replica's producer (``<group>-<pod name>``) is inside the
+    prefix its user may write, and another stage's is not."""
+    config = dataclasses.replace(
+        Config(),
+        kafka=dataclasses.replace(
+            Config().kafka, bootstrap_servers=UNREACHABLE, instance_id="pod-7"
+        ),
+    )
+    users = {u["metadata"]["name"]: u for u in of_kind(base_docs(), "KafkaUser")}
+    for spec in registry.consumers():
+        if spec.deployment is None:
+            continue
+        kafka = StageKafka(config, spec)
+        try:
+            txn = kafka.producer.transactional_id
+        finally:
+            kafka.close()
+        assert txn == f"{spec.consumer_group(config)}-pod-7"
+        for name, user in users.items():
+            allowed = any(
+                kind == "transactionalId" and op == "Write" and txn.startswith(prefix)
+                for kind, prefix, pattern, op in acl_tuples(user)
+                if pattern == "prefix"
+            ) or ("transactionalId", txn, "literal", "Write") in acl_tuples(user)
+            assert allowed == (name == f"terra-xfer-{spec.name}"), (txn, name)
+
+
+def test_the_stages_reach_kafka_over_tls_with_scram() -> None:
+    """The site config the stages share speaks SASL_SSL/SCRAM-SHA-512 to the listener, trusts the
+    cluster CA where each Deployment mounts it, and takes the user and password the Deployment
+    gives (the settings librdkafka gets, as the stage would build them)."""
+    config = site_config()
+    (kafka,) = of_kind(base_docs(), "Kafka")
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert config.kafka.bootstrap_servers == f"terra-kafka-bootstrap:{listener['port']}"
+    assert config.kafka.ssl_ca_location == Path(k8s.KAFKA_CA_DIR) / k8s.CLUSTER_CA_KEY
+    for deployment in of_kind(base_docs() + danforth_docs(), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value", "from a Secret") for e in container["env"]}
+        env[PASSWORD_ENV] = "s3cret"
+        stage = load(BASE / k8s.CONFIG_FILE, env=env)
+        settings = security_settings(stage.kafka)
+        assert settings["security.protocol"] == "SASL_SSL"
+        assert settings["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert settings["sasl.username"] == deployment["metadata"]["name"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts[k8s.KAFKA_CA_DIR])
+        assert volume["secret"]["secretName"] == f"{kafka['metadata']['name']}-cluster-ca-cert"
+        assert {"key": "ca.crt", "path": "ca.crt"} in volume["secret"]["items"]
+
+
+# --- Secrets: never in the apply stream -----------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"REPLACE|CHANGE_?ME|PLACEHOLDER|EXAMPLE|TODO|<[^>]*>", re.IGNORECASE)
+
+
+def overlay_namespace(overlay: str) -> str:
+    kustomization = (OVERLAYS / overlay / "kustomization.yaml").read_text(encoding="utf-8")
+    namespace: str = yaml.safe_load(kustomization)["namespace"]
+    return namespace
+
+
+def secrets_kustomization(overlay: str) -> Doc:
+    text = (OVERLAYS / overlay / "secrets" / "kustomization.yaml").read_text(encoding="utf-8")
+    doc: Doc = yaml.safe_load(text)
+    return doc
+
+
+def generated_secrets(overlay: str) -> dict[str, set[str]]:
+    """Each Secret the overlay's out-of-band kustomization makes, with its keys (from the
+    ``.example`` beside each untracked env file)."""
+    directory = OVERLAYS / overlay / "secrets"
+    out: dict[str, set[str]] = {}
+    for generator in secrets_kustomization(overlay)["secretGenerator"]:
+        assert set(generator) <= {"name", "envs", "type"}, generator  # values only from files
+        keys = set()
+        for env_file in generator["envs"]:
+            example = (directory / f"{env_file}.example").read_text(encoding="utf-8")
+            keys |= {
+                line.split("=", 1)[0]
+                for line in example.splitlines()
+                if line.strip() and not line.startswith("#")
+            }
+        out[generator["name"]] = keys
+    return out
+
+
+def provided_secrets(docs: list[Doc], overlay: str) -> dict[str, set[str]]:
+    """Every Secret a Deployment of ``docs`` may read, with its keys: the overlay's generated ones,
+    the one Strimzi's User Operator makes per SCRAM KafkaUser (key ``password``) and the cluster
+    CA the Cluster Operator makes (``<cluster>-cluster-ca-cert``, key ``ca.crt``)."""
+    out = generated_secrets(overlay)
+    for user in of_kind(docs, "KafkaUser"):
+        if user["spec"]["authentication"]["type"] == "scram-sha-512":
+            out[user["metadata"]["name"]] = {"password"}
+    for kafka in of_kind(docs, "Kafka"):
+        out[f"{kafka['metadata']['name']}-cluster-ca-cert"] = {"ca.crt"}
+    return out
+
+
+def assert_no_secret_in_the_build(docs: list[Doc]) -> None:
+    """No Secret at all in what ``kubectl apply`` gets (so no placeholder can overwrite a real
+    one), and no placeholder credential in any other resource either."""
+    assert of_kind(docs, "Secret") == []
+    for doc in docs:
+        for key in ("data", "stringData"):
+            for name, value in (doc.get(key) or {}).items():
+                if doc["kind"] == "ConfigMap" and name.endswith((".toml", ".yml")):
+                    continue  # the site config and the metrics rules: checked on their own
+                assert not PLACEHOLDER.search(str(value)), (doc["kind"], doc["metadata"]["name"])
+
+
+def test_no_secret_is_in_the_base_or_the_component() -> None:
+    for directory in (BASE, DANFORTH):
+        assert_no_secret_in_the_build(listed_docs(directory))
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert "secretGenerator" not in kustomization
+    placeholder = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "terra-xfer-clowder"},
+        "stringData": {"key": "REPLACE_WITH_CLOWDER_API_KEY"},
+    }
+    with pytest.raises(AssertionError):
+        assert_no_secret_in_the_build([placeholder])
+    with pytest.raises(AssertionError):
+        assert_no_secret_in_the_build(
+            [{**placeholder, "kind": "ConfigMap", "data": {"k": "<key>"}}]
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_secrets_come_from_untracked_files(overlay: str) -> None:
+    """The overlay's Secrets are made by its own kustomization from files git ignores (only the
+    ``.example`` files and the kustomization are tracked), named as the Deployments name them,
+    in the overlay's namespace; every Secret a Deployment reads is made there or by Strimzi."""
+    kustomization = secrets_kustomization(overlay)
+    assert kustomization["namespace"] == overlay_namespace(overlay)
+    assert kustomization["generatorOptions"]["disableNameSuffixHash"] is True
+    directory = OVERLAYS / overlay / "secrets"
+    for generator in kustomization["secretGenerator"]:
+        for env_file in generator["envs"]:
+            real = directory / env_file
+            assert ignored(real), f"{real} must be in .gitignore"
+            assert not ignored(directory / f"{env_file}.example")
+            assert "=" in (directory / f"{env_file}.example").read_text()
+    assert not ignored(directory / "kustomization.yaml")
+    tracked = subprocess.run(
+        ["git", "ls-files", str(directory)], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert all(name.endswith((".example", "kustomization.yaml")) for name in tracked), (
+        tracked
+    )  # no credential was ever added
+    docs = base_docs() + danforth_docs()
+    provided = provided_secrets(docs, overlay)
+    for deployment in of_kind(docs, "Deployment"):
+        for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                assert ref["key"] in provided.get(ref["name"], set()), var["name"]
+    generated = set(generated_secrets(overlay))
+    read = {
+        var["valueFrom"]["secretKeyRef"]["name"]
+        for d in of_kind(docs, "Deployment")
+        for var in d["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "secretKeyRef" in var.get("valueFrom", {})
+    }
+    assert generated <= read  # nothing generated that no stage reads
+
+
+def ignored(path: Path) -> bool:
+    """Whether .gitignore keeps ``path`` out of git (asked of git itself)."""
+    asked = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", str(path.relative_to(ROOT))],
+        cwd=ROOT,
+        check=False,
+    )
+    return asked.returncode == 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_secrets_kustomization_builds_from_the_examples(overlay: str, tmp_path: Path) -> None:
+    """Filled in as the README says (each ``.example`` copied and given a value), the overlay's
+    secrets kustomization makes exactly the Secrets and keys the Deployments read, with the
+    values from the files, in the overlay's namespace."""
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl is installed (set KUSTOMIZE to a binary)")
+    work = tmp_path / "secrets"
+    shutil.copytree(OVERLAYS / overlay / "secrets", work)
+    for example in work.glob("*.example"):
+        lines = example.read_text().splitlines()
+        filled = [
+            f"{line}s3cret=value-{example.stem}" if line.endswith("=") else line for line in lines
+        ]
+        (work / example.stem).write_text("\n".join(filled) + "\n")
+    built = subprocess.run([*command, str(work)], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    secrets = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert {s["kind"] for s in secrets} == {"Secret"}
+    assert {s["metadata"]["namespace"] for s in secrets} == {overlay_namespace(overlay)}
+    made = {s["metadata"]["name"]: s["data"] for s in secrets}
+    assert {name: set(data) for name, data in made.items()} == generated_secrets(overlay)
+    for generator in secrets_kustomization(overlay)["secretGenerator"]:
+        (env_file,) = generator["envs"]
+        for value in made[generator["name"]].values():  # the whole value, "=" and all
+            assert base64.b64decode(value).decode() == f"s3cret=value-{env_file}"
+
+
+# --- overlays ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def built_overlay_text(overlay: str) -> str:
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl is installed (set KUSTOMIZE to a binary)")
+    built = subprocess.run(
+        [*command, str(OVERLAYS / overlay)], capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    return built.stdout
+
+
+def built_overlay(overlay: str) -> list[Doc]:
+    """The overlay as ``kustomize build`` makes it (built once a session, parsed anew each call)."""
+    return [d for d in yaml.safe_load_all(built_overlay_text(overlay)) if d]
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_no_overlay_builds_a_secret(overlay: str) -> None:
+    docs = built_overlay(overlay)
+    assert_no_secret_in_the_build(docs)
+    assert not re.search(r"REPLACE_WITH|kind: Secret\b", built_overlay_text(overlay))
+
+
 def kustomize_command() -> list[str] | None:
     exe = os.environ.get("KUSTOMIZE") or shutil.which("kustomize")
     if exe:
@@ -498,12 +969,14 @@ def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
     )
     assert built.returncode == 0, built.stderr
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]
-    (config_map,) = of_kind(docs, "ConfigMap")
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if k8s.CONFIG_FILE in c["data"]]
     config = site_config()
     assert config_map["data"][k8s.CONFIG_FILE] == (BASE / k8s.CONFIG_FILE).read_text()
     assert_strimzi_complete(docs)
-    assert_scaling_fits_partitions(docs, config)
-    assert_danforth_deployed(docs, config)
+    assert_scaling_fits_partitions(docs, config, overlay_namespace(overlay))
+    assert_danforth_deployed(docs, config, overlay)
+    assert_users_match_the_registry(docs)
+    assert_no_secret_in_the_build(docs)
     deleter = named(docs, "Deployment", "terra-xfer-deleter")["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m for m in deleter["containers"][0]["volumeMounts"]}
     assert mounts[str(config.danforth.cache_root)]["readOnly"] is False
