@@ -58,9 +58,12 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not broker"
 
+# Every broker the run starts carries its own tag (tests/broker_tag.py); what is left of them at
+# the end is stopped, and nothing else: another checkout's test run on this machine goes on.
 test: deps lint
-	@set -o pipefail; status=0; $(if $(wildcard $(KUSTOMIZE_BIN)),KUSTOMIZE=$(KUSTOMIZE_BIN)) $(BIN)/pytest $(PYTEST_WORKERS) || status=$$?; \
-	pkill -f 'terra[.]xfer[.]tag=terra-xfer-test-broker' 2>/dev/null || true; \
+	@set -o pipefail; status=0; run=terra-xfer-test-$$$$; \
+	TERRA_XFER_TEST_TAG=$$run $(if $(wildcard $(KUSTOMIZE_BIN)),KUSTOMIZE=$(KUSTOMIZE_BIN)) $(BIN)/pytest $(PYTEST_WORKERS) || status=$$?; \
+	pkill -f "terra[.]xfer[.]tag=$$run" 2>/dev/null || true; \
 	exit $$status
 
 demo: deps

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from terra_xfer.broker import EmbeddedBroker, free_port
 from terra_xfer.config import BrokerConfig, Config, KafkaConfig
+from tests.broker_tag import TEST_BROKER_TAG
 from tests.postgres import PostgresServer, PostgresUnavailable
 
 
@@ -33,7 +34,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         BrokerConfig().kafka_version,
         heap="512m",
         controller_port=free_port(),
-        tag="terra-xfer-test-broker",
+        tag=TEST_BROKER_TAG,
     )
     node.start(timeout_s=120)
     try:

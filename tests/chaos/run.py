@@ -27,6 +27,7 @@ from terra_xfer.broker import EmbeddedBroker, free_port
 from terra_xfer.config import BrokerConfig, Config, load
 from terra_xfer.stages import registry
 from terra_xfer.topics import CHECKPOINTS, create_topics
+from tests.broker_tag import TEST_BROKER_TAG
 from tests.chaos import invariants
 from tests.chaos.evidence import evidence, latest_states
 from tests.chaos.modes import Chaos, chaos
@@ -40,7 +41,7 @@ from tests.kafka_read import read_all
 GLOBUS_SECRET = "chaos-globus-secret-7f3a"
 CLOWDER_KEY = "chaos-clowder-key-91bd"
 SITE = "ua-mac"
-BROKER_TAG = "terra-xfer-test-broker"
+BROKER_TAG = TEST_BROKER_TAG
 SHOWN_VIOLATIONS = 1000  # the rest are counted
 
 

@@ -54,6 +54,7 @@ from terra_xfer.lag import publish_lag
 from terra_xfer.stages import registry
 from terra_xfer.stages.spec import Wiring
 from terra_xfer.topics import CATALOGUE, DEADLETTER, create_topics
+from tests.broker_tag import TEST_BROKER_TAG
 from tests.kafka_read import read_all
 from tests.lemnatec import danforth_config, new_site
 from tests.pipeline import START, Stepping, drain, file_states, gantry_config, write_night
@@ -63,7 +64,7 @@ pytestmark = pytest.mark.broker
 log = logging.getLogger(__name__)
 ADMIN = "terra-acl-admin"
 ADMIN_PASSWORD = "Acl-Admin-Pw-7c2e+/"
-TAG = f"terra-xfer-test-acls-{uuid.uuid4().hex[:8]}"
+TAG = f"{TEST_BROKER_TAG}-acls-{uuid.uuid4().hex[:8]}"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 USER_FILES = (DEPLOY / "base" / "users.yaml", DEPLOY / "components" / "danforth" / "danforth.yaml")
 RESOURCE = {

@@ -26,11 +26,12 @@ from terra_xfer.config import BrokerConfig, KafkaConfig, Secret, load
 from terra_xfer.kafka import TxProducer, client_config, make_consumer
 from terra_xfer.kafka_security import KafkaAuthError, check_access
 from terra_xfer.reading import read_to_end
+from tests.broker_tag import TEST_BROKER_TAG
 
 pytestmark = pytest.mark.broker
 USER = "terra-admin"
 PASSWORD = "Scram-Test-Pw-5d1e+/"
-TAG = f"terra-xfer-test-sasl-{uuid.uuid4().hex[:8]}"
+TAG = f"{TEST_BROKER_TAG}-sasl-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

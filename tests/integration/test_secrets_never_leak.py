@@ -36,6 +36,7 @@ from terra_xfer.kafka import client_config
 from terra_xfer.reading import read_to_end
 from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
+from tests.broker_tag import TEST_BROKER_TAG
 from tests.doubles.clowder_api import ClowderDouble
 from tests.doubles.globus_api import GlobusDouble
 from tests.kafka_read import read_all
@@ -123,7 +124,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBr
         BrokerConfig().kafka_version,
         heap="512m",
         controller_port=free_port(),
-        tag=f"terra-xfer-test-leak-{uuid.uuid4().hex[:8]}",
+        tag=f"{TEST_BROKER_TAG}-leak-{uuid.uuid4().hex[:8]}",
         scram_user=ScramUser(KAFKA_USER, Secret(KAFKA_PASSWORD)),
     )
     node.start(timeout_s=120)

@@ -19,6 +19,7 @@ from terra_xfer.config import BrokerConfig, Config
 from terra_xfer.stages import registry
 from terra_xfer.stages.child import process_name
 from terra_xfer.topics import create_topics
+from tests.broker_tag import TEST_BROKER_TAG
 from tests.kafka_read import wait_for
 from tests.pipeline import (
     exit_status,
@@ -31,7 +32,7 @@ from tests.pipeline import (
 from tests.supervision import Proc, children_of, log_lines_with, survivors
 
 pytestmark = pytest.mark.broker
-BROKER_TAG = "terra-xfer-test-broker"  # as the session's: `make test` stops what is left of it
+BROKER_TAG = TEST_BROKER_TAG  # as the session's: `make test` stops what is left of it
 RESTARTED = b"starting it again"  # up's line for a stage it restarts
 
 
