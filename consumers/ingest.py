@@ -228,9 +228,12 @@ class Ingest:
 
     def _show(self) -> None:
         """The waiting files as metrics."""
-        metrics.INGEST_WAITING.set(len(self.held))
+        catalog = self.catalog.name
+        metrics.INGEST_WAITING.labels(catalog).set(len(self.held))
         since = self.held.oldest_since()
-        metrics.INGEST_OLDEST_WAITING.set(0.0 if since is None else self.clock() - since)
+        metrics.INGEST_OLDEST_WAITING.labels(catalog).set(
+            0.0 if since is None else self.clock() - since
+        )
 
     def item(self, event: dict[str, Any]) -> IngestItem:
         """The catalog entry of a transferred file (see :mod:`consumers.catalog.entries`)."""

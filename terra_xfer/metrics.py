@@ -15,10 +15,13 @@ With ``up`` running a process per stage (its default), each stage process writes
 to files in a directory that the parent shares with it (prometheus_client's multiprocess mode,
 chosen by the stage process before it imports this module), and the parent serves :func:`gathered`
 over that directory: the counters and histograms of every process added up, each gauge as its
-``multiprocess_mode`` says. Every gauge here is set by one stage only, so a gauge with labels takes
-its last value (``mostrecent``); one without labels exists in every process from the start, at 0,
-and only its stage sets it, never below 0, so it takes the largest (``max``): both read as in one
-process."""
+``multiprocess_mode`` says: its last value (``mostrecent``), as in one process.
+
+Every gauge has labels, so it is exported only by the stage that sets it, never as 0 by the others
+(a gauge without labels would be, by every process that imports this module): when its owner is
+gone the gauge is absent, ``max()`` over the pods is not fooled into reading 0, and the alerts say
+so (deploy/k8s/base/alerts.yaml). Every running stage exports ``terra_xfer_stage_retrying`` from
+its start, which tells those alerts where terra-xfer runs."""
 
 from __future__ import annotations
 
@@ -79,14 +82,18 @@ TASKS = Gauge(
 )
 TASK_DURATION = Histogram(
     "terra_xfer_task_duration_seconds",
-    "From the first poll of a transfer task to its final status.",
+    "From the first poll of a transfer task to its final status, by that status (SUCCEEDED, "
+    'FAILED): its _count{status="FAILED"} counts the tasks that failed.',
+    ["status"],
     buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 2 * 3600, 6 * 3600, 12 * 3600, 86400),
     registry=REGISTRY,
 )
 OLDEST_UNTRANSFERRED = Gauge(
     "terra_xfer_oldest_untransferred_age_seconds",
-    "Since the last state change of the oldest file not yet transferred (0: none).",
-    multiprocess_mode="max",
+    "Since the last state change of the oldest file not yet transferred, per untransferred state "
+    "(ARRIVED, BATCHED, FAILED; 0: no file in it). Set by the sweeper.",
+    ["state"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 FILES_BY_STATE = Gauge(
@@ -112,8 +119,10 @@ TAILER_BEHIND = Gauge(
 )
 CACHE_DISK = Gauge(
     "terra_xfer_cache_disk_used_ratio",
-    "Used fraction of the file system holding the cache root.",
-    multiprocess_mode="max",
+    "Used fraction of the file system holding the cache root, as the gantry producer following "
+    "the log source sees it.",
+    ["source"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 _GTP = ["group", "topic", "partition"]
@@ -155,7 +164,8 @@ STAGE_RETRIES = PromCounter(
 )
 STAGE_RETRYING = Gauge(
     "terra_xfer_stage_retrying",
-    "1 while a stage is backing off after transient errors, 0 once a step succeeds again.",
+    "1 while a stage is backing off after transient errors, else 0 (every running stage exports "
+    "it from its start).",
     ["stage"],
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
@@ -171,20 +181,23 @@ INGEST_WAITING = Gauge(
     "terra_xfer_ingest_waiting_files",
     "Files ingest has consumed and not finished: waiting for a catalog attempt, mostly another "
     "one after a transient failure.",
-    multiprocess_mode="max",
+    ["catalog"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 INGEST_OLDEST_WAITING = Gauge(
     "terra_xfer_ingest_oldest_waiting_seconds",
     "Since the longest-waiting file held by ingest was consumed (0: none waits).",
-    multiprocess_mode="max",
+    ["catalog"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 CATALOG_CIRCUIT = Gauge(
     "terra_xfer_catalog_circuit_state",
     "The remote catalog's circuit breaker: 0 closed, 1 half-open (one trial request goes), "
     "2 open (no request goes while the catalog keeps failing).",
-    multiprocess_mode="max",
+    ["catalog"],
+    multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
 STAGE_RESTARTS = PromCounter(
@@ -259,7 +272,7 @@ class TaskGauge:
             _, first = self.tasks.get(task_id, (status, self.clock()))
             if final:
                 self.tasks.pop(task_id, None)
-                TASK_DURATION.observe(self.clock() - first)
+                TASK_DURATION.labels(status).observe(self.clock() - first)
             else:
                 self.tasks[task_id] = (status, first)
             counts: dict[str, int] = {s: 0 for s in ("ACTIVE", "INACTIVE")}
@@ -291,7 +304,8 @@ class Position(Protocol):
 
 
 def observe_tailer(source: str, live_log: str, checkpoint: Position, cache_root: str) -> None:
-    """The tailer's checkpoint, the bytes of the live log behind it, and the cache disk usage."""
+    """The tailer's checkpoint, the bytes of the live log behind it, and the cache disk usage
+    (all three labelled by ``source``, the log followed)."""
     TAILER_POSITION.labels(source).set(checkpoint.offset)
     try:
         st = os.stat(live_log)
@@ -303,7 +317,7 @@ def observe_tailer(source: str, live_log: str, checkpoint: Position, cache_root:
     TAILER_BEHIND.labels(source).set(behind)
     with contextlib.suppress(OSError):
         usage = shutil.disk_usage(cache_root)
-        CACHE_DISK.set(usage.used / usage.total if usage.total else 0.0)
+        CACHE_DISK.labels(source).set(usage.used / usage.total if usage.total else 0.0)
 
 
 class StateCounts(Protocol):
@@ -316,17 +330,16 @@ UNTRANSFERRED = ("ARRIVED", "BATCHED", "FAILED")
 
 
 def observe_states(index: StateCounts, now_ms: int | None = None) -> None:
-    """Files per state, and how long the oldest untransferred file has been in its state."""
+    """Files per state, and for each untransferred state how long its oldest file has been in it."""
     counts = index.counts_by_state()
     for state in {*counts, *UNTRANSFERRED, "DONE"}:
         FILES_BY_STATE.labels(state).set(counts.get(state, 0))
-    oldest: int | None = None
-    for state in UNTRANSFERRED:
-        for row in index.query(state):
-            ms = int(row["updated_ms"])
-            oldest = ms if oldest is None else min(oldest, ms)
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    OLDEST_UNTRANSFERRED.set(0.0 if oldest is None else max(0, now - oldest) / 1000)
+    for state in UNTRANSFERRED:
+        oldest = min((int(row["updated_ms"]) for row in index.query(state)), default=None)
+        OLDEST_UNTRANSFERRED.labels(state).set(
+            0.0 if oldest is None else max(0, now - oldest) / 1000
+        )
 
 
 class Periodic:

@@ -120,7 +120,7 @@ class ClowderHttp:
         """Let a request go, or refuse it at once while the breaker is open."""
         if self.breaker.allow():
             return
-        metrics.CATALOG_CIRCUIT.set(STATE_VALUES[self.breaker.state])
+        metrics.CATALOG_CIRCUIT.labels("clowder").set(STATE_VALUES[self.breaker.state])
         wait = self.breaker.wait_s()
         why = f"not sent, most recent requests failed; next trial in {wait:.1f} s"
         raise CatalogUnavailable(self._where(method, path, why), retry_after=wait)
@@ -129,7 +129,7 @@ class ClowderHttp:
         """Tell the breaker; a change of state to the log and the gauge."""
         self.breaker.record(ok)
         state = self.breaker.state
-        metrics.CATALOG_CIRCUIT.set(STATE_VALUES[state])
+        metrics.CATALOG_CIRCUIT.labels("clowder").set(STATE_VALUES[state])
         if state == OPEN and self._circuit == CLOSED:
             log.warning(
                 "clowder %s keeps failing; one trial request every %.0f s or more until one succeeds",

@@ -48,11 +48,14 @@ POLL_ERRORS = Counter(
     "Danforth polls that failed reading the LemnaTec database or blob store (retried).",
     registry=metrics.REGISTRY,
 )
+# Labelled, so only the Danforth producer exports it (from its start), never every process that
+# imports this module: a producer that is gone reads as absent, which its alert watches.
 LAST_SNAPSHOT = Gauge(
     "terra_xfer_danforth_last_snapshot_id",
-    "Highest LemnaTec snapshot id the Danforth producer has committed past.",
+    "Highest LemnaTec snapshot id the Danforth producer has committed past, by database.",
+    ["database"],
     registry=metrics.REGISTRY,
-    multiprocess_mode="max",  # one writer, never negative: the largest is its value
+    multiprocess_mode="mostrecent",
 )
 
 
@@ -90,6 +93,7 @@ class DanforthProducer:
         stored = last_checkpoint(self.config, self.source_id)
         self.position = Position.from_dict(stored["position"]) if stored else Position()
         self.events = int(stored["events"]) if stored else 0
+        LAST_SNAPSHOT.labels(self.db.database).set(self.position.last_id)
         log.info(
             "danforth: following %s after snapshot %d (%d waiting to complete)",
             self.db.database,
@@ -178,7 +182,7 @@ class DanforthProducer:
             SNAPSHOTS.labels("given_up").inc()
             metrics.DEAD_LETTERS.labels(SOURCE, "snapshot_given_up").inc()
             log.warning("danforth: %s: dead-lettered", gone.reason)
-        LAST_SNAPSHOT.set(todo.position.last_id)
+        LAST_SNAPSHOT.labels(self.db.database).set(todo.position.last_id)
         if made:
             log.info(
                 "danforth: shipped snapshots %d..%d (%d files); position %d, %d waiting",

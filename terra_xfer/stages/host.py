@@ -119,6 +119,8 @@ class Retries:
         self.cause: str | None = None
         self._since = 0.0
         self._told = 0.0
+        # 0 from the start: a running stage is seen by this series even before it ever retries.
+        metrics.STAGE_RETRYING.labels(stage).set(0)
 
     def failed(self, exc: TransientError) -> float:
         """Record one failure; the seconds to wait before the next attempt."""

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from producers.checkpoints import last_checkpoint
-from producers.danforth.service import DanforthProducer
+from producers.danforth.service import LAST_SNAPSHOT, DanforthProducer
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
@@ -105,6 +106,28 @@ def test_snapshots_flow_metadata_with_every_file_and_bad_blobs_dead_lettered(
     stored = last_checkpoint(config, f"danforth:{site.database}")
     assert stored is not None and stored["position"]["last_id"] == planned[-1].id
     assert stored["events"] == sum(expected_keys(planned).values())
+
+
+def test_the_producer_exports_its_position_from_its_start_and_no_other_stage_does(
+    config: Config, site: LemnaTecSite
+) -> None:
+    """terra_xfer_danforth_last_snapshot_id is labelled by database and set when the producer
+    starts (before anything new is committed): absent, its alert says the producer is gone."""
+    planned = site.add(2)
+    gauge = ("terra_xfer_danforth_last_snapshot_id", {"database": site.database})
+    first = DanforthProducer(config, registry.spec("danforth"))
+    try:
+        drain(first)
+    finally:
+        first.close()
+    assert metrics.REGISTRY.get_sample_value(*gauge) == planned[-1].id
+    LAST_SNAPSHOT.remove(site.database)  # as in a new process
+    second = DanforthProducer(config, registry.spec("danforth"))
+    try:
+        second.start()
+        assert metrics.REGISTRY.get_sample_value(*gauge) == planned[-1].id
+    finally:
+        second.close()
 
 
 def test_a_snapshot_completed_late_is_shipped_when_it_completes(

@@ -90,7 +90,7 @@ def test_a_drained_pipeline_exposes_its_counts_and_zero_lag(config: Config, tmp_
         after[("terra_xfer_tailer_position_bytes", tailer)] == config.gantry.xferlog.stat().st_size
     )
     assert after[("terra_xfer_tailer_bytes_behind", tailer)] == 0
-    assert 0 < after[("terra_xfer_cache_disk_used_ratio", frozenset())] <= 1
+    assert 0 < after[("terra_xfer_cache_disk_used_ratio", tailer)] <= 1
     assert after[("terra_xfer_batch_files_count", frozenset())] > before.get(
         ("terra_xfer_batch_files_count", frozenset()), 0
     )

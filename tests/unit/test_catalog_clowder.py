@@ -597,8 +597,8 @@ def test_a_failing_clowder_gets_one_trial_request_per_open_period(
     assert len(clowder.seen()) == 5  # then nothing more is sent
     assert isinstance(failures[-1], CatalogUnavailable) and failures[-1].retry_after == 2.0
     assert "keeps failing" in caplog.text
-    gauge = metrics.REGISTRY.get_sample_value("terra_xfer_catalog_circuit_state")
-    assert gauge == 2
+    circuit = ("terra_xfer_catalog_circuit_state", {"catalog": "clowder"})
+    assert metrics.REGISTRY.get_sample_value(*circuit) == 2
 
     clock.now += 2.0
     assert not isinstance(attempt(), CatalogUnavailable)  # the trial, failed
@@ -608,7 +608,7 @@ def test_a_failing_clowder_gets_one_trial_request_per_open_period(
 
     assert catalog.ingest(item).created is True
     assert "answers again" in caplog.text
-    assert metrics.REGISTRY.get_sample_value("terra_xfer_catalog_circuit_state") == 0
+    assert metrics.REGISTRY.get_sample_value(*circuit) == 0
 
 
 def test_configuration_mistakes_are_config_errors() -> None:

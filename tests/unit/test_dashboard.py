@@ -59,3 +59,17 @@ def test_health_panels_watch_lag_failures_dead_letters_and_disk() -> None:
         "terra_xfer_tailer_bytes_behind",
         "terra_xfer_oldest_untransferred_age_seconds",
     } <= used
+
+
+def test_every_query_reads_the_chosen_namespace_only() -> None:
+    """dev and prod may share one Prometheus: each panel shows the namespace chosen at the top
+    (or every namespace, "All"), never the two added up unasked."""
+    doc = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    namespace = variables["namespace"]
+    assert "namespace)" in namespace["query"]["query"] and not namespace["multi"]
+    selector = re.compile(r"\b(terra_xfer_[a-z_]+)(\{[^}]*\})?")
+    for title, expr in queries():
+        for name, matchers in selector.findall(expr):
+            assert 'namespace=~"$namespace"' in matchers, (title, name, expr)
+    assert 'namespace=~"$namespace"' in variables["sensor"]["query"]["query"]

@@ -134,6 +134,10 @@ def transient_attempts() -> float:
     return metrics.REGISTRY.get_sample_value("terra_xfer_ingest_attempts_total", labels) or 0.0
 
 
+def waiting(name: str, catalog: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"catalog": catalog})
+
+
 def step(ingest: Ingest, batch: Sequence[Decoded] = ()) -> list[Any]:
     """What one step would commit: the consumed batch taken, the due calls made."""
     for d in batch:
@@ -199,6 +203,9 @@ def test_a_transient_failure_holds_back_only_its_file_and_the_offsets_after_it(
         ("FileIngested", "d_left.bin"),
     ]
     assert ingest.held.offsets() == {0: 1, 1: 1}  # a restart reads b again, d is done
+    ingest._show()  # what waits, labelled by the catalog (only ingest exports it)
+    assert waiting("terra_xfer_ingest_waiting_files", catalog.name) == 1
+    assert waiting("terra_xfer_ingest_oldest_waiting_seconds", catalog.name) == 0.0
     assert step(ingest) == []  # not due yet: nothing is sent
     assert catalog.calls == [["a_left.bin"], ["b_left.bin"], ["c_left.bin"], ["d_left.bin"]]
 

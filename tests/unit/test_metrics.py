@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import Gauge
+from prometheus_client.parser import text_string_to_metric_families
 
 from terra_xfer import metrics
 from terra_xfer.config import load
@@ -56,16 +57,67 @@ def test_every_contracted_series_name_is_exported() -> None:
     assert metrics.exported_names() >= CONTRACT
 
 
-def test_every_gauge_says_how_the_stage_processes_values_merge() -> None:
-    """Under ``up --processes`` a gauge left in prometheus_client's default mode ("all") would be
-    served as one series per process, with a ``pid`` label the dashboards do not expect."""
-    gauges = {g._name: g for g in vars(metrics).values() if isinstance(g, Gauge)}
-    modes = {name: g._multiprocess_mode for name, g in gauges.items()}
-    assert len(modes) >= 10 and set(modes.values()) <= {"mostrecent", "max"}
-    # "max" only where every process holds the series from the start and its values are >= 0
-    assert {n for n, m in modes.items() if m == "max"} == {
-        n for n, g in gauges.items() if not g._labelnames
+def gauges() -> dict[str, Gauge]:
+    import terra_xfer.stages.registry  # noqa: F401  (every stage's module, and its metrics)
+
+    return {
+        c._name: c
+        for c in metrics.REGISTRY._collector_to_names  # every gauge of every module
+        if isinstance(c, Gauge)
     }
+
+
+def test_every_gauge_has_labels_and_reads_as_its_last_value_across_processes() -> None:
+    """A gauge without labels is exported (at 0) by every process that imports the module, so
+    ``max()`` over the pods reads 0 when its one owner is gone; with labels it exists only where
+    it is set. Under ``up --processes`` a gauge left in prometheus_client's default mode ("all")
+    would be served as one series per process, with a ``pid`` label the dashboards do not
+    expect: each takes the last value set (the one stage that sets it)."""
+    found = gauges()
+    assert len(found) >= 14 and "terra_xfer_danforth_last_snapshot_id" in found
+    assert {n for n, g in found.items() if not g._labelnames} == set()
+    assert {g._multiprocess_mode for g in found.values()} == {"mostrecent"}
+
+
+NOTHING_SET = """
+import sys
+from prometheus_client import generate_latest
+import terra_xfer.metrics as metrics
+from terra_xfer.stages import registry  # imports every stage's module, and their metrics
+from terra_xfer.stages.host import Retries
+Retries("batcher")  # a running stage: it sets only its own retry gauge
+if len(sys.argv) > 1:
+    registry_ = metrics.gathered(sys.argv[1])
+else:
+    registry_ = metrics.REGISTRY
+sys.stdout.write(generate_latest(registry_).decode())
+"""
+
+
+def gauge_samples(text: str) -> dict[str, float]:
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in text_string_to_metric_families(text)
+        if family.type == "gauge" and not family.name.endswith("_created")  # a counter's start
+        for s in family.samples
+        if s.name == family.name
+    }
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["one process", "up --processes"])
+def test_a_stage_exports_no_gauge_it_does_not_set(tmp_path: Path, processes: bool) -> None:
+    """A batcher exports its retry gauge and nothing of the cache disk, the oldest untransferred
+    file, the catalog or the Danforth producer: those read as absent when their owner is gone."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    args = [sys.executable, "-c", NOTHING_SET]
+    if processes:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+        args.append(str(tmp_path))
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert gauge_samples(out.stdout) == {"terra_xfer_stage_retrying[('stage', 'batcher')]": 0.0}
 
 
 def test_file_counts_go_by_stage_and_sensor() -> None:
@@ -120,10 +172,11 @@ def test_a_batch_records_its_size_and_the_age_of_its_oldest_file() -> None:
     assert value("terra_xfer_batch_age_seconds_sum") == pytest.approx(age_sum + 120.0)
 
 
-def test_tasks_in_flight_by_status_and_their_duration_when_final() -> None:
+def test_tasks_in_flight_by_status_and_their_duration_and_count_by_final_status() -> None:
     clock = Clock()
     tasks = metrics.TaskGauge(clock)
-    durations = value("terra_xfer_task_duration_seconds_sum")
+    durations = value("terra_xfer_task_duration_seconds_sum", status="SUCCEEDED")
+    failed = value("terra_xfer_task_duration_seconds_count", status="FAILED")
     tasks.observe("t1", "ACTIVE", False)
     tasks.observe("t2", "ACTIVE", False)
     tasks.observe("t2", "INACTIVE", False)
@@ -132,7 +185,21 @@ def test_tasks_in_flight_by_status_and_their_duration_when_final() -> None:
     clock.now += 42.0
     tasks.observe("t1", "SUCCEEDED", True)
     assert value("terra_xfer_tasks", status="ACTIVE") == 0
-    assert value("terra_xfer_task_duration_seconds_sum") == pytest.approx(durations + 42.0)
+    assert value("terra_xfer_task_duration_seconds_sum", status="SUCCEEDED") == pytest.approx(
+        durations + 42.0
+    )
+    # FAILED is final: the task leaves the gauge, and the count of failed tasks (the alert's) grows
+    tasks.observe("t2", "FAILED", True)
+    assert value("terra_xfer_tasks", status="INACTIVE") == 0
+    assert value("terra_xfer_task_duration_seconds_count", status="FAILED") == failed + 1
+
+
+def test_a_stage_exports_its_retry_gauge_from_its_start() -> None:
+    Retries("state-keeper")
+    assert (
+        metrics.REGISTRY.get_sample_value("terra_xfer_stage_retrying", {"stage": "state-keeper"})
+        == 0
+    )
 
 
 class Index:
@@ -146,7 +213,7 @@ class Index:
         return iter([{"updated_ms": ms} for ms in self.rows.get(state or "", [])])
 
 
-def test_files_by_state_and_the_oldest_untransferred_age() -> None:
+def test_files_by_state_and_the_oldest_untransferred_age_per_state() -> None:
     metrics.observe_states(
         Index({"ARRIVED": [95_000], "BATCHED": [70_000, 99_000], "DONE": [1, 2, 3]}),
         now_ms=100_000,
@@ -154,9 +221,13 @@ def test_files_by_state_and_the_oldest_untransferred_age() -> None:
     assert value("terra_xfer_files_by_state", state="BATCHED") == 2
     assert value("terra_xfer_files_by_state", state="DONE") == 3
     assert value("terra_xfer_files_by_state", state="FAILED") == 0
-    assert value("terra_xfer_oldest_untransferred_age_seconds") == 30.0
+    oldest = "terra_xfer_oldest_untransferred_age_seconds"
+    assert value(oldest, state="BATCHED") == 30.0
+    assert value(oldest, state="ARRIVED") == 5.0
+    assert metrics.REGISTRY.get_sample_value(oldest, {"state": "FAILED"}) == 0.0
+    assert metrics.REGISTRY.get_sample_value(oldest, {"state": "DONE"}) is None
     metrics.observe_states(Index({"DONE": [1]}), now_ms=100_000)
-    assert value("terra_xfer_oldest_untransferred_age_seconds") == 0.0
+    assert value(oldest, state="BATCHED") == 0.0
     assert value("terra_xfer_files_by_state", state="BATCHED") == 0
 
 
@@ -172,7 +243,7 @@ def test_tailer_position_bytes_behind_and_cache_disk(tmp_path: Path) -> None:
     metrics.observe_tailer("xferlog", str(live), Cp(st.st_dev, st.st_ino, 300), str(tmp_path))
     assert value("terra_xfer_tailer_position_bytes", source="xferlog") == 300
     assert value("terra_xfer_tailer_bytes_behind", source="xferlog") == 700
-    assert 0.0 < value("terra_xfer_cache_disk_used_ratio") <= 1.0
+    assert 0.0 < value("terra_xfer_cache_disk_used_ratio", source="xferlog") <= 1.0
     # Still in a rotated file: the whole live log is behind.
     metrics.observe_tailer("xferlog", str(live), Cp(st.st_dev, st.st_ino + 1, 50), str(tmp_path))
     assert value("terra_xfer_tailer_bytes_behind", source="xferlog") == 1000

@@ -124,7 +124,7 @@ class Measured:
         metrics.observe_batch([{"mtime_ns": 0}] * self.steps, now_s=5.0)
         metrics.TAILER_POSITION.labels(self.name).set(10 * self.steps)
         if self.name == "a":
-            metrics.CACHE_DISK.set(0.25 * self.steps)
+            metrics.CACHE_DISK.labels("xferlog").set(0.25 * self.steps)
         return 1
 
     def close(self) -> None:
@@ -278,8 +278,18 @@ def test_stage_processes_metrics_are_gathered_as_one_process_would_count_them(
             assert value("terra_xfer_batch_files_bucket", le="1.0") == 2
             assert value("terra_xfer_tailer_position_bytes", source="a") == 30  # the last set
             assert value("terra_xfer_tailer_position_bytes", source="b") == 30
-            assert value("terra_xfer_cache_disk_used_ratio") == 0.75  # b never set it
-            assert value("terra_xfer_oldest_untransferred_age_seconds") == 0  # nobody set it
+            assert value("terra_xfer_cache_disk_used_ratio", source="xferlog") == 0.75  # a's last
+            # b never set it, and nobody set this: absent, not 0 (gauges have labels)
+            assert not [
+                s
+                for family in registry.collect()
+                for s in family.samples
+                if s.name
+                in (
+                    "terra_xfer_oldest_untransferred_age_seconds",
+                    "terra_xfer_catalog_circuit_state",
+                )
+            ]
             labels = {
                 name for family in registry.collect() for s in family.samples for name in s.labels
             }
