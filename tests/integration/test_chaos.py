@@ -16,6 +16,7 @@ from tests.chaos.scale import KINDS
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.slow
 def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     report = run(SHORT, tmp_path, say=lambda text: None)
     print(json.dumps(as_dict(report), indent=2))  # the figures, shown with -s or on failure
@@ -25,6 +26,7 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     assert sum(report.faults.values()) > 0 and report.bad_lines == 5
 
 
+@pytest.mark.slow
 def test_short_chaos_run_killing_up_itself_keeps_every_promise(tmp_path: Path) -> None:
     report = run(SHORT_SUPERVISED, tmp_path, say=lambda text: None, mode="up")
     print(json.dumps(as_dict(report), indent=2))
@@ -34,6 +36,7 @@ def test_short_chaos_run_killing_up_itself_keeps_every_promise(tmp_path: Path) -
     assert sum(report.faults.values()) > 0 and report.bad_lines == 5
 
 
+@pytest.mark.slow
 def test_short_scale_out_run_keeps_every_promise(tmp_path: Path) -> None:
     report = run(SHORT_SCALE, tmp_path, say=lambda text: None, mode="scale-out")
     print(json.dumps(as_dict(report), indent=2))

@@ -149,6 +149,7 @@ def test_a_snapshot_completed_late_is_shipped_when_it_completes(
     assert stored is not None and stored["position"] == {"last_id": done[-1].id, "waiting": {}}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_snapshot_loses_and_repeats_nothing(
     config: Config, site: LemnaTecSite, postgres: PostgresServer
 ) -> None:

@@ -99,6 +99,7 @@ def test_rotation_gzip_malformed_and_missing(config: Config) -> None:
     assert {d["raw"] for d in dead} >= {bad[0].rstrip(b"\n"), bad[1].rstrip(b"\n")}
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(config: Config) -> None:
     lines, all_keys = night(config, 20_000, seed=3)
     log = config.gantry.xferlog

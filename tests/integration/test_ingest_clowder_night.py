@@ -125,6 +125,7 @@ def duplicates(clowder: ClowderDouble) -> dict[str, list[tuple[object, ...]]]:
     return found
 
 
+@pytest.mark.slow
 def test_a_night_through_a_failing_clowder_with_kills_ends_done_once_each(
     pipeline_config: Config, clowder: ClowderDouble, tmp_path: Path
 ) -> None:

@@ -98,6 +98,7 @@ def events(config: Config, topic: str) -> list[dict[str, Any]]:
     return [v for _, v in read_all(config.kafka, config.topic(topic))]
 
 
+@pytest.mark.slow
 def test_two_thousand_files_to_done_then_a_replay_changes_nothing(config: Config) -> None:
     shipped = set(write_night(config, 2400, seed=2))
     cache = config.gantry.cache_root

@@ -38,6 +38,7 @@ def config(pipeline_config: Config) -> Config:
     return cfg
 
 
+@pytest.mark.slow
 def test_up_drains_a_night_and_resumes_after_sigterm(config: Config) -> None:
     shipped = set(write_night(config, 1000, seed=21))
     cache = config.gantry.cache_root

@@ -42,6 +42,7 @@ def config(pipeline_config: Config) -> Config:
     return cfg
 
 
+@pytest.mark.slow
 def test_stage_processes_drain_a_night_stop_on_sigterm_and_resume(config: Config) -> None:
     shipped = set(write_night(config, 600, seed=23))
     keys = {f"ua-mac/{rel}" for rel in shipped}

@@ -92,6 +92,7 @@ def assert_unhindered(log: bytes) -> None:
     assert log_lines_with(log, RESTARTED) == []
 
 
+@pytest.mark.slow
 def test_up_killed_twice_in_a_night_leaves_no_stage_behind_and_the_next_up_finishes(
     config: Config,
 ) -> None:
@@ -141,6 +142,7 @@ def test_up_killed_twice_in_a_night_leaves_no_stage_behind_and_the_next_up_finis
     assert counts["files"] == len(shipped) - metadata  # nothing registered twice
 
 
+@pytest.mark.slow
 def test_a_stage_process_killed_inside_up_is_started_again_and_the_night_completes(
     config: Config,
 ) -> None:
@@ -174,6 +176,7 @@ def test_a_stage_process_killed_inside_up_is_started_again_and_the_night_complet
     assert not any((config.gantry.cache_root / rel).exists() for rel in shipped)
 
 
+@pytest.mark.slow
 def test_up_started_before_the_broker_waits_for_it_then_ships_the_night(
     pipeline_config: Config, tmp_path: Path
 ) -> None:
