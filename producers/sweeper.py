@@ -4,9 +4,11 @@ At start and every ``interval_s`` it walks the whitelisted part of the cache. A 
 than ``min_age_s`` whose version has no record in files.state (or only an ARRIVED one, an older
 version, or a MISSING record: logged while it was not in the cache) is offered again as FileArrived
 (source SWEEPER): an upload whose log line was lost or malformed, or a name vsftpd logged
-ambiguously, still reaches the destination. A version that is batched, in flight or transferred is
-never re-queued. Files sitting in one pipeline state longer than ``stuck_after_s`` are reported
-(MISSING is not one: no stage waits on it, ``terra-xfer report`` counts it).
+ambiguously, still reaches the destination. It is counted as stage ``requeued`` in
+terra_xfer_files_total, never as ``arrived``, so the dashboard's arrivals count each file once. A
+version that is batched, in flight or transferred is never re-queued. Files sitting in one
+pipeline state longer than ``stuck_after_s`` are reported (MISSING is not one: no stage waits on
+it, ``terra-xfer report`` counts it).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class Sweeper:
             Output(topic, value["key"], self.codec.encode("FileArrived", value)) for value in events
         )
         for value in events:
-            metrics.count_file("arrived", value["sensor"], value["size"])
+            metrics.count_file("requeued", value["sensor"], value["size"])
         return len(events)
 
     def report_stuck(self) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 One registry for the process (``REGISTRY``), so ``terra-xfer up`` serves every stage's series from
 one port. Metric names are a contract with the alert rules and the Grafana dashboard
-(``deploy/grafana/terra-xfer.json``): rename nothing without changing both.
+(``deploy/k8s/base/terra-xfer-dashboard.json``): rename nothing without changing both.
 
 Counters count events as a stage emits them, inside its transaction: a transaction aborted and
 retried counts its events again, so the counters are an upper bound of what was committed (the
@@ -45,7 +45,7 @@ UNKNOWN_SENSOR = "unknown"
 REGISTRY = CollectorRegistry()
 FILES = PromCounter(
     "terra_xfer_files_total",
-    "Files per stage event (arrived, transferred, failed, ingested, deleted) and sensor.",
+    "Files per stage event (arrived, requeued, transferred, failed, ingested, deleted) and sensor.",
     ["stage", "sensor"],
     registry=REGISTRY,
 )
@@ -241,7 +241,10 @@ def sensor_of(where: object) -> str:
 
 
 def count_file(stage: str, sensor: str | None, size: int, files: int = 1) -> None:
-    """``files`` file events of ``stage`` (arrived, transferred, failed, ingested, deleted)."""
+    """``files`` file events of ``stage`` (arrived, requeued, transferred, failed, ingested,
+    deleted). ``arrived`` is a producer's announcement; the sweeper's announcements (a file
+    offered again, or one whose log line was lost) are ``requeued``, so the arrivals on the
+    dashboard count no file twice."""
     label = sensor or UNKNOWN_SENSOR
     FILES.labels(stage, label).inc(files)
     BYTES.labels(stage, label).inc(max(0, size))
