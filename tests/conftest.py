@@ -109,16 +109,3 @@ def pipeline_config(bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
             keeper_path=tmp_path / "state-keeper.sqlite",
         ),
     )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``slow`` first in each half of the run.
-
-    ``make test`` runs two workers, each given one half of the tests in order (the idle one then
-    takes tests still waiting in the other's queue). With the long tests first in both halves,
-    the short ones fill in around them, instead of one long test running alone at the end.
-    """
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    rest = [item for item in items if not item.get_closest_marker("slow")]
-    half = len(rest) // 2
-    items[:] = [*slow[0::2], *rest[:half], *slow[1::2], *rest[half:]]

@@ -59,9 +59,9 @@ class Plan:
     burst_pause_s: float = 0.1
 
 
-SHORT = Plan(files=700, kills=6, kill_gap_s=(2.0, 5.0), timeout_s=240, faults=8)
+SHORT = Plan(files=500, kills=6, kill_gap_s=(2.0, 5.0), timeout_s=240, faults=8)
 # Killing `up` restarts every stage at once: fewer kills, further apart, over a smaller night.
-SHORT_SUPERVISED = Plan(files=600, kills=4, kill_gap_s=(4.0, 10.0), timeout_s=240, faults=8)
+SHORT_SUPERVISED = Plan(files=400, kills=4, kill_gap_s=(4.0, 10.0), timeout_s=240, faults=8)
 LONG = Plan(
     files=20_000, kills=30, kill_gap_s=(4.0, 20.0), timeout_s=3600, faults=80, burst_pause_s=0.2
 )
