@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from schemas.codec import Codec, CodecError
@@ -9,11 +10,15 @@ from terra_xfer.config import Config
 from terra_xfer.reading import read_to_end
 from terra_xfer.topics import DEADLETTER
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
 
 def reason_class(reason: str) -> str:
-    """A reason without its particulars (paths, quoted values), so like failures count together."""
-    head = reason.split(":")[0]
-    return " ".join(w for w in head.split() if not (w.startswith(("'", '"', "/")) or "/" in w))
+    """A reason without its particulars, so like failures count together and still read as a
+    sentence: each quoted value becomes ``'…'`` and each path ``…``, and what follows the first
+    colon is dropped (``date 'Apr 31 2016' does not exist`` → ``date '…' does not exist``)."""
+    head = _QUOTED.sub("'…'", reason).split(":")[0]
+    return " ".join("…" if "/" in word else word for word in head.split())
 
 
 def count_dead_letters(config: Config, timeout_s: float = 30.0) -> dict[str, int]:
