@@ -69,7 +69,7 @@ def cache_home() -> Path:
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "terra."
-    partitions: int = 6
+    partitions: int = field(default=6, metadata={"min": 1})
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -288,6 +288,10 @@ def _build(
             values[name] = _coerce(hint, env[env_name], f"{env_name}", base, from_env=True)
         elif name in raw:
             values[name] = _coerce(hint, raw[name], f"{dotted} in the config file", base)
+        least = fld.metadata.get("min")
+        if least is not None and name in values and values[name] < least:
+            source = env_name if env_name in env else f"{dotted} in the config file"
+            raise ConfigError(f"{source} must be at least {least}, not {values[name]!r}")
     return cls(**values)
 
 

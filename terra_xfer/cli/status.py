@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from consumers.state.view import StateFollower
+from schemas.codec import current_schemas
 from terra_xfer.cli import State
 from terra_xfer.config import Config
 from terra_xfer.deadletters import count_dead_letters
@@ -42,6 +43,18 @@ def file_key(config: Config, path: str) -> str:
     return f"{site}/{p.as_posix()}"
 
 
+def _file_states() -> tuple[str, ...]:
+    """The states a file can be in: the symbols of FileState's ``state`` enum (the schema is
+    their one definition)."""
+    (kind,) = [
+        f["type"] for f in current_schemas()["FileState"].schema["fields"] if f["name"] == "state"
+    ]
+    return tuple(kind["symbols"])
+
+
+FILE_STATES = _file_states()
+
+
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
@@ -50,7 +63,10 @@ def _when(ms: int) -> str:
 @click.argument("path", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (or object for PATH).")
 @click.option(
-    "--state", "state_filter", help="Only files in this state (e.g. FAILED, MISSING, DONE)."
+    "--state",
+    "state_filter",
+    type=click.Choice(FILE_STATES, case_sensitive=False),
+    help="Only files in this state.",
 )
 @click.option("--sensor", help="Only files of this sensor (e.g. stereoTop).")
 @click.pass_obj

@@ -93,6 +93,7 @@ def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
         ("[gantry]\nwhitelist = 'MAC/'\n", "gantry.whitelist .* list of strings"),
         ("batcher = 3\n", "batcher must be a table"),
         ("[kafka\n", "not valid TOML"),
+        ("[kafka]\npartitions = 0\n", "kafka.partitions in the config file must be at least 1"),
     ],
 )
 def test_bad_files_get_one_clear_sentence(tmp_path: Path, text: str, message: str) -> None:
@@ -103,6 +104,12 @@ def test_bad_files_get_one_clear_sentence(tmp_path: Path, text: str, message: st
 def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="TERRA_XFER_BATCHER_MAX_FILES must be a number"):
         load(env={"TERRA_XFER_BATCHER_MAX_FILES": "lots"})
+
+
+def test_no_partitions_from_the_environment_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match="TERRA_XFER_KAFKA_PARTITIONS must be at least 1, not 0"):
+        load(env={"TERRA_XFER_KAFKA_PARTITIONS": "0"})
+    assert load(env={"TERRA_XFER_KAFKA_PARTITIONS": "1"}).kafka.partitions == 1
 
 
 def test_missing_file(tmp_path: Path) -> None:
