@@ -190,6 +190,9 @@ class KeeperCopy(TopicFollower):
             stable = self._latest(wanted, IsolationLevel.READ_COMMITTED)
             end = self._latest(wanted, IsolationLevel.READ_UNCOMMITTED)
         except KafkaException as exc:
+            # A client that knew the cluster before a broker restart may keep asking with stale
+            # leader epochs (FENCED_LEADER_EPOCH) for ever: the next attempt starts afresh.
+            self._admin = None
             raise TransientError(f"listing the offsets of {self.topic}: {exc}") from exc
         return {p: (stable[p], end[p]) for p in sorted(end) if stable[p] < end[p]}
 

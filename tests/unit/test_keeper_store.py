@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from consumers.state.keeper_store import KeeperStore
+from consumers.state.keeper_store import KeeperCopy, KeeperStore
 from consumers.state.status_index import StatusIndex, StatusIndexCorruptError
+from terra_xfer.config import Config
+from terra_xfer.errors import TransientError
 from tests.samples import sample
 
 
@@ -82,3 +85,22 @@ def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
         pytest.raises(StatusIndexCorruptError, match=r"ua-mac/a.*delete the file"),
     ):
         store.get("ua-mac/a")
+
+
+def test_a_failed_offset_listing_is_asked_again_by_a_fresh_client(tmp_path: Path) -> None:
+    """After a broker restart a client may keep stale leader epochs for ever: a listing that failed
+    is transient, and the next one is made by a new admin client."""
+
+    class Stale:
+        def list_offsets(self, *_args: object, **_kwargs: object) -> None:
+            raise KafkaException(KafkaError(KafkaError.FENCED_LEADER_EPOCH))
+
+    copy = KeeperCopy(Config(), tmp_path / "keeper.sqlite")
+    try:
+        copy._admin = Stale()  # type: ignore[assignment]
+        with pytest.raises(TransientError, match=r"listing the offsets of terra\.files\.state"):
+            copy.open_transactions({0})
+        assert copy._admin is None
+        assert copy.open_transactions(set()) == {}  # nothing held: nothing asked
+    finally:
+        copy.close()
