@@ -49,18 +49,15 @@ class TopicFollower:
         raise NotImplementedError
 
     def _assign(self, again: bool = False) -> None:
-        """Assign every partition at the stored offsets (``again``: re-assign, which makes the
-        consumer report the end of each partition anew)."""
+        """Assign every partition at the stored offsets (``again``: with a new consumer, so that
+        every end of partition it reports comes from this reading: one kept from an earlier read,
+        still queued, would end a catch-up before it has read anything)."""
         if self._consumer is not None and not again:
             return
-        if self._consumer is None:
-            self._consumer = make_consumer(
-                self.config.kafka,
-                f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
-                {"enable.partition.eof": True},
-            )
-            meta = self._consumer.list_topics(self.topic, timeout=10)
-            self._partitions = sorted(meta.topics[self.topic].partitions)
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self._consumer = self._new_consumer()
         stored = self._stored_offsets()
         self._consumer.assign(
             [
@@ -68,6 +65,17 @@ class TopicFollower:
                 for p in self._partitions
             ]
         )
+
+    def _new_consumer(self) -> Any:
+        """A consumer of files.state of its own (no group), and the topic's partitions."""
+        consumer = make_consumer(
+            self.config.kafka,
+            f"terra-xfer-state-view-{uuid.uuid4().hex[:8]}",
+            {"enable.partition.eof": True},
+        )
+        meta = consumer.list_topics(self.topic, timeout=10)
+        self._partitions = sorted(meta.topics[self.topic].partitions)
+        return consumer
 
     def refresh(self, max_messages: int = 10_000, timeout_s: float = 0.0) -> int:
         """Apply what is available now (up to ``max_messages``); return how many states were written."""

@@ -79,6 +79,7 @@ def follower(tmp_path: Path, **kind: bool) -> tuple[StateFollower, Feed]:
     view = StateFollower(Config(), tmp_path / "view.sqlite", **kind)
     feed = Feed()
     view._consumer = feed
+    view._new_consumer = lambda: feed  # type: ignore[method-assign]
     view._partitions = [0]
     return view, feed
 
