@@ -13,12 +13,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
 from schemas.codec import Codec
 from terra_xfer.config import Config
+from terra_xfer.kafka import client_config
 from terra_xfer.reading import read_to_end
 from terra_xfer.topics import (
     DEADLETTER,
@@ -41,6 +46,39 @@ def walk(root: Path) -> Iterator[tuple[str, Path]]:
         for name in files:
             path = Path(dirpath, name)
             yield path.relative_to(root).as_posix(), path
+
+
+def settled(config: Config, topics: tuple[str, ...], timeout_s: float = 30.0) -> dict[str, int]:
+    """Wait until no transaction is open on ``topics`` (last stable offset = end everywhere), at
+    most ``timeout_s``: a stage stopped or killed mid-step leaves one open until the broker times
+    it out, and read_committed readers see nothing past it meanwhile. Returns the partitions still
+    held back when the wait ends (``topic[p]`` -> offsets held back), for the log."""
+    admin = AdminClient(client_config(config.kafka))
+    names = [config.topic(t) for t in topics]
+    meta = admin.list_topics(timeout=10)
+    wanted = {
+        TopicPartition(n, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        for n in names
+        if n in meta.topics
+        for p in meta.topics[n].partitions
+    }
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = [
+            {
+                tp: f.result().offset
+                for tp, f in admin.list_offsets(wanted, isolation_level=level).items()
+            }
+            for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+        ]
+        held = {
+            f"{tp.topic}[{tp.partition}]": ends[1][tp] - ends[0][tp]
+            for tp in wanted
+            if ends[0][tp] < ends[1][tp]
+        }
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)  # the broker ends timed-out transactions on its own schedule
 
 
 def latest_states(config: Config) -> dict[str, str]:
@@ -94,7 +132,9 @@ def _events(config: Config, topic: str, record: str) -> list[dict[str, Any]]:
 def evidence(
     config: Config, config_path: Path, env: dict[str, str], work: Path, clowder: ClowderDouble
 ) -> invariants.Found:
-    """Everything the invariants look at, read after every stage stopped."""
+    """Everything the invariants look at, read after every stage stopped (and after the
+    transactions they left open have ended, as far as that happens within a while)."""
+    settled(config, (FILES_STATE, FILES_ARRIVED, DEADLETTER))
     trail = invariants.follow(state_records(config))
     arrived = _events(config, FILES_ARRIVED, "FileArrived")
     letters = [v for _, v in read_all(config.kafka, config.topic(DEADLETTER))]

@@ -332,16 +332,16 @@ def _copy_item(task: Task, source_path: str, destination_path: str, injected: st
         return _Step(injected, details=f"injected {injected} for {source_path}")
     if src is None or dst is None:
         return _Step("PERMISSION_DENIED", details="path outside the endpoint root")
-    try:
+    try:  # the source may go at any moment, as on a real endpoint: that item is not found
         src_stat = src.stat()
+        if _in_sync(task.sync_level, src, dst, src_stat):
+            checked = 2 * src_stat.st_size if task.sync_level == 3 else 0
+            return _Step("skipped", checksummed=checked)
+        data = src.read_bytes()
     except FileNotFoundError:
         return _Step("FILE_NOT_FOUND", details=f"No such file or directory: {source_path}")
-    if _in_sync(task.sync_level, src, dst, src_stat):
-        checked = 2 * src_stat.st_size if task.sync_level == 3 else 0
-        return _Step("skipped", checksummed=checked)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.globus-part"
-    data = src.read_bytes()
     tmp.write_bytes(data)
     os.replace(tmp, dst)
     checksummed = 0
