@@ -41,10 +41,17 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # send_offsets_to_transaction can still block past its timeout when the group coordinator went away
 # (librdkafka issue 5456); the step watchdog (terra_xfer.stages.stall_guard) restarts such a process.
 TXN_CALL_TIMEOUT_S = 30.0
+COMMIT_RETRY_S = 60.0  # how long a commit that fails with retriable errors is asked again
 
 
 class KafkaDeliveryError(TransientError):
     """A produced event was not acknowledged by the broker."""
+
+
+class CommitOutcomeUnknown(PermanentError):
+    """A transaction's commit kept failing with retriable errors: it may or may not have been
+    committed. Permanent for this producer, so the stage process ends and its restart (a new
+    producer with the same transactional id) settles the transaction and reads what is true."""
 
 
 def instance_id(kafka: KafkaConfig) -> str:
@@ -129,11 +136,13 @@ class TxProducer:
         self._raise_latched()
         report = self._reporter()
         if on_delivery is not None:
-            inner = report
+            inner, generation = report, self._generation
 
             def report(err: KafkaError | None, msg: Message) -> None:
                 inner(err, msg)
-                if err is None:
+                # A message acknowledged before its transaction was aborted reports success later,
+                # while the next transaction runs: it was never committed, so it is not told.
+                if err is None and generation == self._generation:
                     on_delivery(msg)
 
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": report}
@@ -177,13 +186,47 @@ class TxProducer:
             yield
             self._producer.flush()
             self._raise_latched()
-            self._producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+            self._commit()
+        except CommitOutcomeUnknown:
+            raise  # aborting now is refused; only a new producer (fencing this one) resolves it
         except KafkaException as exc:
             self._abort()
             raise _wrap(exc, "commit_transaction") from exc
         except BaseException:
             self._abort()
             raise
+
+    def _commit(self) -> None:
+        """``commit_transaction``, called again while it fails with a retriable error.
+
+        librdkafka's contract: a commit that timed out may still complete on the broker, and only
+        calling it again tells which way it went; aborting instead leaves the outcome unknown
+        (the states it wrote may be committed while the caller believes them aborted). When the
+        retriable errors last ``COMMIT_RETRY_S``, :class:`CommitOutcomeUnknown` is raised.
+        """
+        deadline = time.monotonic() + COMMIT_RETRY_S
+        while True:
+            try:
+                self._producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                retriable = (
+                    isinstance(err, KafkaError)
+                    and err.retriable()
+                    and not err.fatal()
+                    and not err.txn_requires_abort()
+                )
+                if not retriable:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise CommitOutcomeUnknown(
+                        f"commit_transaction of {self.transactional_id} still failing after"
+                        f" {COMMIT_RETRY_S:.0f} s: {exc}; whether it committed is unknown"
+                    ) from exc
+                log.warning(
+                    "commit_transaction of %s: %s; asking again", self.transactional_id, exc
+                )
 
     def send_offsets(self, consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
         """Add consumed ``offsets`` (next offsets to read) to the open transaction."""

@@ -9,9 +9,10 @@ files.state is an on-disk KeeperStore fronted by :class:`KeptStates`: the states
 wait in memory and reach the copy together, with the offsets Kafka gave them, in one transaction
 per flush; folding reads memory first, then the copy. Only committed states enter memory, so an
 aborted step leaves no trace. The copy is never ahead of the topic: after a crash it is behind, and
-on every assignment the keeper flushes, forgets what it holds in memory, waits until no
-transaction of a previous owner is open on the partitions it now holds, and catches the copy up
-from files.state, so it always folds from what the topic holds.
+on every assignment, and after every failed step, the keeper flushes, forgets what it holds in
+memory, waits until no transaction (of a previous owner, or its own whose outcome it was not told)
+is open on the partitions it now holds, and catches the copy up from files.state, so it always
+folds from what the topic holds.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class StateKeeper:
             consumer_overrides={"partition.assignment.strategy": "range"},
             on_assign=self._on_assign,
             on_commit=self._on_commit,
+            on_rewind=self._on_rewind,
         )
         self.kept = KeptStates(self.copy.store)
         self.partitions = 0  # of every input topic and files.state (checked equal)
@@ -174,6 +176,11 @@ class StateKeeper:
         open now has ended by then, and its states are in files.state for the catch-up to read.
         """
         self.kept.forget()
+        self._stale = True
+
+    def _on_rewind(self) -> None:
+        """A failed step: what it wrote may yet be in files.state (a commit whose answer was lost
+        can have committed), so the keeper folds from the topic again, not from its memory."""
         self._stale = True
 
     def _fresh(self) -> None:

@@ -39,15 +39,19 @@ class TransactionalLoop:
         consumer_overrides: dict[str, Any] | None = None,
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_commit: Callable[[], None] | None = None,
+        on_rewind: Callable[[], None] | None = None,
     ) -> None:
         """``on_commit`` runs after each committed step, and only then: what the step's delivery
-        reports told is final once it runs (an aborted step's outputs never reach it)."""
+        reports told is final once it runs (an aborted step's outputs never reach it).
+        ``on_rewind`` runs after each failed step, once the consumer is back at its committed
+        offsets."""
         self.kafka = StageKafka(config, spec, consumer_overrides=consumer_overrides)
         self.handler = handler
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self._on_assign = on_assign
         self._on_commit = on_commit
+        self._on_rewind = on_rewind
 
     @property
     def codec(self) -> Any:
@@ -60,7 +64,7 @@ class TransactionalLoop:
 
     def step(self) -> int:
         """Handle one batch; return the number of messages consumed (0 when idle)."""
-        self.kafka.start(on_assign=self._on_assign)
+        self.kafka.start(on_assign=self._on_assign, on_rewind=self._on_rewind)
         with self.kafka.attempt():
             messages = self.kafka.read(self.batch_size, self.poll_timeout_s)
             if not messages:
