@@ -65,8 +65,7 @@ class Faults:
     def __init__(self, globus: GlobusDouble, clowder: ClowderDouble, rng: random.Random) -> None:
         self.globus, self.clowder, self.rng = globus, clowder, rng
         self.fired: Counter[str] = Counter()
-        self.failing: list[str] = []
-        self.failing_since = 0.0
+        self.failing: list[tuple[float, list[str]]] = []  # (since, paths) of each partial failure
         self.resumed: set[str] = set()
         self.flaky_since: float | None = None
         upload = "POST /api/uploadToDataset/:id"
@@ -86,9 +85,9 @@ class Faults:
     def fire(self, shipped: list[str]) -> None:
         kind = self.rng.choice([*self.kinds, "globus-partial"])
         if kind == "globus-partial" and shipped:
-            self.failing = [f"/{rel}" for rel in self.rng.sample(shipped, min(3, len(shipped)))]
-            self.globus.fail_paths(*self.failing)
-            self.failing_since = time.monotonic()
+            paths = [f"/{rel}" for rel in self.rng.sample(shipped, min(3, len(shipped)))]
+            self.globus.fail_paths(*paths)
+            self.failing.append((time.monotonic(), paths))
         elif kind != "globus-partial":
             self.kinds[kind]()
         self.fired[kind] += 1
@@ -105,9 +104,9 @@ class Faults:
         if self.flaky_since is not None and time.monotonic() - self.flaky_since > FLAKY_S:
             self.clowder.faults.calm()
             self.flaky_since = None
-        if self.failing and time.monotonic() - self.failing_since > 5.0:
-            self.globus.heal_paths(*self.failing)
-            self.failing = []
+        # Each partial failure heals 5 s after it began, however many overlap.
+        while self.failing and time.monotonic() - self.failing[0][0] > 5.0:
+            self.globus.heal_paths(*self.failing.pop(0)[1])
         for task_id in self.globus.task_ids():
             if task_id not in self.resumed and self.globus.task(task_id)["status"] == "INACTIVE":
                 self.resumed.add(task_id)
