@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,13 @@ class State:
                 raise click.UsageError(str(exc)) from None
         return self._config
 
+    def with_broker(self) -> Config:
+        """The configuration, once its broker has answered (a clear error within a few seconds
+        when it does not; see :func:`terra_xfer.broker_check.require_broker`)."""
+        config = self.config
+        importlib.import_module("terra_xfer.broker_check").require_broker(config.kafka)
+        return config
+
     def configure_logging(self) -> None:
         secrets: list[str] = []
         with contextlib.suppress(click.UsageError):  # reported by the command that needs it
@@ -137,7 +145,7 @@ class State:
 )
 @click.option(
     "--log-level",
-    default="INFO",
+    default="info",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
@@ -156,9 +164,12 @@ def cli(
 
     \b
     Start here:
-      terra-xfer broker start          # a local Kafka broker (KRaft, 127.0.0.1:9092)
-      terra-xfer topics create         # the pipeline's topics
-      terra-xfer events tail terra.files.arrived --from-beginning
+      make demo                         # from a clone: one night through every stage
+      terra-xfer broker start           # a local Kafka broker (KRaft, 127.0.0.1:9092)
+      terra-xfer topics create          # the pipeline's topics
+      terra-xfer --config site.toml up  # every stage, a process each (the main job)
+      terra-xfer status; terra-xfer report   # where the files are, per sensor and day
+      terra-xfer events tail files.arrived --from-beginning
     """
     state = State(config_path, log_level, log_json)
     ctx.obj = state
@@ -178,3 +189,16 @@ def main() -> Any:
     except TerraXferError as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
+    except Exception as exc:
+        if not _from_kafka(exc):
+            raise
+        # A broker that went away mid-command, say: the service's condition, told in one line.
+        err = exc.args[0] if exc.args else exc
+        click.echo(f"Error: Kafka: {getattr(err, 'str', lambda: str(err))()}", err=True)
+        raise SystemExit(1) from None
+
+
+def _from_kafka(exc: BaseException) -> bool:
+    """True for the Kafka client's own exception (its module is not imported to ask)."""
+    kafka = sys.modules.get("confluent_kafka")
+    return kafka is not None and isinstance(exc, kafka.KafkaException)

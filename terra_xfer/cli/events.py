@@ -94,7 +94,7 @@ def tail(
       terra-xfer events tail files.state --from-beginning --json --idle-exit 2 | jq .value.state
     """
     name = full_topic_name(state, topic)
-    consumer = make_consumer(state.config.kafka, f"terra-xfer-tail-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer(state.with_broker().kafka, f"terra-xfer-tail-{uuid.uuid4().hex[:8]}")
     codec = Codec()
     try:
         metadata = consumer.list_topics(name, timeout=10)

@@ -26,6 +26,6 @@ def kafka_tool(state: State, tool: str, args: tuple[str, ...]) -> None:
       terra-xfer kafka-tool consumer-groups \\
           --group terra.ingest --reset-offsets --to-earliest --all-topics --execute
     """
-    config = state.config
+    config = state.with_broker()
     done = run_configured(config.kafka, config.broker.kafka_version, tool, args)
     raise SystemExit(done.returncode)

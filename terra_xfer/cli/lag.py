@@ -35,7 +35,7 @@ def lag(state: State, as_json: bool, timeout: float) -> None:
       terra-xfer --config site.toml lag
       terra-xfer --config site.toml lag --json | jq '.rows[] | select(.lag > 0)'
     """
-    config = state.config
+    config = state.with_broker()
     stages = list(registry.consumers())
     rows = pipeline_lag(config, stages, timeout)
     members = group_members(config, [s.consumer_group(config) for s in stages], timeout)

@@ -84,7 +84,7 @@ def status(
       terra-xfer status --json --state QUARANTINED | jq '.[].reason'
       terra-xfer status --json | jq '.[] | select(.warning) | .path'
     """
-    follower = _follower(state.config)
+    follower = _follower(state.with_broker())
     try:
         if path is not None:
             _show_one(follower, file_key(state.config, path), as_json)
@@ -160,7 +160,7 @@ def report(state: State, as_json: bool) -> None:
       terra-xfer report
       terra-xfer report --json | jq '.waiting.ingest.reasons'
     """
-    follower = _follower(state.config)
+    follower = _follower(state.with_broker())
     try:
         lines = follower.index.report()
         waiting = follower.index.waiting()

@@ -22,7 +22,7 @@ def topics() -> None:
 @click.pass_obj
 def create(state: State) -> None:
     """Create missing topics and align configs of existing ones; safe to run again."""
-    for r in create_topics(state.config):
+    for r in create_topics(state.with_broker()):
         what = "created" if r.created else "exists"
         extra = f", configs updated: {', '.join(r.updated_configs)}" if r.updated_configs else ""
         click.echo(f"{r.topic:<32} {r.partitions:>3} partitions  {what}{extra}")
