@@ -46,7 +46,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	    && (service vsftpd stop >/dev/null 2>&1 || pkill -x vsftpd || true) \
+	    && (service vsftpd stop >/dev/null 2>&1 || true) \
 	    && (service postgresql stop >/dev/null 2>&1 || true); \
 	  else echo "missing Debian packages:$$missing (install them as root)"; fi; \
 	fi

@@ -206,6 +206,8 @@ class StatusConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = 9100  # /metrics, /healthz and /readyz; 0 turns the server off
+    # Where they listen: this machine only, unless set (Kubernetes sets 0.0.0.0 for its probes).
+    address: str = "127.0.0.1"
     # A step running this long exits the process for a restart (see terra_xfer.stages.stall_guard); 0: never.
     stall_exit_s: float = 900.0
 

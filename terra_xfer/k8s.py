@@ -139,6 +139,7 @@ def _container(stage: StageSpec) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": "TERRA_XFER_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"},
         {"name": "TERRA_XFER_METRICS_PORT", "value": str(METRICS_PORT)},
+        {"name": "TERRA_XFER_METRICS_ADDRESS", "value": "0.0.0.0"},  # the kubelet's probes
         # Each replica's own name in its group and transactional id: its pod's.
         {
             "name": "TERRA_XFER_INSTANCE_ID",

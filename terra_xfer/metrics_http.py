@@ -127,7 +127,7 @@ class MetricsServer:
 
 
 def serve(
-    port: int, health: Health, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+    port: int, health: Health, host: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
 ) -> MetricsServer:
     """Serve /metrics (``registry``), /healthz and /readyz on ``port`` (0: any free port) in a
     daemon thread."""
@@ -140,16 +140,18 @@ def serve(
 
 
 @contextlib.contextmanager
-def serving(port: int, registry: CollectorRegistry = REGISTRY) -> Iterator[Health]:
-    """A ``Health`` for the block, served with ``registry`` on ``port`` unless it is 0 (metrics
-    off).
+def serving(
+    port: int, registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1"
+) -> Iterator[Health]:
+    """A ``Health`` for the block, served with ``registry`` on ``host:port`` unless the port is
+    0 (metrics off).
 
     A port that cannot be bound is logged as an error and the block runs unserved."""
     health = Health()
     server = None
     if port:
         try:
-            server = serve(port, health, registry=registry)
+            server = serve(port, health, host, registry=registry)
         except OSError as exc:  # a busy port must not keep the pipeline from running
             log.error("metrics not served: port %d: %s", port, exc)
     try:

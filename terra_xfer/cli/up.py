@@ -180,7 +180,7 @@ def run_up(
     install_signal_handlers(stop)
     with metrics.shared_dir() as metrics_dir:
         served = metrics.gathered(metrics_dir) if processes else metrics.REGISTRY
-        with serving(config.metrics.port, served) as health:
+        with serving(config.metrics.port, served, config.metrics.address) as health:
             runner = Runner(config, stop, health, metrics_dir if processes else None).start()
             progress = Progress(config) if show else None
             try:

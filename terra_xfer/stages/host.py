@@ -227,7 +227,8 @@ def serve(spec: StageSpec, config: Config, options: RunOptions = RunOptions()) -
     longer than ``[metrics] stall_exit_s`` exits the process for its supervisor to restart."""
     stop = StopSignal()
     install_signal_handlers(stop)
-    with serving(config.metrics.port) as health, StallGuard(config.metrics.stall_exit_s) as guard:
+    served = serving(config.metrics.port, host=config.metrics.address)
+    with served as health, StallGuard(config.metrics.stall_exit_s) as guard:
         health.expect(spec.name)
         return run_stage(
             spec,

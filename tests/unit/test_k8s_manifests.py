@@ -152,6 +152,8 @@ def assert_hardened(deployment: Doc) -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"]["port"] in ("metrics", 9100), name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TERRA_XFER_METRICS_ADDRESS"] == "0.0.0.0", name  # reachable by the kubelet
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(container["resources"][part]), name
         security = container["securityContext"]

@@ -360,3 +360,14 @@ def test_metrics_port_is_configurable(tmp_path: Path) -> None:
     file.write_text("[metrics]\nport = 0\n")
     assert load(file, env={}).metrics.port == 0
     assert load(file, env={"TERRA_XFER_METRICS_PORT": "9200"}).metrics.port == 9200
+
+
+def test_metrics_listen_on_this_machine_only_unless_configured(tmp_path: Path) -> None:
+    assert load(None, env={}).metrics.address == "127.0.0.1"
+    env = {"TERRA_XFER_METRICS_ADDRESS": "0.0.0.0"}
+    assert load(None, env=env).metrics.address == "0.0.0.0"
+    server = serve(0, Health())
+    try:
+        assert server.httpd.server_address[0] == "127.0.0.1"
+    finally:
+        server.close()
