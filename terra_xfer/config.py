@@ -10,6 +10,8 @@ A bad file or value raises :class:`ConfigError` with one sentence naming the key
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import tomllib
 import types
@@ -22,6 +24,10 @@ from typing import Any, Literal, TypeVar
 from terra_xfer.errors import ConfigError
 
 ENV_PREFIX = "TERRA_XFER_"
+# Read elsewhere than the config's fields: the config file's path, and the test run's broker tag.
+OTHER_ENV = frozenset({"TERRA_XFER_CONFIG", "TERRA_XFER_TEST_TAG"})
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # unknown variables already told, once per process
 DEFAULT_WHITELIST = (
     "LemnaTec/MovingSensor/",
     "LemnaTec/EnvironmentLogger/",
@@ -252,7 +258,44 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         base = Path(path).resolve().parent
-    return _build(Config, raw, "", env, base)
+    config = _build(Config, raw, "", env, base)
+    for name, hint in unknown_env(env).items():
+        if name not in _warned:
+            _warned.add(name)
+            log.warning("%s is not a terra-xfer setting and is ignored%s", name, hint)
+    return config
+
+
+def env_names(cls: type = Config, section: str = "") -> set[str]:
+    """Every ``TERRA_XFER_*`` variable the configuration reads (settings and secrets)."""
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for fld in dataclasses.fields(cls):
+        dotted = f"{section}.{fld.name}" if section else fld.name
+        if dataclasses.is_dataclass(hints[fld.name]):
+            names |= env_names(hints[fld.name], dotted)
+        elif "secret" in fld.metadata:
+            names.add(ENV_PREFIX + fld.metadata["secret"])
+        else:
+            names.add(ENV_PREFIX + fld.metadata.get("env", dotted.replace(".", "_").upper()))
+    return names
+
+
+def unknown_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The set ``TERRA_XFER_*`` variables nothing reads (a typo, a renamed setting), each with
+    a "; did you mean X?" hint when one known name is close."""
+    known = env_names() | OTHER_ENV
+    return {
+        name: _did_you_mean(name, known)
+        for name in sorted(env)
+        if name.startswith(ENV_PREFIX) and name not in known
+    }
+
+
+def _did_you_mean(name: str, known: typing.Iterable[str]) -> str:
+    tails = {k.removeprefix(ENV_PREFIX): k for k in known}  # the shared prefix is no likeness
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(tails), 1, 0.75)
+    return f"; did you mean {tails[close[0]]}?" if close else ""
 
 
 T = TypeVar("T")
@@ -266,7 +309,9 @@ def _build(
     where = f"[{section}]" if section else "the top level"
     for key, value in raw.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {key!r} in {where}")
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown key {key!r} in {where}{hint}")
         if "secret" in fields[key].metadata:
             env_name = ENV_PREFIX + fields[key].metadata["secret"]
             raise ConfigError(

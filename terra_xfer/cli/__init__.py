@@ -97,6 +97,13 @@ def _taking_config(command: click.Command) -> click.Command:
     return command
 
 
+class BadConfig(click.ClickException):
+    """The configuration cannot be used: told in one line (no usage banner; the command line
+    was fine), exit status 2 like any other usage error."""
+
+    exit_code = 2
+
+
 class State:
     """What subcommands share: the configuration, read once on first use, and the logging set
     up for it (its secrets are redacted from every line)."""
@@ -118,7 +125,7 @@ class State:
             try:
                 self._config = load(self.config_path)
             except ConfigError as exc:
-                raise click.UsageError(str(exc)) from None
+                raise BadConfig(str(exc)) from None
         return self._config
 
     def with_broker(self) -> Config:
@@ -130,7 +137,7 @@ class State:
 
     def configure_logging(self) -> None:
         secrets: list[str] = []
-        with contextlib.suppress(click.UsageError):  # reported by the command that needs it
+        with contextlib.suppress(BadConfig):  # reported by the command that needs it
             secrets = secrets_of(self.config)
         configure(self.log_level, self.log_json, secrets)
 

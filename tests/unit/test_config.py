@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from terra_xfer.config import DEFAULT_WHITELIST, Secret, load
+from terra_xfer.config import DEFAULT_WHITELIST, Secret, env_names, load, unknown_env
 from terra_xfer.errors import ConfigError
 
 
@@ -84,7 +85,11 @@ def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[batcher]\nmax_file = 3\n", "unknown key 'max_file' in \\[batcher\\]"),
+        (
+            "[batcher]\nmax_file = 3\n",
+            "unknown key 'max_file' in \\[batcher\\]; did you mean 'max_files'",
+        ),
+        ("[batcher]\ncolour = 3\n", "unknown key 'colour' in \\[batcher\\]$"),
         ("[batcher]\nmax_files = 'many'\n", "batcher.max_files .* must be a number"),
         ("[batcher]\nmax_files = 2.5\n", "batcher.max_files .* whole number"),
         ("[batcher]\nmax_wait_s = -1\n", "batcher.max_wait_s .* negative"),
@@ -127,3 +132,27 @@ def test_every_secret_of_every_section_is_redacted_from_logs() -> None:
         "TERRA_XFER_DANFORTH_PASSWORD": "d-pass",
     }
     assert sorted(secrets_of(load(None, env))) == ["c-key", "d-pass", "g-secret", "k-pass"]
+
+
+def test_an_unknown_variable_is_told_once_with_the_setting_it_is_near(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"TERRA_XFER_KAFKA_PARTITON": "4", "TERRA_XFER_COLOUR": "blue", "TERRA_XFER_CONFIG": ""}
+    assert unknown_env(env) == {
+        "TERRA_XFER_COLOUR": "",
+        "TERRA_XFER_KAFKA_PARTITON": "; did you mean TERRA_XFER_KAFKA_PARTITIONS?",
+    }
+    with caplog.at_level(logging.WARNING):
+        assert load(env=env).kafka.partitions == load(env={}).kafka.partitions
+        load(env=env)
+    told = [r.getMessage() for r in caplog.records if "PARTITON" in r.getMessage()]
+    assert told == [
+        "TERRA_XFER_KAFKA_PARTITON is not a terra-xfer setting and is ignored; "
+        "did you mean TERRA_XFER_KAFKA_PARTITIONS?"
+    ]
+
+
+def test_the_known_variables_include_secrets_and_explicit_names() -> None:
+    assert {"TERRA_XFER_INSTANCE_ID", "TERRA_XFER_CLOWDER_KEY", "TERRA_XFER_METRICS_ADDRESS"} <= (
+        env_names()
+    )
