@@ -190,11 +190,19 @@ class StatusIndex(SqliteFile):
         sql = f"SELECT {_LISTED} FROM files{where} ORDER BY key"
         return self._stream(sql, tuple(chosen.values()))
 
-    def counts_by_state(self) -> dict[str, int]:
-        """How many files are in each state (states with no file are left out)."""
-        sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
+    def counts_by_state(self, sensor: str | None = None) -> dict[str, int]:
+        """How many files (of ``sensor``, when given) are in each state (states with no file
+        are left out)."""
+        where, args = ("WHERE sensor = ? ", (sensor,)) if sensor is not None else ("", ())
+        sql = f"SELECT state, COUNT(*) FROM files {where}GROUP BY state ORDER BY state"
         with guarded(self.path):
-            return {str(s): int(n) for s, n in self._db.execute(sql).fetchall()}
+            return {str(s): int(n) for s, n in self._db.execute(sql, args).fetchall()}
+
+    def sensors(self) -> list[str]:
+        """The sensors that have files, by name."""
+        sql = "SELECT DISTINCT sensor FROM files WHERE sensor IS NOT NULL ORDER BY sensor"
+        with guarded(self.path):
+            return [str(s) for (s,) in self._db.execute(sql).fetchall()]
 
     def report(self) -> list[dict[str, Any]]:
         """Files and bytes per sensor and day: arrived, transferred, ingested, deleted, failed.

@@ -89,14 +89,21 @@ def status(
         if path is not None:
             _show_one(follower, file_key(state.config, path), as_json)
             return
+        if sensor is not None and sensor not in (known := follower.index.sensors()):
+            raise click.BadParameter(
+                f"no file of sensor {sensor!r}; sensors with files: {', '.join(known) or 'none'}",
+                param_hint="'--sensor'",
+            )
         rows = follower.index.query(
             state=state_filter.upper() if state_filter else None, sensor=sensor
         )
         if as_json:
             _json_array(rows)
             return
-        counts = follower.index.counts_by_state()
-        click.echo("  ".join(f"{k}={v}" for k, v in counts.items()) or "no files yet")
+        counts = follower.index.counts_by_state(sensor)
+        summary = "  ".join(f"{k}={v}" for k, v in counts.items())
+        of = f"  (sensor {sensor})" if sensor is not None else ""
+        click.echo(f"{summary}{of}" if summary else "no files yet")
         for row in rows:
             reason = f"  ({row['reason']})" if row.get("reason") else ""
             warning = f"  [warning: {row['warning']}]" if row.get("warning") else ""

@@ -212,7 +212,14 @@ def test_status_and_report_from_the_compacted_topic(config: Config) -> None:
     assert {r["state"] for r in rows} == {"DONE"}
     assert all(r["version"] and r["updated_at"].endswith("Z") for r in rows)
     sensor = runner.invoke(cli, ["status", "--json", "--sensor", "stereoTop"], env=env)
-    assert {r["sensor"] for r in json.loads(sensor.output)} == {"stereoTop"}
+    stereo = json.loads(sensor.output)
+    assert {r["sensor"] for r in stereo} == {"stereoTop"}
+    summary = runner.invoke(cli, ["status", "--sensor", "stereoTop"], env=env).output
+    assert summary.splitlines()[0] == f"DONE={len(stereo)}  (sensor stereoTop)"
+    nosuch = runner.invoke(cli, ["status", "--sensor", "nosuch"], env=env)
+    assert nosuch.exit_code == 2
+    assert "no file of sensor 'nosuch'; sensors with files: " in nosuch.output
+    assert "stereoTop" in nosuch.output
     none_failed = runner.invoke(cli, ["status", "--json", "--state", "failed"], env=env)
     assert json.loads(none_failed.output) == []
     one = runner.invoke(cli, ["status", shipped[0]], env=env)
