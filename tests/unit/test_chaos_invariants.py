@@ -262,3 +262,24 @@ def test_the_janitor_reads_kafkas_table_of_hanging_transactions() -> None:
         Hanging("__consumer_offsets", 0, 119),
     ]
     assert parse_hanging(table.splitlines()[0]) == []
+
+
+def test_a_line_read_after_the_sweeper_shipped_its_file_may_be_dead_lettered() -> None:
+    line, reason = (
+        b"Thu Aug 24 ... a.dat b _ i r lemnatec ftp 0 * c",
+        f"file {A!r} is missing from the cache",
+    )
+    letters = dict(
+        dead_letters=[*CLEAN.dead_letters, line],
+        dead_sources=[*CLEAN.dead_sources, ("gantry:xferlog", reason)],
+    )
+    unswept = dataclasses.replace(CLEAN, **letters)
+    assert check("ua-mac", SHIPPED, IGNORED, BAD, unswept) == [f"unexpected dead letter {line!r}"]
+
+    swept = [(p, o, s) for p, o, s in TRAIL.latest.values()]
+    for i, (p, o, s) in enumerate(swept):
+        if s["key"] == KA:
+            first = {"state": "ARRIVED", "at_ms": 900, "evidence": {"source": "SWEEPER"}}
+            swept[i] = (p, o, {**s, "history": [first, *s["history"]]})
+    trail = dataclasses.replace(TRAIL, latest={s["key"]: (p, o, s) for p, o, s in swept})
+    assert check("ua-mac", SHIPPED, IGNORED, BAD, dataclasses.replace(unswept, trail=trail)) == []
