@@ -269,11 +269,11 @@ def test_a_line_read_after_the_sweeper_shipped_its_file_may_be_dead_lettered() -
         b"Thu Aug 24 ... a.dat b _ i r lemnatec ftp 0 * c",
         f"file {A!r} is missing from the cache",
     )
-    letters = dict(
+    unswept = dataclasses.replace(
+        CLEAN,
         dead_letters=[*CLEAN.dead_letters, line],
         dead_sources=[*CLEAN.dead_sources, ("gantry:xferlog", reason)],
     )
-    unswept = dataclasses.replace(CLEAN, **letters)
     assert check("ua-mac", SHIPPED, IGNORED, BAD, unswept) == [f"unexpected dead letter {line!r}"]
 
     swept = [(p, o, s) for p, o, s in TRAIL.latest.values()]
