@@ -6,7 +6,7 @@ The short form (about two minutes) is what CI runs through pytest; the long form
 ``up`` itself instead of one stage (the short form then ships a smaller night with fewer kills; CI
 runs it too). ``--scale-out`` runs every consuming stage as 1 to 3 pod-like replicas and strikes
 with scale events: replicas added, SIGTERMed, SIGKILLed, restarted in place, frozen with SIGSTOP,
-rolled with overlap (short: 600 uploads and 8 events, in CI too; long: 20,000 and 60). Prints the
+rolled with overlap (short: 500 uploads and 8 events, in CI too; long: 20,000 and 60). Prints the
 figures as JSON and exits 1 when a promise was broken.
 """
 

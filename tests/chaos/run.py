@@ -59,14 +59,14 @@ class Plan:
     burst_pause_s: float = 0.1
 
 
-SHORT = Plan(files=500, kills=6, kill_gap_s=(2.0, 5.0), timeout_s=240, faults=8)
+SHORT = Plan(files=400, kills=6, kill_gap_s=(2.0, 5.0), timeout_s=240, faults=8)
 # Killing `up` restarts every stage at once: fewer kills, further apart, over a smaller night.
 SHORT_SUPERVISED = Plan(files=400, kills=4, kill_gap_s=(4.0, 10.0), timeout_s=240, faults=8)
 LONG = Plan(
     files=20_000, kills=30, kill_gap_s=(4.0, 20.0), timeout_s=3600, faults=80, burst_pause_s=0.2
 )
 # Each scale event is slower to settle (a pod gone holds its partitions for the 10 s session).
-SHORT_SCALE = Plan(files=600, kills=8, kill_gap_s=(3.0, 6.0), timeout_s=240, faults=6)
+SHORT_SCALE = Plan(files=500, kills=8, kill_gap_s=(3.0, 6.0), timeout_s=240, faults=6)
 LONG_SCALE = Plan(
     files=20_000, kills=60, kill_gap_s=(4.0, 15.0), timeout_s=3600, faults=80, burst_pause_s=0.2
 )
