@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from schemas.codec import Codec
 from terra_xfer.config import Config
+from terra_xfer.errors import PermanentError
 from terra_xfer.kafka import (
     TxProducer,
     check,
@@ -44,6 +46,16 @@ from terra_xfer.stages.spec import StageSpec
 
 log = logging.getLogger(__name__)
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
+# The longest a subscribed consumer may go without being given its share of partitions (even an
+# empty one) before its process ends to be started afresh. A join takes seconds (a session of
+# 10 s when a member vanished); minutes mean a client that will not join any more, which a broker
+# killed at the moment it subscribed has been seen to leave behind.
+JOIN_DEADLINE_S = 120.0
+
+
+class NotJoined(PermanentError):
+    """A stage's consumer has not joined its group for ``JOIN_DEADLINE_S``: the process ends, and
+    its supervisor starts one with fresh clients."""
 
 
 class StageKafka:
@@ -77,6 +89,8 @@ class StageKafka:
         self.producer = TxProducer(config.kafka, transactional_id)
         self._on_rewind: Callable[[], None] | None = None
         self._rebalances = 0  # rebalance callbacks run so far
+        self.clock: Callable[[], float] = time.monotonic
+        self._unassigned_since: float | None = None  # subscribed, or lost, and not given any since
         self._started = False
         self._rewound_for: BaseException | None = None
 
@@ -100,6 +114,7 @@ class StageKafka:
             return False
         self.producer.init()
         if self.consumer is not None:
+            self._unassigned_since = self.clock()
             self.consumer.subscribe(
                 self.topics,
                 on_assign=self._told("assigned", on_assign),
@@ -116,6 +131,10 @@ class StageKafka:
 
         def callback(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             self._rebalances += 1
+            if what == "assigned":
+                self._unassigned_since = None
+            elif what == "lost":
+                self._unassigned_since = self.clock()
             named = _partitions(partitions) or "nothing"
             log.info("%s: %s %s", self.spec.name, what, named)
             if then is not None:
@@ -134,6 +153,7 @@ class StageKafka:
         assert self.consumer is not None, f"stage {self.spec.name} consumes nothing"
         rebalances = self._rebalances
         consumed = consume_ready(self.consumer, max_messages, timeout_s)
+        self._check_joined()
         ready = [m for m in consumed if check(m) is not None]  # an error raises, rebalance or not
         if self._rebalances != rebalances:
             if ready:
@@ -146,6 +166,17 @@ class StageKafka:
                 rewind_to_committed(self.consumer)
             return []
         return ready
+
+    def _check_joined(self) -> None:
+        """Raise :class:`NotJoined` once the consumer has gone ``JOIN_DEADLINE_S`` without being
+        given partitions since it subscribed or lost its own."""
+        since = self._unassigned_since
+        if since is not None and self.clock() - since >= JOIN_DEADLINE_S:
+            group = self.spec.consumer_group(self.config)
+            raise NotJoined(
+                f"{self.spec.name}: not given any partition of group {group} for"
+                f" {self.clock() - since:.0f} s; ending the process so that a fresh one joins"
+            )
 
     def decode(self, messages: Sequence[Message]) -> tuple[list[Decoded], list[Output]]:
         """The messages of records this stage accepts, and a dead letter for every other one."""

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError
 from terra_xfer.stages import registry
-from terra_xfer.stages.commit import StageKafka
+from terra_xfer.stages.commit import JOIN_DEADLINE_S, NotJoined, StageKafka
 
 TOPIC = "terra.files.transferred"
 
@@ -117,3 +117,32 @@ def test_an_error_in_a_read_across_a_rebalance_is_still_raised() -> None:
     consumer.script = [([("on_revoke", [0, 1])], [Msg(1, 130), Msg(0, -1, fenced)])]
     with pytest.raises(PermanentError, match="fenced"):
         kafka.read(500, 0.1)  # a fatal consumer ends the stage; it is not read again
+
+
+def test_a_consumer_never_given_partitions_ends_its_process_after_the_deadline() -> None:
+    kafka, _consumer = stage_kafka()
+    now = [0.0]
+    kafka.clock = lambda: now[0]
+    kafka._unassigned_since = 0.0
+    now[0] = JOIN_DEADLINE_S - 1
+    assert kafka.read(500, 0.1) == []  # a join may take a while
+    now[0] = JOIN_DEADLINE_S
+    with pytest.raises(NotJoined, match=r"not given any partition of group \S+deleter for 120 s"):
+        kafka.read(500, 0.1)
+
+
+def test_a_member_given_partitions_even_none_is_joined_until_it_loses_them() -> None:
+    kafka, consumer = stage_kafka()
+    now = [0.0]
+    kafka.clock = lambda: now[0]
+    kafka._unassigned_since = 0.0
+    consumer.script = [([("on_assign", [])], [])]  # more replicas than partitions: given none
+    kafka.read(500, 0.1)
+    now[0] = 10 * JOIN_DEADLINE_S
+    consumer.script = [([("on_revoke", [])], [])]  # a rebalance under way is not a lost member
+    assert kafka.read(500, 0.1) == []
+    consumer.script = [([("on_lost", [])], [])]
+    kafka.read(500, 0.1)  # its session expired: the deadline runs again from here
+    now[0] += JOIN_DEADLINE_S
+    with pytest.raises(NotJoined):
+        kafka.read(500, 0.1)
