@@ -13,10 +13,12 @@ from terra_xfer.topics import DEADLETTER
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
-def reason_class(reason: str) -> str:
+def reason_pattern(reason: str) -> str:
     """A reason without its particulars, so like failures count together and still read as a
     sentence: each quoted value becomes ``'…'`` and each path ``…``, and what follows the first
-    colon is dropped (``date 'Apr 31 2016' does not exist`` → ``date '…' does not exist``)."""
+    colon is dropped (``date 'Apr 31 2016' does not exist`` → ``date '…' does not exist``).
+    For people reading ``report``; a metric's label takes the bounded :func:`metrics.reason_class`
+    instead, whose few names keep the series count fixed."""
     head = _QUOTED.sub("'…'", reason).split(":")[0]
     return " ".join("…" if "/" in word else word for word in head.split())
 
@@ -31,5 +33,5 @@ def count_dead_letters(config: Config, timeout_s: float = 30.0) -> dict[str, int
         except CodecError:
             counts["undecodable dead letter"] += 1
             continue
-        counts[f"{value['source']}: {reason_class(value['reason'])}"] += 1
+        counts[f"{value['source']}: {reason_pattern(value['reason'])}"] += 1
     return dict(counts)

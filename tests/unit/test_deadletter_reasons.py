@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from terra_xfer.deadletters import reason_class
+from terra_xfer.deadletters import reason_pattern
 
 
 @pytest.mark.parametrize(
@@ -30,4 +30,4 @@ from terra_xfer.deadletters import reason_class
     ],
 )
 def test_a_reason_loses_its_particulars_and_keeps_its_words(reason: str, counted_as: str) -> None:
-    assert reason_class(reason) == counted_as
+    assert reason_pattern(reason) == counted_as
