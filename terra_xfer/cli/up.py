@@ -4,6 +4,7 @@ this one), serving their metrics, /healthz and /readyz on one port."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from terra_xfer.config import Config
 from terra_xfer.deadletters import count_dead_letters
 from terra_xfer.errors import TerraXferError
 from terra_xfer.lag import GroupLag, by_group, pipeline_lag
+from terra_xfer.live_line import LiveLine
 from terra_xfer.logs import JsonFormatter
 from terra_xfer.metrics_http import Health, serving
 from terra_xfer.stages import registry
@@ -30,6 +32,7 @@ from terra_xfer.stages.threads import ThreadedStages
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
+LOG_EVERY_S = 10.0  # the progress line's interval off a terminal
 SLOW_EVERY_S = 5.0  # bytes, lag and dead letters: every line when lines are 10 s apart
 REFRESH_BUDGET_S = 1.0
 
@@ -46,8 +49,9 @@ class Progress:
         self.view = StateFollower(config, config.status.index_path)
         self.stages = list(registry.consumers())
         self.started = clock()
-        # The rate counts files DONE from here on, not those of earlier runs in the index.
-        self.last_done = self.view.index.counts_by_state().get("DONE", 0)
+        # The rate counts files DONE from the first line on, once the index has read what
+        # earlier runs did: not those of earlier runs.
+        self.last_done: int | None = None
         self.last_at = self.started
         self.slow_at: float | None = None
         self.slow = ""
@@ -65,7 +69,8 @@ class Progress:
         counts = self.view.index.counts_by_state()
         done = counts.get("DONE", 0)
         now = self.clock()
-        rate = max(0, done - self.last_done) / max(now - self.last_at, 1e-6)
+        before = done if self.last_done is None else self.last_done
+        rate = max(0, done - before) / max(now - self.last_at, 1e-6)
         self.last_done, self.last_at = done, now
         states = " ".join(f"{s}={n}" for s, n in sorted(counts.items())) or "no files yet"
         line = f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
@@ -204,25 +209,38 @@ def _log_setup() -> tuple[str, bool | None]:
 def _watch(
     runner: Runner, stop: StopSignal, exit_when_idle: float | None, progress: Progress | None
 ) -> None:
+    """Tick every second (an idle exit comes on time); show the progress on a terminal as a
+    live line that fits it, with log lines above, or log it every ``LOG_EVERY_S`` otherwise."""
+    live = LiveLine(sys.stderr) if progress is not None and sys.stderr.isatty() else None
+    with live if live is not None else contextlib.nullcontext():
+        _watch_ticks(runner, stop, exit_when_idle, progress, live)
+
+
+def _watch_ticks(
+    runner: Runner,
+    stop: StopSignal,
+    exit_when_idle: float | None,
+    progress: Progress | None,
+    live: LiveLine | None,
+) -> None:
     last: dict[str, int] = {}
     idle_since = time.monotonic()
-    tty = sys.stderr.isatty()
+    logged_at: float | None = None
     while not stop.is_set():
-        runner.tick(1.0 if tty else 10.0)
+        runner.tick(1.0)
         handled = runner.handled
         if handled != last:
             last, idle_since = handled, time.monotonic()
-        if progress is not None:
-            text = progress.line(runner.waiting)
-            if tty:
-                click.echo("\r" + text[:200].ljust(200), nl=False, err=True)
-            else:
-                log.info("%s", text)
+        if progress is not None and live is not None:
+            live.show(progress.line(runner.waiting))
+        elif progress is not None and (
+            logged_at is None or time.monotonic() - logged_at >= LOG_EVERY_S
+        ):
+            logged_at = time.monotonic()
+            log.info("%s", progress.line(runner.waiting))
         if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
             log.info("every stage idle for %.0f s: stopping", exit_when_idle)
             break
-    if tty and progress is not None:
-        click.echo("", err=True)
 
 
 @click.command()
