@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import ConfigError, PermanentError, TransientError
-from terra_xfer.logs import QuietRepeats
+from terra_xfer.logs import Demote, QuietRepeats
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -36,6 +36,8 @@ PASSWORD_ENV = "TERRA_XFER_KAFKA_SASL_PASSWORD"
 _DROPPED = ("connection closed by peer", "Disconnected while requesting ApiVersion")
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("terra_xfer.librdkafka")
+# Retried by librdkafka until the coordinator has loaded its state: on every broker start.
+_librdkafka_log.addFilter(Demote("Coordinator load in progress", "COORDINATOR_LOAD_IN_PROGRESS"))
 _librdkafka_log.addFilter(QuietRepeats())
 
 

@@ -21,6 +21,22 @@ from terra_xfer.config import Secret
 REDACTED = "***"
 
 
+class Demote(logging.Filter):
+    """Log as DEBUG the messages holding one of ``phrases``: a library's warnings about a state it
+    recovers from by itself, as every start does (a transaction coordinator still loading after a
+    broker start, for librdkafka), which read like trouble to someone watching."""
+
+    def __init__(self, *phrases: str) -> None:
+        super().__init__()
+        self.phrases = phrases
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(p in record.getMessage() for p in self.phrases):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 class QuietRepeats(logging.Filter):
     """Let a message through once per ``window_s``; count the alike ones in between.
 

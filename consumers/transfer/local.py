@@ -97,8 +97,12 @@ class LocalTransfer:
             log.info("batch %s: task %s submitted with %d files", batch_id, task_id, len(items))
             self._schedule(task_id)
         else:
-            log.info(
-                "batch %s: submission %s already made task %s", batch_id, submission_id, task_id
+            # Submitting again is how a retried step learns its task: not a second transfer.
+            log.debug(
+                "batch %s: task %s exists for submission %s; following it",
+                batch_id,
+                task_id,
+                submission_id,
             )
             self._resume_if_orphaned(self._load(task_id))
         return task_id

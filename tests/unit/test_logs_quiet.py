@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from terra_xfer.logs import QuietRepeats
+import pytest
+
+from terra_xfer.logs import Demote, QuietRepeats
 
 
 class Clock:
@@ -50,3 +52,22 @@ def test_different_messages_pass_and_the_window_restarts() -> None:
     assert again.getMessage() == "broker down (1 alike in the last 10 s not shown)"
     clock.now = 11.0
     assert not quiet.filter(_record("broker down"))
+
+
+def test_a_state_the_library_recovers_from_by_itself_is_logged_as_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("test.demoted")
+    logger.addFilter(Demote("Coordinator load in progress"))
+    try:
+        with caplog.at_level(logging.INFO, logger="test.demoted"):
+            logger.warning("TXNERR: Failed to acquire PID: Coordinator load in progress: retrying")
+            logger.warning("connection refused")
+        assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("WARNING", "connection refused")
+        ]
+        with caplog.at_level(logging.DEBUG, logger="test.demoted"):
+            logger.warning("Coordinator load in progress")
+        assert caplog.records[-1].levelname == "DEBUG"
+    finally:
+        logger.filters.clear()
