@@ -10,6 +10,7 @@ DONE and the cache holds only what should stay.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import logging
@@ -196,13 +197,7 @@ def demo(config_path: Path, files: int, keep_broker: bool) -> None:
             f"{len(night.kept)} non-whitelisted files left in place; "
             f"{night.malformed} malformed log lines dead-lettered."
         )
-        click.echo(
-            "\nWhere to look next:\n"
-            f"  terra-xfer --config {config_path} status --json | head\n"
-            f"  terra-xfer --config {config_path} events tail deadletter --from-beginning "
-            "--idle-exit 2\n"
-            f"  destination tree: {config.transfer.destination_root}"
-        )
+        click.echo(where_next(config, config_path, broker_kept=keep_broker))
         if problems:
             raise TerraXferError("the demo did not end as it should: " + "; ".join(problems))
         click.echo(
@@ -211,6 +206,28 @@ def demo(config_path: Path, files: int, keep_broker: bool) -> None:
     finally:
         if not keep_broker:
             node.stop()
+
+
+def where_next(config: Config, config_path: Path, *, broker_kept: bool) -> str:
+    """Commands to look around after the demo, runnable as printed from where it was run: the
+    virtualenv's own ``terra-xfer``, and the broker started again first when the demo stopped
+    it (its data stays on disk)."""
+    program = Path(sys.executable).with_name("terra-xfer")
+    with contextlib.suppress(ValueError):
+        program = program.relative_to(Path.cwd())
+    run = f"{program} --config {config_path}"
+    lines = ["", "Where to look next:"]
+    if not broker_kept:
+        lines.append(f"  {run} broker start        # the demo stopped it; its topics are kept")
+    lines += [
+        f"  {run} status --json | head",
+        f"  {run} report",
+        f"  {run} events tail deadletter --from-beginning --idle-exit 2",
+        f"  ls -R {config.transfer.destination_root} | head",
+    ]
+    if not broker_kept:
+        lines.append(f"  {run} broker stop")
+    return "\n".join(lines)
 
 
 def arrival_sources(config: Config) -> dict[str, int]:
