@@ -1,8 +1,8 @@
 """The Clowder test double: its routes are Clowder's, pyclowder works against it, faults fire.
 
-Clowder's route table and OpenAPI description come from clowder-framework/clowder (see
-``../shared/data/clowder/README.md``, or set ``CLOWDER_API_DATA``); the double may serve only
-routes found in both.
+Clowder's route table and OpenAPI description come from clowder-framework/clowder, copied into
+``tests/data/clowder`` with its licence (see the README there; ``CLOWDER_API_DATA`` points
+elsewhere); the double may serve only routes found in both.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import yaml
 
 from tests.doubles.clowder_api import ROUTES, ClowderDouble
 
-# beside the repository, as ARCHITECTURE.md places it: ../shared/data/clowder
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "clowder"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "clowder"
 CLOWDER_DATA = Path(os.environ.get("CLOWDER_API_DATA", DEFAULT_DATA))
 KEY = "double-key"
 METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
 AGENT = {"@type": "cat:user", "user_id": "http://clowder.example/api/users/1"}
 
-needs_data = pytest.mark.skipif(
+needs_data = pytest.mark.skipif(  # only when CLOWDER_API_DATA points at nothing
     not (CLOWDER_DATA / "routes").is_file(), reason="Clowder route table not available"
 )
 
