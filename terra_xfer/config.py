@@ -259,11 +259,23 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         base = Path(path).resolve().parent
     config = _build(Config, raw, "", env, base)
+    _check_together(config)
     for name, hint in unknown_env(env).items():
         if name not in _warned:
             _warned.add(name)
             log.warning("%s is not a terra-xfer setting and is ignored%s", name, hint)
     return config
+
+
+def _check_together(config: Config) -> None:
+    """Settings valid one by one but not together."""
+    t, d = config.transfer, config.deleter
+    if t.backend == "record" and d.enabled and not d.dry_run:
+        raise ConfigError(
+            '[transfer] backend = "record" copies nothing (it measures the pipeline\'s overhead):'
+            " set [deleter] dry_run = true (or enabled = false) with it, so that no cache file"
+            " is removed"
+        )
 
 
 def env_names(cls: type = Config, section: str = "") -> set[str]:

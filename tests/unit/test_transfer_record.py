@@ -72,7 +72,7 @@ def test_confirm_reports_present_without_looking(tmp_path: Path) -> None:
 
 def test_the_config_selects_it(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
-    path.write_text('[transfer]\nbackend = "record"\n')
+    path.write_text('[transfer]\nbackend = "record"\n[deleter]\ndry_run = true\n')
     assert load(path, env={}).transfer.backend == "record"
     config = dataclasses.replace(Config(), transfer=TransferConfig(backend="record"))
     assert isinstance(make_transfer(config), RecordTransfer)
