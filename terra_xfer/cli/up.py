@@ -114,10 +114,16 @@ class Runner:
     and a stop."""
 
     def __init__(
-        self, config: Config, stop: StopSignal, health: Health, metrics_dir: str | None
+        self,
+        config: Config,
+        stop: StopSignal,
+        health: Health,
+        metrics_dir: str | None,
+        live: LiveLine | None = None,
     ) -> None:
         """``metrics_dir``: each stage in a process of its own, writing its metrics there;
-        None: each in a thread of this process."""
+        None: each in a thread of this process. ``live``: the stage processes' log lines are
+        printed above this progress line."""
         self.health = health
         specs = registry.running(config)
         for spec in specs:
@@ -127,8 +133,14 @@ class Runner:
         self.guard: StallGuard | None = None
         self.stop = stop
         if metrics_dir is not None:
+            relay = None if live is None else _relay_to(live)
             self.supervisor = Supervisor(
-                config, specs, log_setup=_log_setup(), metrics_dir=metrics_dir, on_step=health.beat
+                config,
+                specs,
+                log_setup=_log_setup(),
+                metrics_dir=metrics_dir,
+                on_step=health.beat,
+                relay=relay,
             )
         else:
             self.guard = StallGuard(config.metrics.stall_exit_s)
@@ -185,11 +197,16 @@ def run_up(
     install_signal_handlers(stop)
     with metrics.shared_dir() as metrics_dir:
         served = metrics.gathered(metrics_dir) if processes else metrics.REGISTRY
-        with serving(config.metrics.port, served, config.metrics.address) as health:
-            runner = Runner(config, stop, health, metrics_dir if processes else None).start()
+        live = LiveLine(sys.stderr) if show and sys.stderr.isatty() else None
+        with (
+            serving(config.metrics.port, served, config.metrics.address) as health,
+            live if live is not None else contextlib.nullcontext(),
+        ):
+            dir_ = metrics_dir if processes else None
+            runner = Runner(config, stop, health, dir_, live).start()
             progress = Progress(config) if show else None
             try:
-                _watch(runner, stop, exit_when_idle, progress)
+                _watch(runner, stop, exit_when_idle, progress, live)
             finally:
                 began = time.monotonic()
                 runner.close()
@@ -197,6 +214,15 @@ def run_up(
                 if progress is not None:
                     progress.close()
             return runner.handled
+
+
+def _relay_to(live: LiveLine) -> Callable[[bytes], None]:
+    """Stage processes' stderr lines, printed above the live line."""
+
+    def relay(data: bytes) -> None:
+        live.write(data.decode("utf-8", "replace"))
+
+    return relay
 
 
 def _log_setup() -> tuple[str, bool | None]:
@@ -207,22 +233,14 @@ def _log_setup() -> tuple[str, bool | None]:
 
 
 def _watch(
-    runner: Runner, stop: StopSignal, exit_when_idle: float | None, progress: Progress | None
-) -> None:
-    """Tick every second (an idle exit comes on time); show the progress on a terminal as a
-    live line that fits it, with log lines above, or log it every ``LOG_EVERY_S`` otherwise."""
-    live = LiveLine(sys.stderr) if progress is not None and sys.stderr.isatty() else None
-    with live if live is not None else contextlib.nullcontext():
-        _watch_ticks(runner, stop, exit_when_idle, progress, live)
-
-
-def _watch_ticks(
     runner: Runner,
     stop: StopSignal,
     exit_when_idle: float | None,
     progress: Progress | None,
     live: LiveLine | None,
 ) -> None:
+    """Tick every second (an idle exit comes on time); show the progress on ``live`` (a
+    terminal) at every tick, or log it every ``LOG_EVERY_S`` without one."""
     last: dict[str, int] = {}
     idle_since = time.monotonic()
     logged_at: float | None = None

@@ -77,6 +77,8 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     reports: int | None = None  # read end of its report pipe
     pending: bytes = b""
+    logs: int | None = None  # read end of its stderr, when relayed
+    log_pending: bytes = b""
     handled_before: int = 0  # by the stage's earlier processes
     handled_now: int = 0
     stepped: float = 0.0
@@ -105,8 +107,12 @@ class Supervisor:
         metrics_dir: str | None = None,
         on_step: Callable[[str], None] | None = None,
         env: Mapping[str, str] | None = None,
+        relay: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``relay``: each stage process's stderr comes here instead, a line at a time (``up``'s
+        live progress line prints them above itself); None: they write to this one's."""
         self.config = config
+        self.relay = relay
         self.log_setup = log_setup
         self.metrics_dir = metrics_dir
         self.on_step = on_step
@@ -127,10 +133,13 @@ class Supervisor:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD_MAIN, str(os.getpid())],
             stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE if self.relay is not None else None,
             pass_fds=(write,),
             env=self.env,
         )
         os.close(write)
+        if proc.stderr is not None:
+            child.logs, child.log_pending = proc.stderr.fileno(), b""
         assert proc.stdin is not None
         proc.stdin.write(orders.encode())
         proc.stdin.flush()  # and kept open: the child's life line
@@ -161,10 +170,14 @@ class Supervisor:
         Raises ``ConfigError`` when a stage ended on a configuration error.
         """
         fds = {c.reports: c for c in self.children if c.reports is not None}
+        logs = {c.logs: c for c in self.children if c.logs is not None}
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select(list(fds), [], [], timeout_s)
+            ready, _, _ = select.select([*fds, *logs], [], [], timeout_s)
             for fd in ready:
-                self._read(fds[fd])
+                if fd in fds:
+                    self._read(fds[fd])
+                else:
+                    self._relay(logs[fd])
         now = time.monotonic()
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
@@ -192,6 +205,23 @@ class Supervisor:
                     self.on_step(child.name)
         return True
 
+    def _relay(self, child: Child) -> bool:
+        """Hand on the complete lines the child wrote to stderr; False at end-of-file."""
+        assert child.logs is not None and self.relay is not None
+        try:
+            data = os.read(child.logs, 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            if child.log_pending:
+                self.relay(child.log_pending + b"\n")
+                child.log_pending = b""
+            return False
+        *lines, child.log_pending = (child.log_pending + data).split(b"\n")
+        if lines:
+            self.relay(b"".join(line + b"\n" for line in lines))
+        return True
+
     def _ended(self, child: Child, now: float) -> None:
         assert child.proc is not None
         code = child.proc.returncode
@@ -211,6 +241,14 @@ class Supervisor:
                     pass
             os.close(child.reports)
             child.reports = None
+        if child.logs is not None:
+            with contextlib.suppress(OSError):
+                os.set_blocking(child.logs, False)
+                while self._relay(child):
+                    pass
+            child.logs = None  # closed with the process's stderr pipe
+            if child.proc is not None and child.proc.stderr is not None:
+                child.proc.stderr.close()
         if child.proc is not None and child.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 child.proc.stdin.close()

@@ -366,3 +366,21 @@ def test_no_stage_process_outlives_its_supervisor_killed_with_sigkill(
             supervisor.stdout.close()
         for left in survivors(children, 0):
             os.kill(left.pid, signal.SIGKILL)
+
+
+def test_a_stage_process_log_can_be_relayed_line_by_line_instead_of_written_here(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    relayed: list[bytes] = []
+    supervisor = Supervisor(
+        config_in(tmp_path), [spec("broken")], env=child_env(), relay=relayed.append
+    ).start()
+    try:
+        tick_until(supervisor, lambda: supervisor.handled == {"broken": 6})
+    finally:
+        supervisor.stop(30)
+    text = b"".join(relayed).decode()
+    assert "stage broken failed" in text  # its first process's last words
+    assert "the broker is away for a moment" in text  # a retry, from both processes
+    assert all(chunk.endswith(b"\n") for chunk in relayed)  # whole lines only
+    assert "stage broken failed" not in capfd.readouterr().err  # not written to this stderr

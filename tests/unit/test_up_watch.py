@@ -40,7 +40,7 @@ def test_off_a_terminal_up_exits_when_idle_on_time_and_logs_every_ten_seconds(
     monkeypatch.setattr(up.time, "monotonic", lambda: clock[0])
     runner, progress = Runner(clock), Progress()
     with caplog.at_level(logging.INFO, logger=up.__name__):
-        up._watch_ticks(runner, StopSignal(), 25.0, progress, live=None)  # type: ignore[arg-type]
+        up._watch(runner, StopSignal(), 25.0, progress, live=None)  # type: ignore[arg-type]
 
     assert clock[0] == 26.0  # 25 s after the first tick (not at the next 10 s tick)
     assert set(runner.ticks) == {1.0}
