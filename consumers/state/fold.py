@@ -24,7 +24,8 @@ Rules (each makes the result independent of delivery order and of duplicates):
   record as a newer version does (its trail kept, ``0:0`` not listed among previous versions).
 - Transfer progress of one version is ranked by ``(attempt, phase)`` with phases BATCHED < FAILED <
   QUARANTINED; an event applies only if it ranks above the record, so a late or repeated event of
-  an earlier attempt changes nothing. A FileTransferred overrides all of them. A batch that comes
+  an earlier attempt changes nothing. A FileTransferred overrides all of them; one folded after
+  the file's ingestion or deletion (read late) moves nothing but is recorded once, as evidence. A batch that comes
   too late to change the record (after its transfer or its failure was folded, as a keeper that
   takes over a partition with a backlog may read them) is still recorded once, as evidence: the
   history always shows the batch that carried the file.

@@ -185,7 +185,9 @@ def _transferred(state: State, event: Event) -> Step:
     }
     fields = ("batch_id", "task_id", "backend", "checksum", "checksum_algorithm")
     evidence = evidence_of(event, *fields, "skipped_identical", "attempt")
-    return Step("TRANSFERRED", evidence, changes)
+    # Read after the ingestion or deletion it precedes (a keeper reads its topics at their own
+    # pace), it moves nothing, but the history still shows the transfer, once.
+    return Step("TRANSFERRED", evidence, changes, evidence_only=transferred(state))
 
 
 def _ingested(state: State, event: Event) -> Step | None:

@@ -597,3 +597,26 @@ def test_any_order_and_duplication_ends_in_the_same_state(
         assert step(state, op) is None, f"folding {op[0]} twice changed the record"
     assert state is not None
     assert essence(state) == essence(in_order)
+
+
+@pytest.mark.parametrize(
+    "late", [[ingested()], [deleted()], [ingested(), deleted()], [deleted(), ingested()]]
+)
+def test_a_transfer_folded_after_what_follows_it_is_still_in_the_history_once(
+    late: list[Op],
+) -> None:
+    """A keeper reads its five topics at their own pace: after a restart it may fold a file's
+    ingestion and deletion before its FileTransferred. The state does not move, but the history
+    shows the transfer (once, however often the event is read). Here it changes no field
+    either: no checksum (as from a Globus task without one), the task the batch named."""
+    name, value = transferred()
+    late_transfer = (name, value | {"checksum": None, "checksum_algorithm": None})
+    before = run([arrived(), batch(), *late])
+    after = step(before, late_transfer)
+
+    assert after is not None
+    assert {k: v for k, v in after.items() if k not in ("history", "updated_ms")} == {
+        k: v for k, v in before.items() if k not in ("history", "updated_ms")
+    }
+    assert names(after) == [*names(before), "TRANSFERRED"]
+    assert step(after, late_transfer) is None
