@@ -10,6 +10,13 @@ every file. PostgreSQL is a throwaway server from Debian's package; the broker i
     .venv/bin/terra-xfer --config examples/demo.toml broker start    # if not running yet
     PYTHONPATH=. .venv/bin/python bench/danforth.py --snapshots 1000
     PYTHONPATH=. .venv/bin/python bench/danforth.py --snapshots 40 --cameras real
+
+The snapshots hold 10 images each; ``--images seed`` (the default) composes them as the
+Scanalyzer's usual programme does (six VIS views, two NIR, two fluorescence), ``vis-nir`` as the
+tests do (five VIS, five NIR). The floor is measured in the same run, on the same blobs, before
+the pipeline's clock starts: every image read from its blob, decoded, demosaicked and written as
+PNG bytes in memory by a bare thread pool of one thread per core, with no database, Kafka or
+cache writes. The pipeline's figure is reported against it, and against the seed's 3.5/minute.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +40,16 @@ from consumers.monitor import Monitor
 from consumers.state.keeper import StateKeeper
 from consumers.state.view import StateFollower
 from consumers.transfer.local import LocalTransfer
+from producers.danforth.blobs import blob_path, read_frame
+from producers.danforth.cameras import Cameras
+from producers.danforth.frames import to_pixels
+from producers.danforth.lemnatec import database_name
+from producers.danforth.png import encode_png
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import DEFAULT_CAMERAS, Config
 from terra_xfer.stages import registry
 from terra_xfer.topics import create_topics
-from tests.lemnatec import SMALL_CAMERAS, danforth_config, new_site
+from tests.lemnatec import LABELS, SEED_LABELS, SMALL_CAMERAS, Rows, danforth_config, new_site
 from tests.pipeline import Stepping, gantry_config
 from tests.postgres import PostgresServer
 
@@ -45,6 +58,38 @@ CAMERAS = {
     "vga": ("VIS=640x480", "NIR=320x240", "PSII=320x240"),
     "real": DEFAULT_CAMERAS,
 }
+IMAGES = {"seed": SEED_LABELS, "vis-nir": LABELS}
+SEED_RATE = 3.5  # snapshots/minute, the seed's uploader (ARCHITECTURE.md)
+
+
+def floor(config: Config, rows: Rows, snapshots: int) -> dict[str, Any]:
+    """Snapshots/minute of making every image's PNG bytes from its blob, one thread per core."""
+    d = config.danforth
+    cameras = Cameras(d.cameras)
+    by_id = {image[0]: image[2] for image in rows.images}  # tiled image id -> camera label
+    tiles = [(by_id[t[0]], t) for t in rows.tiles]
+    taken = {s[0]: s[3] for s in rows.snapshots}
+    of_image = {image[0]: image[1] for image in rows.images}
+
+    def make(item: tuple[str, tuple[Any, ...]]) -> int:
+        label, (image_id, oid, _frame, rotate, dataformat) = item
+        path = blob_path(d.blob_root, database_name(d.dsn), taken[of_image[image_id]], oid)
+        pixels = to_pixels(cameras.spec(label, dataformat), read_frame(path), rotate)
+        return len(encode_png(pixels, d.png_level))
+
+    threads = os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        written = sum(pool.map(make, tiles))
+        seconds = time.perf_counter() - started
+    return {
+        "threads": threads,
+        "images": len(tiles),
+        "png_mb": round(written / 1e6, 1),
+        "seconds": round(seconds, 2),
+        "snapshots_per_minute": round(snapshots / seconds * 60),
+        "per_core_snapshots_per_minute": round(snapshots / seconds * 60 / threads),
+    }
 
 
 def bench_config(root: Path, bootstrap: str) -> Config:
@@ -84,11 +129,17 @@ def stages(config: Config, backend: LocalTransfer, view: StateFollower) -> list[
 
 
 def run(
-    config: Config, server: PostgresServer, snapshots: int, cameras: tuple[str, ...]
+    config: Config,
+    server: PostgresServer,
+    snapshots: int,
+    cameras: tuple[str, ...],
+    labels: tuple[str, ...] = SEED_LABELS,
 ) -> dict[str, Any]:
-    """Generate the snapshots, start every stage, insert the rows and time them to DONE."""
+    """Generate the snapshots, measure the floor on their blobs, then start every stage, insert
+    the rows and time them to DONE."""
     site = new_site(server, config)
-    rows = site.prepare(snapshots, cameras, watering_every=10)
+    rows = site.prepare(snapshots, cameras, watering_every=10, labels=labels)
+    bare = floor(config, rows, snapshots)
     files = sum(len(p.files()) for p in rows.planned)
     backend = LocalTransfer(config.transfer.destination_root, config.transfer.state_dir, workers=4)
     view = StateFollower(config, config.status.index_path.with_name("batcher.sqlite"))
@@ -122,6 +173,9 @@ def run(
         "snapshots_per_minute": round(snapshots / elapsed * 60),
         "files_per_s": round(files / elapsed, 1),
         "goal_snapshots_per_minute": 350,
+        "floor": bare,
+        "ratio_to_floor": round(snapshots / elapsed * 60 / bare["snapshots_per_minute"], 2),
+        "times_the_seed": round(snapshots / elapsed * 60 / SEED_RATE),
         "cpus": os.cpu_count(),
     }
 
@@ -130,6 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--snapshots", type=int, default=1000)
     ap.add_argument("--cameras", choices=sorted(CAMERAS), default="small")
+    ap.add_argument("--images", choices=sorted(IMAGES), default="seed")
     ap.add_argument("--bootstrap", default="127.0.0.1:39092")
     ap.add_argument("--chunk", type=int, default=20, help="[danforth] chunk_snapshots")
     args = ap.parse_args()
@@ -146,7 +201,9 @@ def main() -> None:
                 workers=os.cpu_count() or 2,
             )
             create_topics(config)
-            figures = run(config, server, args.snapshots, CAMERAS[args.cameras])
+            figures = run(
+                config, server, args.snapshots, CAMERAS[args.cameras], IMAGES[args.images]
+            )
     finally:
         server.stop()
     print(json.dumps(figures, indent=2))

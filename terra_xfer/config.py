@@ -131,7 +131,7 @@ class DanforthConfig:
     timezone: str = "America/Chicago"
     poll_s: float = 10.0
     chunk_snapshots: int = 10
-    workers: int = 2
+    workers: int = 0  # threads making PNGs; 0: one per core
     png_level: int = 1
     cameras: tuple[str, ...] = DEFAULT_CAMERAS
     give_up_after_s: float = 86400.0

@@ -64,6 +64,20 @@ LABELS = (
     "NIR_SV_270_z1_h1_g0_e35",
     "NIR_TV_z1_h1_g0_e35",
 )
+# A snapshot as the Scanalyzer's usual programme takes it: mostly VIS side views (five angles) and
+# a top view, NIR side and top, and two fluorescence (PSII) frames. The benchmark's composition.
+SEED_LABELS = (
+    "VIS_SV_0_z1_h1_g0_e82",
+    "VIS_SV_72_z1_h1_g0_e82",
+    "VIS_SV_144_z1_h1_g0_e82",
+    "VIS_SV_216_z1_h1_g0_e82",
+    "VIS_SV_288_z1_h1_g0_e82",
+    "VIS_TV_z1_h1_g0_e82",
+    "NIR_SV_0_z1_h1_g0_e35",
+    "NIR_TV_z1_h1_g0_e35",
+    "PSII_SV_0_z1_h1_g0_e35",
+    "PSII_TV_z1_h1_g0_e35",
+)
 SMALL_CAMERAS = ("VIS=16x12", "NIR=8x6", "PSII=8x6")
 START = datetime(2017, 6, 28, 9, 0, 0, 123000)
 STEP = timedelta(seconds=3)  # between snapshots: thousands of them still fit in one day
@@ -111,13 +125,16 @@ def sizes_of(cameras: Iterable[str]) -> dict[str, tuple[int, int]]:
 
 
 def frame_bytes(label: str, dataformat: int, size: tuple[int, int], seed: int) -> bytes:
-    """A plausible raw frame: a smooth scene with some noise (VIS 8-bit, NIR 8 or 12-in-16)."""
+    """A plausible raw frame: a smooth scene with some noise (VIS 8-bit, NIR 8 or 12-in-16, PSII
+    14-in-16)."""
     w, h = size
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     scene = (xx * 3 + yy * 2 + seed) % 200 + rng.integers(0, 16, (h, w))
     if label.startswith("NIR") and dataformat == 4:
         return bytes((scene * 16).astype("<u2").tobytes())
+    if label.startswith("PSII"):
+        return bytes((scene * 64).astype("<u2").tobytes())
     return bytes(scene.astype(np.uint8).tobytes())
 
 
@@ -164,6 +181,7 @@ class LemnaTecSite:
         watering_every: int = 0,
         spoil: dict[tuple[int, int], str] | None = None,
         completed: bool = True,
+        labels: tuple[str, ...] = LABELS,
     ) -> Rows:
         """Write the blobs of ``count`` snapshots and return their rows, not inserted yet."""
         sizes = sizes_of(cameras)
@@ -178,7 +196,7 @@ class LemnaTecSite:
             rows.snapshots.append(_snapshot_row(sid, taken, completed))
             if watering_every and i % watering_every == watering_every - 1:
                 continue
-            for j, label in enumerate(LABELS):
+            for j, label in enumerate(labels):
                 image, tile = self._image(plan, taken, label, j, sizes, spoil.get((i, j)))
                 rows.images.append(image)
                 rows.tiles.append(tile)

@@ -1,8 +1,10 @@
-"""Raw LemnaTec frames into pictures, as Danforth's extractor gives them to PlantCV (pure numpy).
+"""Raw LemnaTec frames into pictures, as Danforth's extractor gives them to PlantCV.
 
-- VIS: an 8-bit Bayer mosaic, demosaicked to 8-bit RGB by bilinear interpolation (what OpenCV's
-  ``COLOR_BayerRG2BGR``, used by that extractor, does). "RG" is OpenCV's naming: the second row's
-  second and third pixels are red and green, so each 2x2 block of the sensor reads ``B G / G R``.
+- VIS: an 8-bit Bayer mosaic, demosaicked to 8-bit RGB by OpenCV's bilinear ``COLOR_BayerRG2*``,
+  the conversion that extractor makes (it asks for BGR; PNG stores RGB). "RG" is OpenCV's naming:
+  the second row's second and third pixels are red and green, so each 2x2 block of the sensor
+  reads ``B G / G R``. Inside the one-pixel border each pixel is the rounded mean of the nearest
+  samples of its colours; the border pixels are OpenCV's (copied from their inner neighbours).
 - NIR: 8-bit grey as it is (``dataformat`` 0), or 12 significant bits in 16 (``dataformat`` 4)
   scaled x16 to use the 16-bit range; PSII: 14 significant bits scaled x4. Scaling saturates at
   the top of the range instead of wrapping round as the extractor's ``np.multiply`` did.
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -57,41 +60,7 @@ def rotate_180(pixels: Pixels) -> Pixels:
 
 
 def bayer_rg_to_rgb(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Bilinear demosaic of a ``B G / G R`` mosaic (OpenCV's "Bayer RG") into (h, w, 3) RGB.
-
-    Each colour's samples are placed on a zero plane and spread with the usual bilinear kernels
-    (``[1 2 1] x [1 2 1] / 4`` for red and blue, the cross ``/ 4`` for green). The borders are
-    mirrored without repeating the edge, which keeps the mosaic's parity, so a uniform colour
-    comes back uniform everywhere.
-    """
+    """Bilinear demosaic of a ``B G / G R`` mosaic (OpenCV's "Bayer RG") into (h, w, 3) RGB."""
     if raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 2:
         raise ValueError("a Bayer mosaic is a 2-D array of at least 2x2 pixels")
-    h, w = raw.shape
-    rows = np.arange(h)[:, None] % 2
-    cols = np.arange(w)[None, :] % 2
-    samples = raw.astype(np.uint16)
-    red = np.where((rows == 1) & (cols == 1), samples, 0).astype(np.uint16)
-    blue = np.where((rows == 0) & (cols == 0), samples, 0).astype(np.uint16)
-    green = np.where(rows != cols, samples, 0).astype(np.uint16)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    out[..., 0] = _spread_box(red)
-    out[..., 1] = _spread_cross(green)
-    out[..., 2] = _spread_box(blue)
-    return out
-
-
-def _spread_box(plane: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint8]:
-    """``[1 2 1]`` both ways, / 4: one sample per 2x2 block spread over the block's neighbours."""
-    p = np.pad(plane, 1, mode="reflect")
-    across: npt.NDArray[np.uint16] = p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]
-    down: npt.NDArray[np.uint16] = across[:-2] + 2 * across[1:-1] + across[2:]
-    return ((down + 2) // 4).astype(np.uint8)
-
-
-def _spread_cross(plane: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint8]:
-    """The cross kernel / 4: green samples (half the sites) spread to their four neighbours."""
-    p = np.pad(plane, 1, mode="reflect")
-    total: npt.NDArray[np.uint16] = (
-        4 * p[1:-1, 1:-1] + p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
-    )
-    return ((total + 2) // 4).astype(np.uint8)
+    return np.asarray(cv2.cvtColor(raw, cv2.COLOR_BayerRG2RGB), dtype=np.uint8)

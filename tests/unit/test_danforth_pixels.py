@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -52,10 +53,19 @@ def reference_demosaic(raw: np.ndarray) -> list[list[list[int]]]:
     return out
 
 
-@pytest.mark.parametrize("shape", [(2, 2), (4, 6), (5, 7), (8, 3)])
-def test_demosaic_matches_the_bilinear_definition(shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize("shape", [(3, 3), (4, 6), (5, 7), (8, 3), (64, 80)])
+def test_demosaic_is_bilinear_inside_the_border(shape: tuple[int, int]) -> None:
     raw = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    assert bayer_rg_to_rgb(raw).tolist() == reference_demosaic(raw)
+    inside = np.array(reference_demosaic(raw))[1:-1, 1:-1]
+    assert bayer_rg_to_rgb(raw)[1:-1, 1:-1].tolist() == inside.tolist()
+
+
+def test_demosaic_is_the_extractors_conversion_in_rgb_order() -> None:
+    """Danforth's extractor calls ``cvtColor(raw, COLOR_BayerRG2BGR)``; the PNG holds the same
+    pixels in RGB order, the border included."""
+    raw = np.random.default_rng(7).integers(0, 256, (2056, 2454), dtype=np.uint8)
+    extractor = cv2.cvtColor(raw, cv2.COLOR_BayerRG2BGR)
+    assert np.array_equal(bayer_rg_to_rgb(raw), extractor[..., ::-1])
 
 
 def test_a_uniform_colour_comes_back_uniform_to_the_borders() -> None:
@@ -65,11 +75,11 @@ def test_a_uniform_colour_comes_back_uniform_to_the_borders() -> None:
     assert {tuple(p) for p in rgb.reshape(-1, 3).tolist()} == {colour}
 
 
-def test_bayer_rg_is_blue_in_the_top_left_corner() -> None:
-    raw = np.zeros((4, 4), dtype=np.uint8)
-    raw[0, 0] = 255  # a blue site in OpenCV's "RG" pattern
+def test_bayer_rg_is_blue_where_rows_and_columns_are_even() -> None:
+    raw = np.zeros((6, 6), dtype=np.uint8)
+    raw[2, 2] = 255  # a blue site in OpenCV's "RG" pattern
     rgb = bayer_rg_to_rgb(raw)
-    assert rgb[0, 0].tolist() == [0, 0, 255]
+    assert rgb[2, 2].tolist() == [0, 0, 255]
 
 
 def test_demosaic_refuses_a_non_mosaic() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -57,3 +58,22 @@ def test_one_pixel_picture() -> None:
 def test_pictures_png_cannot_hold_are_refused(pixels: np.ndarray) -> None:
     with pytest.raises(ValueError):
         encode_png(pixels)
+
+
+@pytest.mark.parametrize("level", [1, 3, 6])
+def test_opencv_decodes_every_kind_of_picture_pixel_for_pixel(level: int) -> None:
+    """ISA-L's deflate (levels 1 to 3) and zlib's (others) both make PNGs a standard reader
+    takes: OpenCV's own decoder gives back every pixel (colour pictures in its BGR order)."""
+    rng = np.random.default_rng(level)
+    y, x = np.mgrid[0:120, 0:90]
+    smooth = ((x * 3 + y * 2) % 256).astype(np.uint8)
+    pictures = [
+        np.dstack([smooth, smooth[::-1], rng.integers(0, 256, smooth.shape, dtype=np.uint8)]),
+        smooth,
+        (smooth.astype(np.uint16) * 257) ^ rng.integers(0, 16, smooth.shape, dtype=np.uint16),
+    ]
+    for pixels in pictures:
+        data = np.frombuffer(encode_png(pixels, level), dtype=np.uint8)
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        expected = pixels[..., ::-1] if pixels.ndim == 3 else pixels
+        assert decoded.dtype == pixels.dtype and np.array_equal(decoded, expected)
