@@ -59,6 +59,24 @@ def test_blob_reading(tmp_path: Path) -> None:
     assert blob_path(Path("/r"), "db", TAKEN, 9) == Path("/r/db/2017-06-28/blob9")
 
 
+def test_a_deflated_frame_is_checked_as_zipfile_checks_it_and_a_stored_one_read_too(
+    tmp_path: Path,
+) -> None:
+    frame = bytes(range(256)) * 4096  # 1 MiB
+    deflated, stored = tmp_path / "deflated", tmp_path / "stored"
+    write_blob(deflated, frame)
+    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("data", frame)
+    assert read_frame(deflated) == frame and read_frame(stored) == frame
+    info = zipfile.ZipFile(deflated).getinfo("data")
+    spoilt = bytearray(deflated.read_bytes())
+    spoilt[info.header_offset + 30 + len("data") + info.compress_size // 2] ^= 0xFF
+    (tmp_path / "spoilt").write_bytes(bytes(spoilt))
+    with pytest.raises(ImageError, match="not a readable zip") as corrupt:
+        read_frame(tmp_path / "spoilt")
+    assert corrupt.value.kind == "corrupt"
+
+
 def test_an_absent_blob_store_is_transient(tmp_path: Path) -> None:
     with pytest.raises(BlobStoreError, match="not mounted"):
         check_store(tmp_path, "LTSystem")
