@@ -1,6 +1,7 @@
 """Batching windows: pure logic, no Kafka.
 
-Per partition of files.arrived, files accumulate in one open window until it holds ``max_files`` or
+Per partition of files.arrived, files accumulate in one open window until it holds ``max_files``,
+or ``max_bytes`` (so that a few large files need not wait for a window sized in file counts), or
 its oldest file has waited ``max_wait_s``, whichever comes first. A window covers a contiguous range
 of offsets of its partition (including messages that yielded no file), so committing
 ``last_offset + 1`` when the window's batch is recorded is exact. The batch id is derived from the
@@ -38,6 +39,7 @@ class Window:
     last_offset: int
     opened_at: float
     items: dict[tuple[str, str], BatchItem] = field(default_factory=dict)
+    bytes: int = 0  # of its distinct items
 
     @property
     def batch_id(self) -> str:
@@ -51,12 +53,17 @@ class Window:
 class Windows:
     """All open windows of one consumer, keyed by partition."""
 
-    def __init__(self, topic: str, max_files: int, max_wait_s: float) -> None:
+    def __init__(
+        self, topic: str, max_files: int, max_wait_s: float, max_bytes: int | None = None
+    ) -> None:
         if max_files < 1:
             raise ValueError("max_files must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.topic = topic
         self.max_files = max_files
         self.max_wait_s = max_wait_s
+        self.max_bytes = max_bytes
         self._open: dict[int, Window] = {}
         # partition -> (first, last) offsets consumed with no window open and not yet committed
         self._idle: dict[int, tuple[int, int]] = {}
@@ -76,9 +83,11 @@ class Windows:
             window = Window(self.topic, partition, first, offset, now)
             self._open[partition] = window
         window.last_offset = offset
-        if item is not None:
-            window.items.setdefault((item.key, item.version), item)
-        if len(window.items) >= self.max_files:
+        if item is not None and (item.key, item.version) not in window.items:
+            window.items[(item.key, item.version)] = item
+            window.bytes += max(0, item.size)
+        full = len(window.items) >= self.max_files
+        if full or (self.max_bytes is not None and window.bytes >= self.max_bytes):
             return self._open.pop(partition)
         return None
 

@@ -87,7 +87,8 @@ class Batcher:
         self.kafka = StageKafka(config, spec)
         self.codec = self.kafka.codec
         self.topic = config.topic(FILES_ARRIVED)
-        self.windows = Windows(self.topic, config.batcher.max_files, config.batcher.max_wait_s)
+        b = config.batcher
+        self.windows = Windows(self.topic, b.max_files, b.max_wait_s, b.max_bytes)
         self.pending: set[str] = set()
         self._pending_checked = 0.0
         self._paused = False

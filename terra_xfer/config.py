@@ -141,6 +141,9 @@ class DanforthConfig:
 class BatcherConfig:
     max_files: int = 500
     max_wait_s: float = 30.0
+    # A window also closes once its files hold this many bytes: a few large files (a 68 GB VNIR
+    # cube) go at once instead of waiting for max_files or max_wait_s.
+    max_bytes: int = field(default=10_000_000_000, metadata={"min": 1})
     max_pending_tasks: int = 20
 
 

@@ -74,3 +74,30 @@ def test_revoked_partitions_are_forgotten() -> None:
 def test_max_files_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_files"):
         Windows("t", max_files=0, max_wait_s=1)
+
+
+def sized(n: int, size: int, version: str = "1:1") -> BatchItem:
+    return BatchItem(f"site/f{n}", version, f"f{n}", f"d/f{n}", size, 1)
+
+
+def test_a_window_closes_once_its_files_hold_max_bytes() -> None:
+    """Two 64 GB hyperspectral cubes go as soon as they are there, not after 500 files or 30 s."""
+    w = Windows("t", max_files=500, max_wait_s=30, max_bytes=100 * 10**9)
+    assert w.add(0, 0, sized(1, 64 * 10**9), now=0) is None
+    assert w.add(0, 1, sized(1, 64 * 10**9), now=0) is None  # the same version again: counted once
+    closed = w.add(0, 2, sized(2, 64 * 10**9), now=1)
+    assert closed is not None and [f.key for f in closed.files] == ["site/f1", "site/f2"]
+    assert closed.bytes == 128 * 10**9 and (closed.first_offset, closed.last_offset) == (0, 2)
+
+
+def test_small_files_still_close_at_max_files_or_max_wait() -> None:
+    w = Windows("t", max_files=3, max_wait_s=30, max_bytes=10**10)
+    assert [w.add(0, i, sized(i, 1000), now=0) for i in range(2)] == [None, None]
+    assert w.add(0, 2, sized(2, 1000), now=0) is not None
+    w.add(1, 0, sized(3, 1000), now=0)
+    assert [c.partition for c in w.due(now=30)] == [1]
+
+
+def test_max_bytes_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        Windows("t", max_files=5, max_wait_s=1, max_bytes=0)

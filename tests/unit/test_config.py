@@ -99,6 +99,7 @@ def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
         ("batcher = 3\n", "batcher must be a table"),
         ("[kafka\n", "not valid TOML"),
         ("[kafka]\npartitions = 0\n", "kafka.partitions in the config file must be at least 1"),
+        ("[batcher]\nmax_bytes = 0\n", "batcher.max_bytes in the config file must be at least 1"),
         ("[transfer]\nbackend = 'record'\n", "copies nothing .* set \\[deleter\\] dry_run = true"),
     ],
 )
