@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import random
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -348,7 +349,7 @@ def test_a_user_is_refused_what_its_rules_do_not_name(
     )
     # The throwaway reader groups are the producers' and the views' only.
     reader = f"{k8s.READER_GROUP}{uuid.uuid4().hex[:8]}"
-    assert read_error(ingest.kafka, config.topic("files.transferred"), reader) == (
+    assert group_error(ingest.kafka, config.topic("files.transferred"), reader) == (
         KafkaError.GROUP_AUTHORIZATION_FAILED
     )
     # Every topic a user may not touch stays out of its reach for writing.
@@ -381,6 +382,24 @@ def read_error(kafka: KafkaConfig, topic: str, group: str) -> int | None:
                 return None
             return int(err.code())
         raise AssertionError(f"no answer reading {topic}")
+    finally:
+        consumer.close()
+
+
+def group_error(kafka: KafkaConfig, topic: str, group: str, within_s: float = 30.0) -> int | None:
+    """The first error a reader in ``group`` is told within ``within_s`` (data and partition ends
+    skipped): a group it may not use is refused when its coordinator is looked up, which may
+    come after the partition's first messages."""
+    consumer = make_consumer(kafka, group, {"enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            err = None if msg is None else msg.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                return int(err.code())
+        return None
     finally:
         consumer.close()
 
