@@ -142,6 +142,24 @@ def check_access(kafka: KafkaConfig, timeout_s: float = 10.0) -> int:
         _probe_log.removeHandler(collector)
 
 
+class BrokerUnreachable(KafkaUnreachableError):
+    """For a command a person runs: no broker answered, said with what to run."""
+
+
+def require_broker(kafka: KafkaConfig, timeout_s: float = 5.0) -> None:
+    """:func:`check_access` for a command that needs the cluster now (``status``, ``lag`` …):
+    within ``timeout_s``, one sentence naming the address and what to run when nothing answers,
+    instead of the clients' own 10 to 30 s waits ending in a library exception."""
+    try:
+        check_access(kafka, timeout_s)
+    except KafkaUnreachableError:
+        raise BrokerUnreachable(
+            f"cannot reach the Kafka broker at {kafka.bootstrap_servers} within {timeout_s:.0f} s."
+            " Start one with `terra-xfer broker start` (or `make demo KEEP=1`), or point"
+            " [kafka] bootstrap_servers (env TERRA_XFER_KAFKA_BOOTSTRAP_SERVERS) at yours."
+        ) from None
+
+
 class _Collector(logging.Handler):
     """Keeps librdkafka's log lines of one check (they say when a broker dropped us)."""
 

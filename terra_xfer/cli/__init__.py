@@ -130,9 +130,9 @@ class State:
 
     def with_broker(self) -> Config:
         """The configuration, once its broker has answered (a clear error within a few seconds
-        when it does not; see :func:`terra_xfer.broker_check.require_broker`)."""
+        when it does not; see :func:`terra_xfer.kafka_security.require_broker`)."""
         config = self.config
-        importlib.import_module("terra_xfer.broker_check").require_broker(config.kafka)
+        importlib.import_module("terra_xfer.kafka_security").require_broker(config.kafka)
         return config
 
     def configure_logging(self) -> None:
