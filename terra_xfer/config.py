@@ -300,17 +300,19 @@ def unknown_env(env: Mapping[str, str]) -> dict[str, str]:
     """The set ``TERRA_XFER_*`` variables nothing reads (a typo, a renamed setting), each with
     a "; did you mean X?" hint when one known name is close."""
     known = env_names() | OTHER_ENV
-    return {
-        name: _did_you_mean(name, known)
-        for name in sorted(env)
-        if name.startswith(ENV_PREFIX) and name not in known
-    }
-
-
-def _did_you_mean(name: str, known: typing.Iterable[str]) -> str:
     tails = {k.removeprefix(ENV_PREFIX): k for k in known}  # the shared prefix is no likeness
-    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(tails), 1, 0.75)
-    return f"; did you mean {tails[close[0]]}?" if close else ""
+    out = {}
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            near = _near(name.removeprefix(ENV_PREFIX), tails, cutoff=0.75)
+            out[name] = f"; did you mean {tails[near]}?" if near else ""
+    return out
+
+
+def _near(name: str, known: typing.Iterable[str], cutoff: float) -> str | None:
+    """The one name of ``known`` close to ``name`` (a typo's intended name), if any."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
 
 
 T = TypeVar("T")
@@ -324,8 +326,8 @@ def _build(
     where = f"[{section}]" if section else "the top level"
     for key, value in raw.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            near = _near(key, fields, cutoff=0.6)
+            hint = f"; did you mean {near!r}?" if near else ""
             raise ConfigError(f"unknown key {key!r} in {where}{hint}")
         if "secret" in fields[key].metadata:
             env_name = ENV_PREFIX + fields[key].metadata["secret"]
