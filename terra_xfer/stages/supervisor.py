@@ -68,6 +68,39 @@ def cause_of(code: int) -> str:
     return f"failed (exit {code}; its log says why)"
 
 
+class Lines:
+    """Complete lines read from a pipe; an unfinished one waits for the rest."""
+
+    def __init__(self, fd: int, *, tail_at_end: bool) -> None:
+        """``tail_at_end``: at end of file an unfinished last line is handed on too (log text);
+        otherwise it is dropped (a report cut short by a kill is no report)."""
+        self.fd = fd
+        self.tail_at_end = tail_at_end
+        self.pending = b""
+
+    def read(self) -> list[bytes] | None:
+        """The lines completed by what is there now; None at end of file or, when the pipe
+        does not block, when nothing is there."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return None
+        if not data:
+            tail, self.pending = self.pending, b""
+            return [tail] if tail and self.tail_at_end else None
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        return lines
+
+    def drain(self) -> list[bytes]:
+        """Every line still in the pipe, without waiting for more (its writer has ended)."""
+        out: list[bytes] = []
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.fd, False)
+            while (lines := self.read()) is not None:
+                out += lines
+        return out
+
+
 @dataclass
 class Child:
     """One stage's process and what it last reported."""
@@ -75,10 +108,8 @@ class Child:
     spec: StageSpec
     restarts: Restarts
     proc: subprocess.Popen[bytes] | None = None
-    reports: int | None = None  # read end of its report pipe
-    pending: bytes = b""
-    logs: int | None = None  # read end of its stderr, when relayed
-    log_pending: bytes = b""
+    reports: Lines | None = None  # its report pipe
+    logs: Lines | None = None  # its stderr, when relayed
     handled_before: int = 0  # by the stage's earlier processes
     handled_now: int = 0
     stepped: float = 0.0
@@ -139,11 +170,11 @@ class Supervisor:
         )
         os.close(write)
         if proc.stderr is not None:
-            child.logs, child.log_pending = proc.stderr.fileno(), b""
+            child.logs = Lines(proc.stderr.fileno(), tail_at_end=True)
         assert proc.stdin is not None
         proc.stdin.write(orders.encode())
         proc.stdin.flush()  # and kept open: the child's life line
-        child.proc, child.reports, child.pending = proc, read, b""
+        child.proc, child.reports = proc, Lines(read, tail_at_end=False)
         child.handled_before += child.handled_now
         child.handled_now, child.start_at = 0, None
         child.pids.append(proc.pid)
@@ -169,15 +200,16 @@ class Supervisor:
 
         Raises ``ConfigError`` when a stage ended on a configuration error.
         """
-        fds = {c.reports: c for c in self.children if c.reports is not None}
-        logs = {c.logs: c for c in self.children if c.logs is not None}
+        reports = {c.reports.fd: (c, c.reports) for c in self.children if c.reports is not None}
+        logs = {c.logs.fd: c.logs for c in self.children if c.logs is not None}
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select([*fds, *logs], [], [], timeout_s)
+            ready, _, _ = select.select([*reports, *logs], [], [], timeout_s)
             for fd in ready:
-                if fd in fds:
-                    self._read(fds[fd])
+                if fd in reports:
+                    child, pipe = reports[fd]
+                    self._take(child, pipe.read() or [])
                 else:
-                    self._relay(logs[fd])
+                    self._relay(logs[fd].read() or [])
         now = time.monotonic()
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
@@ -185,16 +217,8 @@ class Supervisor:
             elif child.start_at is not None and now >= child.start_at and not self._stopping:
                 self._start(child)
 
-    def _read(self, child: Child) -> bool:
-        """Take what the child reported; False at end-of-file (or nothing there)."""
-        assert child.reports is not None
-        try:
-            data = os.read(child.reports, 65536)
-        except BlockingIOError:
-            return False
-        if not data:
-            return False
-        *lines, child.pending = (child.pending + data).split(b"\n")
+    def _take(self, child: Child, lines: list[bytes]) -> None:
+        """Take the report lines of ``child``."""
         for line in lines:
             report = json.loads(line)
             child.handled_now = int(report["handled"])
@@ -203,24 +227,11 @@ class Supervisor:
                 child.stepped = float(report["stepped"])
                 if self.on_step is not None:
                     self.on_step(child.name)
-        return True
 
-    def _relay(self, child: Child) -> bool:
-        """Hand on the complete lines the child wrote to stderr; False at end-of-file."""
-        assert child.logs is not None and self.relay is not None
-        try:
-            data = os.read(child.logs, 65536)
-        except BlockingIOError:
-            return False
-        if not data:
-            if child.log_pending:
-                self.relay(child.log_pending + b"\n")
-                child.log_pending = b""
-            return False
-        *lines, child.log_pending = (child.log_pending + data).split(b"\n")
-        if lines:
+    def _relay(self, lines: list[bytes]) -> None:
+        """Hand on lines a child wrote to its stderr."""
+        if lines and self.relay is not None:
             self.relay(b"".join(line + b"\n" for line in lines))
-        return True
 
     def _ended(self, child: Child, now: float) -> None:
         assert child.proc is not None
@@ -235,17 +246,11 @@ class Supervisor:
     def _release(self, child: Child) -> None:
         """Drain and close what the ended child's process held open here."""
         if child.reports is not None:
-            with contextlib.suppress(OSError):
-                os.set_blocking(child.reports, False)
-                while self._read(child):
-                    pass
-            os.close(child.reports)
+            self._take(child, child.reports.drain())
+            os.close(child.reports.fd)
             child.reports = None
         if child.logs is not None:
-            with contextlib.suppress(OSError):
-                os.set_blocking(child.logs, False)
-                while self._relay(child):
-                    pass
+            self._relay(child.logs.drain())
             child.logs = None  # closed with the process's stderr pipe
             if child.proc is not None and child.proc.stderr is not None:
                 child.proc.stderr.close()
