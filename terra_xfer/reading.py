@@ -1,16 +1,19 @@
-"""Reading a topic from its beginning to its end *now* (committed events only).
+"""Reading a topic from its beginning to its end *now* (committed events only), and where a
+committed reader is held back.
 
 Used wherever a stage or a command needs a topic's whole content once: a producer's last
-checkpoint, the dead letters for a report, a test's view of what was written.
+checkpoint, the dead letters for a report, a test's view of what was written. A transaction still
+open on a partition holds every read_committed reader at its start (:func:`open_transactions`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from terra_xfer.config import KafkaConfig
 from terra_xfer.errors import TransientError
@@ -48,3 +51,25 @@ def read_to_end(kafka: KafkaConfig, topic: str, timeout_s: float = 60.0) -> Iter
                 raise TransientError(f"reading {topic}: {err.str()}")
     finally:
         consumer.close()
+
+
+def open_transactions(
+    admin: AdminClient, partitions: Iterable[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, tuple[int, int]]:
+    """The partitions among ``partitions`` on which a transaction is open, with their last stable
+    offset and their end (the first below the second). Raises ``KafkaException`` as the listing
+    does."""
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    wanted = {TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
+    if not wanted:
+        return {}
+    stable, end = (
+        {
+            tp: future.result().offset
+            for tp, future in admin.list_offsets(
+                wanted, isolation_level=level, request_timeout=timeout_s
+            ).items()
+        }
+        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+    )
+    return {tp: (stable[tp], end[tp]) for tp in wanted if stable[tp] < end[tp]}

@@ -22,8 +22,8 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import IsolationLevel, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumers.state.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
 from consumers.state.view import TopicFollower
@@ -31,6 +31,7 @@ from schemas.codec import CodecError
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import client_config
+from terra_xfer.reading import open_transactions
 
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
@@ -184,22 +185,16 @@ class KeeperCopy(TopicFollower):
             return {}
         if self._admin is None:
             self._admin = AdminClient(client_config(self.config.kafka))
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        wanted = {TopicPartition(self.topic, p): latest for p in partitions}
         try:
-            stable = self._latest(wanted, IsolationLevel.READ_COMMITTED)
-            end = self._latest(wanted, IsolationLevel.READ_UNCOMMITTED)
+            held = open_transactions(
+                self._admin, (TopicPartition(self.topic, p) for p in partitions)
+            )
         except KafkaException as exc:
             # A client that knew the cluster before a broker restart may keep asking with stale
             # leader epochs (FENCED_LEADER_EPOCH) for ever: the next attempt starts afresh.
             self._admin = None
             raise TransientError(f"listing the offsets of {self.topic}: {exc}") from exc
-        return {p: (stable[p], end[p]) for p in sorted(end) if stable[p] < end[p]}
-
-    def _latest(self, wanted: dict[TopicPartition, Any], level: IsolationLevel) -> dict[int, int]:
-        assert self._admin is not None
-        futures = self._admin.list_offsets(wanted, isolation_level=level, request_timeout=10)
-        return {tp.partition: future.result().offset for tp, future in futures.items()}
+        return {tp.partition: offsets for tp, offsets in sorted(held.items(), key=_partition)}
 
     def _stored_offsets(self) -> dict[int, int]:
         return self.store.offsets()
@@ -227,3 +222,7 @@ class KeeperCopy(TopicFollower):
             super().close()
         finally:
             self.store.close()
+
+
+def _partition(item: tuple[TopicPartition, Any]) -> int:
+    return item[0].partition

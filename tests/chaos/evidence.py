@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import IsolationLevel, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.kafka import client_config
-from terra_xfer.reading import read_to_end
+from terra_xfer.reading import open_transactions, read_to_end
 from terra_xfer.topics import (
     DEADLETTER,
     FILES_ARRIVED,
@@ -56,25 +56,14 @@ def settled(config: Config, topics: tuple[str, ...], timeout_s: float = 30.0) ->
     admin = AdminClient(client_config(config.kafka))
     names = [config.topic(t) for t in topics]
     meta = admin.list_topics(timeout=10)
-    wanted = {
-        TopicPartition(n, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        for n in names
-        if n in meta.topics
-        for p in meta.topics[n].partitions
-    }
+    wanted = [
+        TopicPartition(n, p) for n in names if n in meta.topics for p in meta.topics[n].partitions
+    ]
     deadline = time.monotonic() + timeout_s
     while True:
-        ends = [
-            {
-                tp: f.result().offset
-                for tp, f in admin.list_offsets(wanted, isolation_level=level).items()
-            }
-            for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
-        ]
         held = {
-            f"{tp.topic}[{tp.partition}]": ends[1][tp] - ends[0][tp]
-            for tp in wanted
-            if ends[0][tp] < ends[1][tp]
+            f"{tp.topic}[{tp.partition}]": end - stable
+            for tp, (stable, end) in open_transactions(admin, wanted).items()
         }
         if not held or time.monotonic() > deadline:
             return held
