@@ -206,10 +206,17 @@ class SweeperConfig:
     stuck_after_s: float = 86400.0
 
 
+# How long the event topics keep what they carry (``topics create`` sets their retention.ms).
+EVENT_RETENTION_DAYS = 14
+
+
 @dataclass(frozen=True)
 class StatusConfig:
     index_path: Path = field(default_factory=lambda: data_home() / "status.sqlite")
     keeper_path: Path = field(default_factory=lambda: data_home() / "state-keeper.sqlite")
+    # Settled files (DONE, MISSING) leave the stages' local copies this long after their last
+    # change; files.state and the status index keep them. 0: never.
+    retain_settled_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,13 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
 def _check_together(config: Config) -> None:
     """Settings valid one by one but not together."""
     t, d = config.transfer, config.deleter
+    keep = config.status.retain_settled_days
+    if keep < 0 or 0 < keep <= EVENT_RETENTION_DAYS:
+        raise ConfigError(
+            f"[status] retain_settled_days = {keep:g} must be more than {EVENT_RETENTION_DAYS}"
+            " (the days the event topics keep their events: while one of them may still name a"
+            " file, the stages must know its record), or 0 to keep every settled file"
+        )
     if t.backend == "record" and d.enabled and not d.dry_run:
         raise ConfigError(
             '[transfer] backend = "record" copies nothing (it measures the pipeline\'s overhead):'

@@ -207,6 +207,13 @@ STAGE_RESTARTS = PromCounter(
     ["stage", "cause"],
     registry=REGISTRY,
 )
+LOCAL_ROWS_PRUNED = PromCounter(
+    "terra_xfer_local_rows_pruned_total",
+    "Settled files let go by a stage's local copy of files.state after [status] "
+    "retain_settled_days (files.state and the status index keep them), by copy.",
+    ["store"],
+    registry=REGISTRY,
+)
 
 # Short reason classes for dead letters: the first pattern found in the reason text names it.
 _REASONS: tuple[tuple[str, str], ...] = (

@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from terra_xfer.config import Config
+from terra_xfer.config import EVENT_RETENTION_DAYS, Config
 from terra_xfer.errors import PermanentError, TransientError
 from terra_xfer.kafka_security import client_config
 
@@ -65,7 +65,7 @@ class TopicSpec:
         return self.fixed_partitions or default
 
 
-_EVENTS = {"cleanup.policy": "delete", "retention.ms": str(14 * DAY_MS)}
+_EVENTS = {"cleanup.policy": "delete", "retention.ms": str(EVENT_RETENTION_DAYS * DAY_MS)}
 _STATE = {
     "cleanup.policy": "compact",
     "min.compaction.lag.ms": str(HOUR_MS),

@@ -77,6 +77,9 @@ HISTORY_LIMIT = 50
 PREVIOUS_VERSIONS_LIMIT = 10
 IN_FLIGHT = frozenset({"BATCHED", "FAILED"})
 MISSING_VERSION = "0:0"  # the version of a MISSING record: no content was seen
+# Nothing more happens to such a version on its own: DONE (copied, catalogued, gone from the
+# cache) or MISSING (never in the cache).
+SETTLED = frozenset({"DONE", MISSING})
 _UNTOUCHED: dict[str, Any] = {
     "state": "ARRIVED",
     "ingested": False,
@@ -134,6 +137,12 @@ def needs_requeue(state: Mapping[str, Any] | None, version: str) -> bool:
     if state["version"] != version:
         return is_newer(version, state["version"])
     return bool(state["state"] == "ARRIVED")
+
+
+def settled_before(state: Mapping[str, Any], cutoff_ms: int) -> bool:
+    """True when ``state`` is settled and unchanged since before ``cutoff_ms``: the record a
+    stage's local copy may let go (files.state and the status index keep it)."""
+    return state["state"] in SETTLED and int(state["updated_ms"]) < cutoff_ms
 
 
 def fold(state: State | None, record_name: str, event: Event, now_ms: int) -> State | None:

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.state.fold import batched, fold
 from consumers.state.keeper_store import KeeperCopy, KeeperStore, KeptRecord
+from consumers.state.retention import Retention
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
 from terra_xfer.kafka import where
@@ -132,7 +133,7 @@ class StateKeeper:
     def __init__(self, config: Config, spec: StageSpec) -> None:
         self.config = config
         self.spec = spec
-        self.copy = KeeperCopy(config, config.status.keeper_path)
+        self.copy = KeeperCopy(config, config.status.keeper_path, Retention.of(config))
         self.loop = TransactionalLoop(
             config,
             spec,
@@ -199,6 +200,7 @@ class StateKeeper:
         handled = self.loop.step()
         if not handled or self.kept.due():
             self.kept.flush()
+            self.copy.prune()
         return handled
 
     def _on_commit(self) -> None:

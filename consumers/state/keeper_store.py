@@ -9,8 +9,9 @@ encoding it once per flush.
 
 Offsets are kept as the status index keeps them: :meth:`KeeperStore.apply` writes rows and the
 next offset of each partition in one transaction, skips records below a stored offset, and a
-catch-up resumes from there. A file written by an earlier release (the status index's layout) is
-emptied on open, so the keeper rebuilds it from files.state.
+catch-up resumes from there. A file written by an earlier release (another layout) is emptied on open,
+so the keeper rebuilds it from files.state. Files settled before the retention window leave the
+copy (see :mod:`consumers.state.retention`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from typing import Any
 from confluent_kafka import KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumers.state.sqlite_file import SqliteFile, StatusIndexCorruptError, guarded, unapplied
+from consumers.state.retention import Retention
+from consumers.state.sqlite_file import (
+    SETTLED_ROW,
+    SqliteFile,
+    StatusIndexCorruptError,
+    guarded,
+    unapplied,
+)
 from consumers.state.view import TopicFollower
 from schemas.codec import CodecError
 from terra_xfer.config import Config
@@ -36,17 +44,22 @@ from terra_xfer.reading import open_transactions
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
 
-LAYOUT = 3  # PRAGMA user_version of this layout; the status index's layout is 1
-SCHEMA = """
-CREATE TABLE kept (key TEXT PRIMARY KEY, state TEXT NOT NULL, value TEXT NOT NULL);
+LAYOUT = 4  # PRAGMA user_version of this layout; the status index's layout is 1
+SCHEMA = f"""
+CREATE TABLE kept (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, value TEXT NOT NULL
+);
 CREATE INDEX kept_state ON kept(state);
+CREATE INDEX kept_settled ON kept(updated_ms) WHERE {SETTLED_ROW};
 CREATE TABLE kept_offsets (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 """
 _OLD_TABLES = ("files", "meta", "kept", "kept_offsets")
 _UPSERT = (
-    "INSERT INTO kept (key, state, value) VALUES (?, ?, ?)"
-    " ON CONFLICT(key) DO UPDATE SET state = excluded.state, value = excluded.value"
+    "INSERT INTO kept (key, state, updated_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT(key)"
+    " DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms,"
+    " value = excluded.value"
 )
+_PRUNE = f"DELETE FROM kept INDEXED BY kept_settled WHERE {SETTLED_ROW} AND updated_ms < ?"
 _SAVE_OFFSET = (
     "INSERT INTO kept_offsets (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
@@ -57,6 +70,9 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 State = dict[str, Any]
 # One files.state record the keeper wrote: partition, offset, key and the FileState.
 KeptRecord = tuple[int, int, str, State]
+# One written to the copy: the same, or None for a file the copy lets go (see
+# consumers.state.retention).
+CopiedRecord = tuple[int, int, str, State | None]
 
 
 class KeeperStore(SqliteFile):
@@ -88,16 +104,23 @@ class KeeperStore(SqliteFile):
             rows = self._db.execute("SELECT partition, next_offset FROM kept_offsets").fetchall()
         return {int(p): int(o) for p, o in rows}
 
-    def apply(self, records: Iterable[KeptRecord]) -> int:
+    def apply(self, records: Iterable[CopiedRecord]) -> int:
         """Write records and their offsets in one transaction; returns how many were applied.
 
         A record below its partition's stored offset was applied before and is skipped; of a
-        key's records only the last is written, which is what its row holds either way.
+        key's records only the last is written, which is what its row holds either way. A record
+        of None removes its key's row.
         """
         with guarded(self.path), self._transaction():
             stored = dict(self._db.execute("SELECT * FROM kept_offsets").fetchall())
             latest, reached, applied = unapplied(records, stored)
-            rows = [(k, v["state"], _COMPACT.encode(v)) for k, v in latest.items()]
+            gone = [(k,) for k, v in latest.items() if v is None]
+            self._db.executemany("DELETE FROM kept WHERE key = ?", gone)
+            rows = [
+                (k, v["state"], v["updated_ms"], _COMPACT.encode(v))
+                for k, v in latest.items()
+                if v is not None
+            ]
             self._db.executemany(_UPSERT, rows)
             self._db.executemany(_SAVE_OFFSET, reached.items())
         return applied
@@ -119,6 +142,11 @@ class KeeperStore(SqliteFile):
                     found[key] = self._decoded(key, value)
         return found
 
+    def prune(self, before_ms: int) -> int:
+        """Remove the rows of files settled before ``before_ms``; how many."""
+        with guarded(self.path), self._transaction():
+            return self._db.execute(_PRUNE, (before_ms,)).rowcount
+
     def counts_by_state(self) -> dict[str, int]:
         with guarded(self.path):
             rows = self._db.execute("SELECT state, COUNT(*) FROM kept GROUP BY state").fetchall()
@@ -138,8 +166,10 @@ class KeeperStore(SqliteFile):
 class KeeperCopy(TopicFollower):
     """files.state followed into a :class:`KeeperStore`: how the keeper catches its copy up."""
 
-    def __init__(self, config: Config, path: Path) -> None:
-        super().__init__(config)
+    store_name = "state-keeper"
+
+    def __init__(self, config: Config, path: Path, retention: Retention | None = None) -> None:
+        super().__init__(config, retention)
         self.store = KeeperStore(path)
         self._admin: AdminClient | None = None
 
@@ -199,8 +229,12 @@ class KeeperCopy(TopicFollower):
     def _stored_offsets(self) -> dict[int, int]:
         return self.store.offsets()
 
+    def _prune_before(self, cutoff_ms: int) -> int:
+        return self.store.prune(cutoff_ms)
+
     def _apply(self, messages: list[Message]) -> int:
-        records: list[KeptRecord] = []
+        records: list[CopiedRecord] = []
+        cutoff = self._cutoff_ms()
         for msg in messages:
             value = msg.value()
             if value is None:
@@ -214,7 +248,7 @@ class KeeperCopy(TopicFollower):
             key = (msg.key() or b"").decode("utf-8", "backslashreplace")
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
-            records.append((partition, offset, key, state))
+            records.append((partition, offset, key, state if self._kept(state, cutoff) else None))
         return self.store.apply(records) if records else 0
 
     def close(self) -> None:

@@ -10,9 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
 
+from consumers.state.fold import SETTLED
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 
 V = TypeVar("V")
+# A row of a settled file, as SQL: one spelling for a partial index and the queries that use it.
+SETTLED_ROW = f"state IN ({', '.join(repr(s) for s in sorted(SETTLED))})"
 
 
 class StatusIndexError(TerraXferError):

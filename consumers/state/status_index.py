@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from consumers.state.fold import transferred
-from consumers.state.sqlite_file import SqliteFile, guarded, unapplied
+from consumers.state.sqlite_file import SETTLED_ROW, SqliteFile, guarded, unapplied
 from consumers.state.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
 from consumers.state.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
 from consumers.state.sqlite_file import StatusIndexError as StatusIndexError
@@ -36,7 +36,7 @@ from consumers.state.status_report import (
 )
 
 SCHEMA_VERSION = 2  # 2: the warning column
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
     site TEXT NOT NULL,
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_state ON files(state, key);
 CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key);
 CREATE INDEX IF NOT EXISTS files_day ON files(day);
+CREATE INDEX IF NOT EXISTS files_settled ON files(updated_ms) WHERE {SETTLED_ROW};
 CREATE TABLE IF NOT EXISTS meta (
     partition INTEGER PRIMARY KEY,
     next_offset INTEGER NOT NULL
@@ -74,6 +75,7 @@ _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
 )
+_PRUNE = f"DELETE FROM files INDEXED BY files_settled WHERE {SETTLED_ROW} AND updated_ms < ?"
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason, warning"
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every row: the fast path
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
@@ -134,6 +136,12 @@ class StatusIndex(SqliteFile):
             self._db.executemany(_UPSERT, rows)
             self._db.executemany(_SAVE_OFFSET, reached.items())
         return applied
+
+    def prune(self, before_ms: int) -> int:
+        """Remove the rows of files settled (DONE or MISSING) before ``before_ms``; how many.
+        Their records stay in files.state (see :mod:`consumers.state.retention`)."""
+        with guarded(self.path), self._transaction():
+            return self._db.execute(_PRUNE, (before_ms,)).rowcount
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The whole FileState of ``key`` (with its history), or None when the file is unknown."""

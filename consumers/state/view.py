@@ -7,22 +7,26 @@ file is simply rebuilt from the beginning of the topic (compaction keeps it smal
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from consumers.state.fold import needs_requeue, transferred
+from consumers.state.retention import Retention
 from consumers.state.status_index import StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
+from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import make_consumer
 from terra_xfer.topics import FILES_STATE
 
+log = logging.getLogger(__name__)
 HEAD_ENDS_AT = "history"  # a FileState's columns are all among the fields before this one
 
 
@@ -32,10 +36,17 @@ class TopicFollower:
     Of each consumed batch only the last record of each key is handed on: on a compacted topic of
     whole states it is all the key's row holds after the batch, and the offsets still advance past
     all (a key's records share a partition, so its last has the highest offset of them).
+
+    With a ``retention`` (see :mod:`consumers.state.retention`), a record of a file settled before
+    the window is applied as a tombstone (its row goes, or is never written), and the rows of
+    files that settle while the copy is kept go at :meth:`prune`.
     """
 
-    def __init__(self, config: Config) -> None:
+    store_name = "files.state"  # how metrics and logs name this copy
+
+    def __init__(self, config: Config, retention: Retention | None = None) -> None:
         self.config = config
+        self.retention = retention
         self.topic = config.topic(FILES_STATE)
         self.codec = Codec()
         self._consumer: Any = None
@@ -47,6 +58,31 @@ class TopicFollower:
     def _apply(self, messages: list[Message]) -> int:
         """Write ``messages`` (at most one per key) and their offsets; return how many applied."""
         raise NotImplementedError
+
+    def _prune_before(self, cutoff_ms: int) -> int:
+        """Remove the rows of files settled before ``cutoff_ms``; how many."""
+        raise NotImplementedError
+
+    def _cutoff_ms(self) -> int | None:
+        return None if self.retention is None else self.retention.cutoff_ms()
+
+    def _kept(self, state: Mapping[str, Any] | None, cutoff_ms: int | None) -> bool:
+        """False for a record this copy lets go (settled before the window)."""
+        return state is not None and not (
+            self.retention is not None and self.retention.drops(state, cutoff_ms)
+        )
+
+    def prune(self) -> int:
+        """Let go of the files settled before the window, when a prune is due; how many went."""
+        if self.retention is None or not self.retention.due():
+            return 0
+        cutoff = self.retention.cutoff_ms()
+        assert cutoff is not None
+        gone = self._prune_before(cutoff)
+        metrics.LOCAL_ROWS_PRUNED.labels(self.store_name).inc(gone)
+        if gone:
+            log.info("%s: %d settled file(s) left the local copy", self.store_name, gone)
+        return gone
 
     def _assign(self, again: bool = False) -> None:
         """Assign every partition at the stored offsets (``again``: with a new consumer, so that
@@ -87,7 +123,9 @@ class TopicFollower:
                     continue
                 raise TransientError(f"reading {self.topic}: {msg.error().str()}")
             latest[msg.key() or b""] = msg
-        return self._apply(list(latest.values())) if latest else 0
+        applied = self._apply(list(latest.values())) if latest else 0
+        self.prune()
+        return applied
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
         """Apply everything committed up to now: each partition is read until the consumer reports
@@ -111,6 +149,7 @@ class TopicFollower:
                 else:
                     latest[msg.key() or b""] = msg
             applied += self._apply(list(latest.values())) if latest else 0
+        self.prune()
         return applied
 
     def close(self) -> None:
@@ -138,8 +177,10 @@ class StateFollower(TopicFollower):
         *,
         records: bool = True,
         transferred_only: bool = False,
+        retention: Retention | None = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, retention)
+        self.store_name = index_path.stem
         self.transferred_only = transferred_only
         self.index = StatusIndex(index_path, keep_records=records and not transferred_only)
         # Columns alone come from a FileState's fields before its history: only those are read.
@@ -150,16 +191,21 @@ class StateFollower(TopicFollower):
 
     def _apply(self, messages: list[Message]) -> int:
         records = []
+        cutoff = self._cutoff_ms()
         for msg in messages:
             try:
-                records.append(self._record(msg))
+                records.append(self._record(msg, cutoff))
             except CodecError:
                 continue  # the state keeper is the only writer; nothing else belongs here
         return self.index.apply(records) if records else 0
 
-    def _record(self, msg: Message) -> StateRecord:
+    def _prune_before(self, cutoff_ms: int) -> int:
+        return self.index.prune(cutoff_ms)
+
+    def _record(self, msg: Message, cutoff_ms: int | None = None) -> StateRecord:
         """(partition, offset, key, state) of one files.state message; a transferred-only view
-        turns every state that is not at the destination into a tombstone for its key."""
+        turns every state that is not at the destination into a tombstone for its key, and any
+        view one of a file settled before ``cutoff_ms``."""
         key = (msg.key() or b"").decode("utf-8", "backslashreplace")
         raw = msg.value()
         if raw is None:
@@ -169,6 +215,8 @@ class StateFollower(TopicFollower):
         else:
             value = self.codec.decode(raw)[1]
         if self.transferred_only and value is not None and not transferred(value):
+            value = None
+        if not self._kept(value, cutoff_ms):
             value = None
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None

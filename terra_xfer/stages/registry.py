@@ -21,6 +21,7 @@ from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
 from consumers.state.keeper import StateKeeper
+from consumers.state.retention import Retention
 from consumers.state.view import StateFollower
 from producers.danforth.service import DanforthProducer
 from producers.gantry.service import GantryProducer, log_source
@@ -69,7 +70,7 @@ ARRIVALS = frozenset({"FileArrived", "FileMissing"})
 def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
     """A local follower of files.state, of the kind a stage needs, beside the status index."""
     path = w.config.status.index_path.with_name(file_name)
-    return w.hold(StateFollower(w.config, path, **kind))
+    return w.hold(StateFollower(w.config, path, retention=Retention.of(w.config), **kind))
 
 
 def _gantry(w: Wiring) -> Stage:
