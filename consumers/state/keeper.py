@@ -130,10 +130,18 @@ class KeptStates:
 class StateKeeper:
     """One state keeper instance."""
 
-    def __init__(self, config: Config, spec: StageSpec) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spec: StageSpec,
+        progress: Callable[[str | None], None] = lambda _why: None,
+    ) -> None:
+        """``progress``: where a long catch-up of the copy says how far it is (readiness)."""
         self.config = config
         self.spec = spec
-        self.copy = KeeperCopy(config, config.status.keeper_path, Retention.of(config))
+        self.copy = KeeperCopy(
+            config, config.status.keeper_path, Retention.of(config), progress=progress
+        )
         self.loop = TransactionalLoop(
             config,
             spec,

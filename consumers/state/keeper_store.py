@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +168,14 @@ class KeeperCopy(TopicFollower):
 
     store_name = "state-keeper"
 
-    def __init__(self, config: Config, path: Path, retention: Retention | None = None) -> None:
-        super().__init__(config, retention)
+    def __init__(
+        self,
+        config: Config,
+        path: Path,
+        retention: Retention | None = None,
+        progress: Callable[[str | None], None] = lambda _why: None,
+    ) -> None:
+        super().__init__(config, retention, progress)
         self.store = KeeperStore(path)
         self._admin: AdminClient | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from terra_xfer.kafka import make_consumer
 from terra_xfer.topics import FILES_STATE
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0  # a catch-up that lasts says how far it is this often
 HEAD_ENDS_AT = "history"  # a FileState's columns are all among the fields before this one
 
 
@@ -44,9 +45,15 @@ class TopicFollower:
 
     store_name = "files.state"  # how metrics and logs name this copy
 
-    def __init__(self, config: Config, retention: Retention | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        retention: Retention | None = None,
+        progress: Callable[[str | None], None] = lambda _why: None,
+    ) -> None:
         self.config = config
         self.retention = retention
+        self.progress = progress
         self.topic = config.topic(FILES_STATE)
         self.codec = Codec()
         self._consumer: Any = None
@@ -131,14 +138,25 @@ class TopicFollower:
         """Apply everything committed up to now: each partition is read until the consumer reports
         its end once (with read_committed, the last stable offset). Records arriving after that
         are applied when they come in the same read, but an end that moves on is not chased: under
-        a steady stream of state changes it would never be reached everywhere at once."""
+        a steady stream of state changes it would never be reached everywhere at once.
+
+        A long read (a copy rebuilt from the whole topic) goes on as long as records come:
+        ``timeout_s`` bounds a read that makes no progress. Its progress is logged and told to
+        ``progress`` (the stage's readiness) every ``PROGRESS_EVERY_S``."""
         self._assign(again=True)
-        applied = 0
+        applied = read = 0
         remaining = set(self._partitions)
-        deadline = time.monotonic() + timeout_s
+        started = told = time.monotonic()
+        deadline = started + timeout_s
         while remaining:
-            if time.monotonic() > deadline:
-                raise TransientError(f"catching up with {self.topic} timed out")
+            now = time.monotonic()
+            if now > deadline:
+                raise TransientError(
+                    f"catching up with {self.topic} made no progress for {timeout_s:.0f} s"
+                )
+            if now - told >= PROGRESS_EVERY_S:
+                told = now
+                self._tell_progress(read, now - started)
             latest: dict[bytes, Message] = {}
             for msg in self._consumer.consume(10_000, 0.5):
                 err = msg.error()
@@ -148,9 +166,41 @@ class TopicFollower:
                     raise TransientError(f"reading {self.topic}: {err.str()}")
                 else:
                     latest[msg.key() or b""] = msg
-            applied += self._apply(list(latest.values())) if latest else 0
+                    read += 1
+            if latest:
+                deadline = time.monotonic() + timeout_s
+                applied += self._apply(list(latest.values()))
+        if told != started:
+            log.info(
+                "%s: caught up with %s: %d records in %.0f s",
+                self.store_name,
+                self.topic,
+                read,
+                time.monotonic() - started,
+            )
+            self.progress(None)
         self.prune()
         return applied
+
+    def _tell_progress(self, read: int, seconds: float) -> None:
+        why = (
+            f"catching up its copy of {self.topic} ({self.store_name}): {read:,} records read in"
+            f" {seconds:.0f} s, {self._behind():,} to go"
+        )
+        log.info("%s", why)
+        self.progress(why)
+
+    def _behind(self) -> int:
+        """Records between the consumer's position and the end, over its partitions (cached
+        watermarks: no request)."""
+        behind = 0
+        for tp in self._consumer.position(
+            [TopicPartition(self.topic, p) for p in self._partitions]
+        ):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                behind += max(0, high - tp.offset)
+        return behind
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -178,8 +228,9 @@ class StateFollower(TopicFollower):
         records: bool = True,
         transferred_only: bool = False,
         retention: Retention | None = None,
+        progress: Callable[[str | None], None] = lambda _why: None,
     ) -> None:
-        super().__init__(config, retention)
+        super().__init__(config, retention, progress)
         self.store_name = index_path.stem
         self.transferred_only = transferred_only
         self.index = StatusIndex(index_path, keep_records=records and not transferred_only)

@@ -21,7 +21,8 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from types import FrameType
 
 from terra_xfer import metrics
@@ -176,7 +177,10 @@ def run_stage(
     ``beat(name, handled)`` is told after every step; ``guard`` times every step.
     """
     with contextlib.ExitStack() as held:
-        stage = spec.build(Wiring(config, spec, held))
+        wiring = Wiring(config, spec, held)
+        if health is not None:
+            wiring = replace(wiring, waiting=partial(health.waiting, spec.name))
+        stage = spec.build(wiring)
         held.callback(stage.close)  # the stage closes before what it was given
         gc_tuning.settle()
         step = stage.step if guard is None else guard.watch(spec.name, stage.step)

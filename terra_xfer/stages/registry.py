@@ -70,7 +70,8 @@ ARRIVALS = frozenset({"FileArrived", "FileMissing"})
 def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
     """A local follower of files.state, of the kind a stage needs, beside the status index."""
     path = w.config.status.index_path.with_name(file_name)
-    return w.hold(StateFollower(w.config, path, retention=Retention.of(w.config), **kind))
+    retention = Retention.of(w.config)
+    return w.hold(StateFollower(w.config, path, retention=retention, progress=w.waiting, **kind))
 
 
 def _gantry(w: Wiring) -> Stage:
@@ -102,7 +103,7 @@ def _monitor(w: Wiring) -> Stage:
 
 
 def _state_keeper(w: Wiring) -> Stage:
-    return StateKeeper(w.config, w.spec)
+    return StateKeeper(w.config, w.spec, progress=w.waiting)
 
 
 def _ingest(w: Wiring) -> Stage:

@@ -33,12 +33,14 @@ C = TypeVar("C", bound=Closable)
 
 @dataclass(frozen=True)
 class Wiring:
-    """What a stage is built from: the configuration, its registry entry, and the exit stack that
-    releases what the stage was given (backends, views) after the stage itself is closed."""
+    """What a stage is built from: the configuration, its registry entry, the exit stack that
+    releases what the stage was given (backends, views) after the stage itself is closed, and
+    where it says why it waits (shown by /readyz and ``up``; None: it no longer waits)."""
 
     config: Config
     spec: StageSpec
     held: contextlib.ExitStack
+    waiting: Callable[[str | None], None] = field(default=lambda _why: None)  # told no one
 
     def hold(self, thing: C) -> C:
         """``thing``, closed when the stage's resources are released."""
