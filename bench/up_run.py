@@ -13,12 +13,12 @@ the run goes on; timings come from the records themselves:
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +29,13 @@ from confluent_kafka import TopicPartition
 from bench.cpu import CpuMeter
 from bench.cpu import processes as run_processes
 from bench.workspace import broker_pid, wait_groups_stable, wait_ready
+from consumers.state.sqlite_file import unpacked
 from terra_xfer.config import Config
 from terra_xfer.kafka import make_consumer
 from terra_xfer.stages import registry
 from terra_xfer.topics import CATALOGUE
 
-DRY_RUN_MARK = '"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
+DRY_RUN_MARK = b'"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
 
 
 def cli_command(config_path: Path, *args: str) -> list[str]:
@@ -110,13 +111,15 @@ class KeeperView:
         return self._db
 
     def count(self, state: str, dry_run: bool = False) -> int:
+        """Files in ``state`` (with ``dry_run``, those whose history holds the dry-run deletion:
+        every such row is read, so ask once the plain count is reached)."""
         db = self._conn()
         if db is None:
             return 0
         try:
             if dry_run:
-                sql = "SELECT count(*) FROM kept WHERE state = ? AND instr(value, ?) > 0"
-                return int(db.execute(sql, (state, DRY_RUN_MARK)).fetchone()[0])
+                sql = "SELECT value FROM kept WHERE state = ?"
+                return sum(DRY_RUN_MARK in zlib.decompress(v) for (v,) in db.execute(sql, (state,)))
             return int(
                 db.execute("SELECT count(*) FROM kept WHERE state = ?", (state,)).fetchone()[0]
             )
@@ -128,7 +131,7 @@ class KeeperView:
         db = self._conn()
         assert db is not None, f"{self.path} does not exist"
         for key, value in db.execute("SELECT key, value FROM kept"):
-            record = json.loads(value)
+            record = unpacked(value)
             yield key, record["state"], int(record["updated_ms"]), record
 
     def close(self) -> None:

@@ -1,11 +1,13 @@
 """The state keeper's working copy of files.state: each key's latest FileState.
 
-A row holds the key, its state name (indexed, for counting) and the FileState as compact JSON:
-nothing else, so a flush costs a fraction of a status index write (no report columns, one
-secondary index). JSON rather than the Avro record the keeper produced: the keeper reads a state
-back whenever it no longer holds the key in memory, which under a backlog is about once per file,
-and ``json.loads`` reads one three times faster than the Avro decoder, which more than pays for
-encoding it once per flush.
+A row holds the key, its state name (indexed, for counting), when it last changed, and the
+FileState as compact JSON compressed with zlib (:func:`consumers.state.sqlite_file.packed`):
+nothing else, so a flush costs a fraction of a status index write (no report columns). JSON
+rather than the Avro record the keeper produced: the keeper reads a state back whenever it no
+longer holds the key in memory, which under a backlog is about once per file, and ``json.loads``
+reads one faster than the Avro decoder. Compressed: a state with its history is about 2 KB of
+JSON, which SQLite stores about one per 4 KB page; compressed, about a third of that, several to
+a page.
 
 Offsets are kept as the status index keeps them: :meth:`KeeperStore.apply` writes rows and the
 next offset of each partition in one transaction, skips records below a stored offset, and a
@@ -16,9 +18,9 @@ copy (see :mod:`consumers.state.retention`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,9 @@ from consumers.state.sqlite_file import (
     SqliteFile,
     StatusIndexCorruptError,
     guarded,
+    packed,
     unapplied,
+    unpacked,
 )
 from consumers.state.view import TopicFollower
 from schemas.codec import CodecError
@@ -44,10 +48,10 @@ from terra_xfer.reading import open_transactions
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
 
-LAYOUT = 4  # PRAGMA user_version of this layout; the status index's layout is 1
+LAYOUT = 5  # PRAGMA user_version of this layout; the status index's layout is 1
 SCHEMA = f"""
 CREATE TABLE kept (
-    key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, value TEXT NOT NULL
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, value BLOB NOT NULL
 );
 CREATE INDEX kept_state ON kept(state);
 CREATE INDEX kept_settled ON kept(updated_ms) WHERE {SETTLED_ROW};
@@ -66,7 +70,6 @@ _SAVE_OFFSET = (
 )
 _KEYS_PER_QUERY = 500
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 State = dict[str, Any]
 # One files.state record the keeper wrote: partition, offset, key and the FileState.
 KeptRecord = tuple[int, int, str, State]
@@ -117,7 +120,7 @@ class KeeperStore(SqliteFile):
             gone = [(k,) for k, v in latest.items() if v is None]
             self._db.executemany("DELETE FROM kept WHERE key = ?", gone)
             rows = [
-                (k, v["state"], v["updated_ms"], _COMPACT.encode(v))
+                (k, v["state"], v["updated_ms"], packed(v))
                 for k, v in latest.items()
                 if v is not None
             ]
@@ -152,11 +155,10 @@ class KeeperStore(SqliteFile):
             rows = self._db.execute("SELECT state, COUNT(*) FROM kept GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
 
-    def _decoded(self, key: str, value: str) -> State:
+    def _decoded(self, key: str, value: bytes) -> State:
         try:
-            state: State = json.loads(value)
-            return state
-        except ValueError as exc:  # only the keeper writes here
+            return unpacked(value)
+        except (ValueError, zlib.error) as exc:  # only the keeper writes here
             raise StatusIndexCorruptError(
                 f"{self.path}: the state of {key!r} is unreadable ({exc}); delete the file to"
                 " rebuild it from files.state"

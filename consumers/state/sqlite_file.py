@@ -4,16 +4,19 @@ transactions, and closed with the ``with`` block that opened it."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from consumers.state.fold import SETTLED
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 
 V = TypeVar("V")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 # A row of a settled file, as SQL: one spelling for a partial index and the queries that use it.
 SETTLED_ROW = f"state IN ({', '.join(repr(s) for s in sorted(SETTLED))})"
 
@@ -109,3 +112,16 @@ def unapplied(
             reached[partition] = offset + 1
         applied += 1
     return latest, reached, applied
+
+
+def packed(state: Mapping[str, Any]) -> bytes:
+    """A FileState as stored in a row: compact JSON, compressed (zlib, fastest level)."""
+    return zlib.compress(_COMPACT.encode(state).encode(), 1)
+
+
+def unpacked(value: bytes | str) -> dict[str, Any]:
+    """The FileState of a row's stored value (:func:`packed`, or plain JSON text as an earlier
+    status index wrote it); raises ValueError or zlib.error when it is neither."""
+    text = zlib.decompress(value) if isinstance(value, bytes) else value
+    state: dict[str, Any] = json.loads(text)
+    return state

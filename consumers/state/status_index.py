@@ -1,8 +1,9 @@
 """The status index: files.state materialised in one SQLite file, for ``status`` and reports.
 
 One row per file key holds the columns people filter and count by, plus the whole FileState as
-JSON (its history answers ``status PATH``). An index written before the ``warning`` column
-existed gets it on open (empty: no warning was recorded before it). The ``meta`` table holds the
+compressed JSON (its history answers ``status PATH``; rows an earlier release wrote as plain JSON
+read the same). An index written before the ``warning`` column existed gets it on open (empty: no
+warning was recorded before it). The ``meta`` table holds the
 next files.state offset to consume per partition. The caller consumes files.state from
 :meth:`StatusIndex.offsets` and hands each batch to :meth:`StatusIndex.apply`, which writes the
 rows and the offsets in one transaction: after a crash the index resumes exactly after the last
@@ -15,7 +16,6 @@ Memory stays bounded whatever the number of files: queries stream rows from thei
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from consumers.state.fold import transferred
-from consumers.state.sqlite_file import SETTLED_ROW, SqliteFile, guarded, unapplied
+from consumers.state.sqlite_file import (
+    SETTLED_ROW,
+    SqliteFile,
+    guarded,
+    packed,
+    unapplied,
+    unpacked,
+)
 from consumers.state.sqlite_file import StatusIndexBusyError as StatusIndexBusyError
 from consumers.state.sqlite_file import StatusIndexCorruptError as StatusIndexCorruptError
 from consumers.state.sqlite_file import StatusIndexError as StatusIndexError
@@ -77,7 +84,6 @@ _SAVE_OFFSET = (
 )
 _PRUNE = f"DELETE FROM files INDEXED BY files_settled WHERE {SETTLED_ROW} AND updated_ms < ?"
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason, warning"
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every row: the fast path
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
 
 # One consumed files.state record: partition, offset, key, and the FileState (None: a tombstone).
@@ -148,12 +154,12 @@ class StatusIndex(SqliteFile):
         self._needs_records()
         with guarded(self.path):
             row = self._db.execute("SELECT record FROM files WHERE key = ?", (key,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else unpacked(row[0])
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The whole FileState of each known key among ``keys`` (unknown keys are left out)."""
         self._needs_records()
-        return {k: json.loads(r) for k, r in self._rows_of("key, record", keys)}
+        return {k: unpacked(r) for k, r in self._rows_of("key, record", keys)}
 
     def summaries(self, keys: Iterable[str]) -> dict[str, StateSummary]:
         """:meth:`summary` of each known key among ``keys``, in as few queries as it takes."""
@@ -259,7 +265,7 @@ class StatusIndex(SqliteFile):
 
 
 def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[Any, ...]:
-    """The ``files`` row of one FileState (with the whole record as JSON, or an empty one)."""
+    """The ``files`` row of one FileState (with the whole record packed, or an empty one)."""
     state = value["state"]
     failed = state in ("FAILED", "QUARANTINED") or value["reason"] is not None
     return (
@@ -279,7 +285,7 @@ def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[
         bool(value["ingested"]),
         bool(value["deleted"]),
         failed,
-        _COMPACT.encode(value) if keep_record else "",
+        packed(value) if keep_record else "",
         value.get("warning"),  # a record kept by an earlier release may lack it
     )
 

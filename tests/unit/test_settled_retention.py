@@ -6,7 +6,9 @@ settled lately; the status index keeps every file. No broker: the followers read
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +198,17 @@ def test_the_window_comes_from_the_config_and_outlasts_the_event_topics(tmp_path
     short.write_text(f"[status]\nretain_settled_days = {days}\n")
     with pytest.raises(ConfigError, match=f"must be more than {days}"):
         load(short, env={})
+
+
+def test_a_state_is_stored_compressed_and_a_plain_json_row_of_an_earlier_index_still_reads(
+    tmp_path: Path,
+) -> None:
+    value = FILES[2]
+    index = StatusIndex(tmp_path / "s.sqlite")
+    index.apply([(0, 0, value["key"], value)])
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        (stored,) = db.execute("SELECT record FROM files").fetchone()
+        assert json.loads(zlib.decompress(stored)) == value
+        db.execute("UPDATE files SET record = ?", (json.dumps(value),))  # as a release wrote it
+    assert index.get(value["key"]) == value
+    index.close()
