@@ -137,8 +137,8 @@ class Batcher:
             self.consumer.seek(TopicPartition(topic, partition, offset))
 
     def _window(self, messages: list[Message]) -> tuple[list[Window], list[Output]]:
-        if messages:
-            self.view.refresh()
+        # Followed at every step, idle ones too: a restart then catches up only the last moments.
+        self.view.refresh()
         good, dead = self.kafka.decode(messages)
         # A FileMissing names no version to ship (the state keeper records it): its offset only
         # moves the window on, like a filtered message.

@@ -34,6 +34,8 @@ from terra_xfer.topics import FILES_ARRIVED
 log = logging.getLogger(__name__)
 CHUNK = 1000
 GAUGES_EVERY_S = 30.0
+FOLLOW_EVERY_S = 5.0
+FOLLOW_MAX_RECORDS = 100_000  # more than files.state takes in 5 s at full speed
 
 
 def walk(root: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, os.stat_result]]:
@@ -81,6 +83,11 @@ class Sweeper:
         self.requeued = 0
         self.stuck: dict[str, int] = {}
         self.gauges = metrics.Periodic(GAUGES_EVERY_S, self._publish_gauges)
+        # The view follows files.state between walks too, so that a restart, and the next walk,
+        # catch up only the last seconds.
+        self.following = metrics.Periodic(
+            FOLLOW_EVERY_S, self._follow, what="following files.state"
+        )
 
     def _publish_gauges(self) -> None:
         """Files by state and consumer lag, for the process's /metrics."""
@@ -88,7 +95,11 @@ class Sweeper:
         metrics.observe_states(self.view.index)
         publish_lag(self.config, self.measured)
 
+    def _follow(self) -> None:
+        self.view.refresh(FOLLOW_MAX_RECORDS)
+
     def step(self) -> int:
+        self.following.maybe()
         self.gauges.maybe()
         if time.monotonic() < self.next_run:
             return 0

@@ -353,17 +353,20 @@ def observe_states(index: StateCounts, now_ms: int | None = None) -> None:
 
 
 class Periodic:
-    """Runs ``action`` at most every ``interval_s``; a failure is logged, never raised."""
+    """Runs ``action`` at most every ``interval_s``; a failure is logged (as ``what`` failing),
+    never raised: the next call tries again."""
 
     def __init__(
         self,
         interval_s: float,
         action: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        what: str = "publishing metrics",
     ) -> None:
         self.interval_s = interval_s
         self.action = action
         self.clock = clock
+        self.what = what
         self._next = 0.0
 
     def maybe(self) -> bool:
@@ -372,8 +375,8 @@ class Periodic:
         self._next = self.clock() + self.interval_s
         try:
             self.action()
-        except Exception as exc:  # metrics must never stop a stage; the next call tries again
-            log.warning("publishing metrics failed: %s", exc)
+        except Exception as exc:  # never stops a stage; the next call tries again
+            log.warning("%s failed: %s", self.what, exc)
         return True
 
 

@@ -206,6 +206,8 @@ class StateKeeper:
         self._check_partitions()
         self._written, self._produced = [], 0
         handled = self.loop.step()
+        if not handled and self._stale and self.loop.consumer.assignment():
+            self._fresh()  # caught up while idle: the first event after a restart waits for nothing
         if not handled or self.kept.due():
             self.kept.flush()
             self.copy.prune()

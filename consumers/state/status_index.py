@@ -65,8 +65,6 @@ CREATE TABLE IF NOT EXISTS files (
     warning TEXT
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state, key);
-CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key);
-CREATE INDEX IF NOT EXISTS files_day ON files(day);
 CREATE INDEX IF NOT EXISTS files_settled ON files(updated_ms) WHERE {SETTLED_ROW};
 CREATE TABLE IF NOT EXISTS meta (
     partition INTEGER PRIMARY KEY,
@@ -82,6 +80,11 @@ _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
 )
+# For status --sensor and report: a view that keeps no records answers neither, and goes without.
+_FULL_ONLY = {
+    "files_sensor": "CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key)",
+    "files_day": "CREATE INDEX IF NOT EXISTS files_day ON files(day)",
+}
 _PRUNE = f"DELETE FROM files INDEXED BY files_settled WHERE {SETTLED_ROW} AND updated_ms < ?"
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason, warning"
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
@@ -104,14 +107,17 @@ class StatusIndex(SqliteFile):
     def __init__(
         self, path: str | Path, *, busy_timeout_s: float = 30.0, keep_records: bool = True
     ) -> None:
-        """``keep_records=False``: rows hold their columns only (no JSON record, so no
-        :meth:`get`), for a view that decides by the columns and must be cheap to keep."""
+        """``keep_records=False``: rows hold their columns only (no record, so no :meth:`get`)
+        and have no sensor or day index (for ``status --sensor`` and reports), for a view that
+        decides by the columns and must be cheap to keep."""
         super().__init__(path, busy_timeout_s)
         self.keep_records = keep_records
         try:
             with guarded(self.path), self._transaction():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
+                for name, create in _FULL_ONLY.items():
+                    self._db.execute(create if keep_records else f"DROP INDEX IF EXISTS {name}")
                 _add_warning_column(self._db)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             prepare(self._db)

@@ -3,7 +3,7 @@ for it (there is no version to ship) and commits past it."""
 
 from __future__ import annotations
 
-from consumers.batcher import Batcher
+from consumers.batcher import Batcher, NoView
 from schemas.codec import Codec
 from terra_xfer.stages import registry
 from terra_xfer.topics import FILES_ARRIVED
@@ -41,3 +41,23 @@ def test_the_batcher_skips_a_missing_file_without_a_dead_letter() -> None:
     assert (window.first_offset, window.last_offset) == (6, 7)  # committed with the batch
     assert 3 not in batcher.windows._open  # nothing to ship there, only an offset to commit
     assert batcher.windows.idle_commits() == {3: 5}
+
+
+class CountingView(NoView):
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+
+
+def test_the_batcher_follows_files_state_at_every_step_idle_ones_too() -> None:
+    config = offline()
+    view = CountingView()
+    batcher = Batcher(config, registry.spec("batcher"), backend=Backend(), view=view)  # type: ignore[arg-type]
+    batcher.consumer.close()
+    batcher.kafka.producer.close()
+
+    assert batcher._window([]) == ([], [])
+
+    assert view.refreshes == 1  # so a restart catches up only the last moments

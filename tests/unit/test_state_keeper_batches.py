@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from consumers.state.fold import batched, fold
 from consumers.state.keeper import KeptStates, StateKeeper
@@ -293,3 +295,23 @@ def test_an_event_that_cannot_be_folded_is_a_dead_letter(keeper: StateKeeper) ->
     outputs = keeper._handle([event("FileArrived", version="not-a-version")])
     assert [o.topic for o in outputs] == [keeper.config.topic(DEADLETTER)]
     assert "malformed version" in CODEC.decode(outputs[0].value or b"")[1]["reason"]
+
+
+def test_a_keeper_given_partitions_catches_up_while_idle_not_at_its_first_event(
+    keeper: StateKeeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caught_up: list[bool] = []
+    monkeypatch.setattr(keeper.copy, "catch_up", lambda: caught_up.append(True))
+    monkeypatch.setattr(keeper.copy, "settle", lambda partitions: None)
+    monkeypatch.setattr(keeper.loop, "step", lambda: 0)  # nothing to consume yet
+    assigned: list[TopicPartition] = []
+    monkeypatch.setattr(keeper.loop.kafka, "consumer", SimpleNamespace(assignment=lambda: assigned))
+    keeper._on_assign(None, [])  # type: ignore[arg-type]
+
+    keeper.step()
+    assert caught_up == []  # not in the group yet: nothing to catch up for
+
+    assigned.append(TopicPartition("t", 0))
+    keeper.step()
+    keeper.step()
+    assert caught_up == [True]  # once, then not again until the next assignment
