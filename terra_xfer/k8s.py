@@ -24,6 +24,7 @@ LemnaTec system runs it. The output is deterministic (fixed key order, sorted co
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from terra_xfer.config import ENV_PREFIX, KafkaConfig
+from terra_xfer.config import ENV_PREFIX, KafkaConfig, StatusConfig
 from terra_xfer.kafka_security import PASSWORD_ENV
 from terra_xfer.stages import registry
 from terra_xfer.stages.spec import Deployment, StageSpec
@@ -72,6 +73,11 @@ STATE_DIR = "/var/lib/terra-xfer"
 RUN_AS = 10001
 # Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
 GRACE_S = 30
+# The site the state volumes are sized for: a busy gantry night (up to ~5 TB a day). A site with
+# more files a day raises it here (or patches sizeLimit in its overlay); README, "Local state".
+SITE_FILES_PER_DAY = 250_000
+IN_FLIGHT_DAYS = 2
+MIN_STATE_GI = 2
 HEADER = "# Made by `python -m terra_xfer.k8s {kind}` from the stage registry; do not edit.\n"
 DANFORTH_FILE = Path("components") / "danforth" / "danforth.yaml"  # beside the base directory
 
@@ -217,11 +223,25 @@ def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         # Working copies only (state views, task records): rebuilt from Kafka after a restart.
-        {"name": "state", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "state", "emptyDir": {"sizeLimit": f"{state_volume_gi(stage)}Gi"}},
     ]
     claims = sorted({m.claim for m in _needs(stage).mounts})
     volumes += [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
     return volumes
+
+
+def state_volume_gi(
+    stage: StageSpec,
+    files_per_day: int = SITE_FILES_PER_DAY,
+    retain_days: float = StatusConfig.retain_settled_days,
+) -> int:
+    """GiB of the stage's state volume: its local copy of files.state holds the files of the
+    retention window and about two days in flight beyond it, at its measured bytes per file; twice
+    that, since SQLite keeps the pages of pruned rows for reuse (it never shrinks the file) and its
+    write-ahead log beside it; never less than ``MIN_STATE_GI`` (task records, small views)."""
+    per_file = _needs(stage).copy_bytes_per_file
+    need = per_file * files_per_day * (retain_days + IN_FLIGHT_DAYS) * 2
+    return max(MIN_STATE_GI, math.ceil(need / 2**30))
 
 
 def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) -> dict[str, Any]:

@@ -62,6 +62,10 @@ BLOBS_RO = Mount("lemnatec-blobs", BLOB_DIR, read_only=True)
 GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
+# Bytes on disk per file of a stage's local copy of files.state, measured with a million files
+# (bench.scale; BENCHMARKS.md, "Scale"): what its Kubernetes volume is sized from.
+KEEPER_COPY_BYTES = 1200
+VIEW_BYTES = 700
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 # What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
 ARRIVALS = frozenset({"FileArrived", "FileMissing"})
@@ -206,7 +210,9 @@ STAGES: tuple[StageSpec, ...] = (
         inputs=(FILES_ARRIVED,),
         outputs=(BATCHES_SUBMITTED, DEADLETTER),
         accepts=ARRIVALS,
-        deployment=Deployment(secrets=(GLOBUS_SECRET,), scaling=Scaling(2000)),
+        deployment=Deployment(
+            secrets=(GLOBUS_SECRET,), scaling=Scaling(2000), copy_bytes_per_file=VIEW_BYTES
+        ),
     ),
     StageSpec(
         "monitor",
@@ -249,7 +255,7 @@ STAGES: tuple[StageSpec, ...] = (
                 "FileDeleted",
             }
         ),
-        deployment=Deployment(scaling=Scaling(5000)),
+        deployment=Deployment(scaling=Scaling(5000), copy_bytes_per_file=KEEPER_COPY_BYTES),
     ),
     StageSpec(
         "ingest",
@@ -298,7 +304,7 @@ STAGES: tuple[StageSpec, ...] = (
           terra-xfer sweeper --config site.toml --once
         """,
         outputs=(FILES_ARRIVED,),
-        deployment=Deployment((CACHE_RO,), single=True),
+        deployment=Deployment((CACHE_RO,), single=True, copy_bytes_per_file=VIEW_BYTES),
     ),
 )
 SPECS: Mapping[str, StageSpec] = {s.name: s for s in STAGES}

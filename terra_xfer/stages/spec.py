@@ -86,6 +86,8 @@ class Deployment:
     cache), so it rolls with ``Recreate`` instead of surging a second pod. ``scaling``: how KEDA
     scales a stage that may run as several replicas (None: one replica). ``component``: the
     kustomize component that holds it, for a stage only some sites run ("" = the base).
+    ``copy_bytes_per_file``: the bytes on disk per file of the local copy of files.state the stage
+    keeps (0: none), for sizing its state volume (``terra_xfer.k8s.state_volume_gi``).
     """
 
     mounts: tuple[Mount, ...] = ()
@@ -94,6 +96,7 @@ class Deployment:
     scaling: Scaling | None = None
     resources: Resources = Resources()
     component: str = ""
+    copy_bytes_per_file: int = 0
 
 
 def always(_config: Config) -> bool:

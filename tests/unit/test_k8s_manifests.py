@@ -1056,3 +1056,23 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     location, count = imported.stdout.split()
     assert location.startswith(str(env_dir)) and int(count) > 0
+
+
+def test_each_state_volume_holds_its_stages_copy_of_the_retention_window() -> None:
+    config = site_config()
+    window_days = config.status.retain_settled_days + k8s.IN_FLIGHT_DAYS
+    deployments = {d["metadata"]["name"]: d for d in of_kind(base_docs(), "Deployment")}
+    keeping = set()
+    for stage in registry.STAGES:
+        deployment = deployments.get(f"terra-xfer-{stage.name}")
+        if deployment is None:
+            continue
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        limit = volumes["state"]["emptyDir"]["sizeLimit"]
+        assert limit.endswith("Gi"), (stage.name, limit)
+        per_file = stage.deployment.copy_bytes_per_file if stage.deployment else 0
+        needed = per_file * k8s.SITE_FILES_PER_DAY * window_days / 2**30
+        assert int(limit[:-2]) >= max(needed, k8s.MIN_STATE_GI), (stage.name, limit, needed)
+        if per_file:
+            keeping.add(stage.name)
+    assert keeping == k8s.FOLLOWS_STATE  # every stage that follows files.state, and only those
