@@ -173,10 +173,7 @@ class Sweeper:
         """Files neither DONE nor MISSING whose state has not changed for ``stuck_after_s``,
         counted by state."""
         before = now_ms() - int(self.config.sweeper.stuck_after_s * 1000)
-        counts: dict[str, int] = {}
-        for row in self.view.index.query(updated_before_ms=before):
-            if row["state"] not in ("DONE", "MISSING"):
-                counts[row["state"]] = counts.get(row["state"], 0) + 1
+        counts = self.view.index.unsettled_before(before)
         if counts:
             log.warning(
                 "sweeper: files stuck longer than %.0f s: %s",

@@ -218,6 +218,16 @@ class StatusIndex(SqliteFile):
         with guarded(self.path):
             return {str(s): int(n) for s, n in self._db.execute(sql, args).fetchall()}
 
+    def unsettled_before(self, before_ms: int) -> dict[str, int]:
+        """How many files not settled (neither DONE nor MISSING) have not changed since before
+        ``before_ms``, by state (states with none left out): the stuck files, counted by SQLite."""
+        sql = (
+            f"SELECT state, COUNT(*) FROM files WHERE NOT ({SETTLED_ROW}) AND updated_ms < ?"
+            " GROUP BY state ORDER BY state"
+        )
+        with guarded(self.path):
+            return {str(s): int(n) for s, n in self._db.execute(sql, (before_ms,)).fetchall()}
+
     def sensors(self) -> list[str]:
         """The sensors that have files, by name."""
         sql = "SELECT DISTINCT sensor FROM files WHERE sensor IS NOT NULL ORDER BY sensor"

@@ -212,3 +212,12 @@ def test_a_state_is_stored_compressed_and_a_plain_json_row_of_an_earlier_index_s
         db.execute("UPDATE files SET record = ?", (json.dumps(value),))  # as a release wrote it
     assert index.get(value["key"]) == value
     index.close()
+
+
+def test_files_not_settled_that_have_not_moved_are_counted_by_state(tmp_path: Path) -> None:
+    index = StatusIndex(tmp_path / "s.sqlite", keep_records=False)
+    index.apply([(0, i, f["key"], f) for i, f in enumerate(FILES)])
+
+    assert index.unsettled_before(NOW_MS) == {"INGESTED": 1, "QUARANTINED": 1, "TRANSFERRED": 1}
+    assert index.unsettled_before(OLD) == {}
+    index.close()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
+from consumers.state.status_index import StatusIndex
 from producers.sweeper import FOLLOW_EVERY_S, FOLLOW_MAX_RECORDS, Sweeper
 from terra_xfer import metrics
 from terra_xfer.stages import registry
+from terra_xfer.stages.outputs import now_ms
 from tests.fakes import Clock, offline
+from tests.samples import sample
 
 
 class View:
@@ -32,3 +38,26 @@ def test_the_sweeper_reads_files_state_every_few_seconds_between_walks() -> None
 
     assert view.refreshed == [FOLLOW_MAX_RECORDS, FOLLOW_MAX_RECORDS]
     sweeper.kafka.close()
+
+
+def test_the_sweeper_reports_files_that_have_not_moved_for_a_day(tmp_path: Path) -> None:
+    index = StatusIndex(tmp_path / "v.sqlite", keep_records=False)
+    now = now_ms()
+    old, fresh = now - 2 * 86_400_000, now
+    rows = [
+        ("a", "BATCHED", old),
+        ("b", "BATCHED", fresh),
+        ("c", "DONE", old),
+        ("d", "FAILED", old),
+    ]
+    index.apply(
+        [
+            (0, i, key, sample("FileState") | {"key": key, "state": state, "updated_ms": at})
+            for i, (key, state, at) in enumerate(rows)
+        ]
+    )
+    sweeper = Sweeper(offline(), registry.spec("sweeper"), SimpleNamespace(index=index))  # type: ignore[arg-type]
+
+    assert sweeper.report_stuck() == {"BATCHED": 1, "FAILED": 1}
+    sweeper.kafka.close()
+    index.close()
