@@ -14,6 +14,9 @@ After the nights of ``--measure-at`` (by default 1, 5 and the last: 100k, 500k a
 - each process's resident memory now (VmRSS) and at its peak (VmHWM);
 - the night's files per second.
 
+``terra-xfer status`` is timed there too (it brings the status index, the one store that keeps
+every file, up to date), and its index is among the stores measured.
+
 After the nights of ``--restart-at`` (by default the first and the last), ``up`` is stopped and
 each stage is started alone (``terra-xfer <stage>``, as a Kubernetes pod runs it) and timed from
 its start to ``/readyz`` answering 200 (its first step done: joined, its local copy caught up),
@@ -173,6 +176,16 @@ def restarts(config: Config, config_path: Path, lost: bool) -> dict[str, float]:
     return out
 
 
+def status_s(config_path: Path) -> float:
+    """Seconds ``terra-xfer status`` takes: it brings the status index up to date (from the
+    start of files.state the first time), then prints the summary."""
+    began = time.monotonic()
+    subprocess.run(cli_command(config_path, "status"), check=True, stdout=subprocess.DEVNULL)
+    seconds = round(time.monotonic() - began, 2)
+    print(f"  status: {seconds} s", flush=True)
+    return seconds
+
+
 def wait_complete(view: KeeperView, total: int, up: Up, timeout_s: float = 7200) -> None:
     """Until ``total`` files are INGESTED with their dry-run deletion recorded."""
     deadline = time.monotonic() + timeout_s
@@ -202,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = ws.write(settings)
         up = Up(ws.config_path, free_port())
         view = KeeperView(config.status.keeper_path)
-        total = 0
+        keys: set[str] = set()  # nights days apart may upload the same path: count files once
         try:
             results["up_first_ready_s"] = round(up.start(), 2)
             for n in range(1, args.nights + 1):
@@ -214,7 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 began = time.monotonic()
                 with config.gantry.xferlog.open("ab") as log:
                     log.write(b"".join(lines))
-                total += len(ups)
+                keys.update(u.rel for u in ups)
+                total = len(keys)
                 wait_complete(view, total, up)
                 seconds = time.monotonic() - began
                 rate = round(len(ups) / seconds)
@@ -229,6 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 view.close()  # the keeper's copy may be deleted and rebuilt: read the new file
                 # Every stage started alone once (its copy caught up) before the sizes are read.
                 ready = {"intact": restarts(config, ws.config_path, lost=False)}
+                measured["status_s"] = status_s(ws.config_path)
                 sizes = store_sizes(ws.root)
                 measured["store_bytes"] = sizes
                 measured["store_bytes_per_file"] = {k: round(v / total) for k, v in sizes.items()}
