@@ -233,7 +233,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seconds = time.monotonic() - began
                 rate = round(len(ups) / seconds)
                 print(f"night {n}: {total:,} files, {rate:,} files/s", flush=True)
-                shutil.rmtree(config.gantry.cache_root / "ua-mac", ignore_errors=True)
+                for top in config.gantry.cache_root.iterdir():  # as the deleter would, once DONE
+                    shutil.rmtree(top, ignore_errors=True)
                 if n not in args.measure_at and n != args.nights:
                     continue
                 assert up.proc is not None
