@@ -64,7 +64,7 @@ CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
 # Bytes on disk per file of a stage's local copy of files.state, measured with a million files
 # (bench.scale; BENCHMARKS.md, "Scale"): what its Kubernetes volume is sized from.
-KEEPER_COPY_BYTES = 1200
+KEEPER_COPY_BYTES = 1300
 VIEW_BYTES = 700
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 # What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
