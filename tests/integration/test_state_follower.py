@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from consumers.state.keeper_store import KeeperCopy
+from consumers.state.retention import Retention
 from consumers.state.view import StateFollower
 from schemas.codec import Codec
 from terra_xfer.config import Config
@@ -61,4 +63,49 @@ def test_catch_up_returns_under_a_steady_stream(pipeline_config: Config, tmp_pat
     finally:
         stop.set()
         writer.join(30)
+        producer.close()
+
+
+def test_a_copy_rebuilt_from_a_real_topic_lets_settled_files_go_and_a_running_one_prunes(
+    pipeline_config: Config, tmp_path: Path
+) -> None:
+    """Retention on a real files.state: the batcher-like view and the keeper's copy, rebuilt from
+    the topic, skip files settled before the window; files that settle old while a copy runs go
+    at its next prune. The wall clock is the test's, so the window can be a minute."""
+    config = pipeline_config
+    create_topics(config)
+    topic = config.topic(FILES_STATE)
+    producer = TxProducer(config.kafka, f"{topic}-retention")
+    producer.init()
+    now = [10_000_000_000_000]
+
+    def state(key: str, name: str, updated_ms: int) -> bytes:
+        done = name == "DONE"
+        value = sample("FileState") | {"key": key, "state": name, "updated_ms": updated_ms}
+        return Codec().encode("FileState", value | {"ingested": done, "deleted": done})
+
+    with producer.transaction():
+        producer.produce(topic, state("old/done", "DONE", now[0] - 120_000), b"old/done")
+        producer.produce(topic, state("old/batched", "BATCHED", now[0] - 120_000), b"old/batched")
+        producer.produce(topic, state("new/done", "DONE", now[0] - 1_000), b"new/done")
+
+    def window() -> Retention:
+        return Retention(60_000, every_s=0.0, wall_ms=lambda: now[0])
+
+    view = StateFollower(config, tmp_path / "view.sqlite", records=False, retention=window())
+    copy = KeeperCopy(config, tmp_path / "keeper.sqlite", window())
+    try:
+        view.catch_up(timeout_s=30)
+        copy.catch_up(timeout_s=30)
+        kept = {"old/batched", "new/done"}
+        assert {r["key"] for r in view.index.query()} == kept
+        assert set(copy.store.get_many(["old/done", *kept])) == kept
+
+        now[0] += 120_000  # two minutes on: new/done settled before the window too
+        assert view.prune() == 1 and copy.prune() == 1
+        assert {r["key"] for r in view.index.query()} == {"old/batched"}
+        assert set(copy.store.get_many(["new/done", "old/batched"])) == {"old/batched"}
+    finally:
+        view.close()
+        copy.close()
         producer.close()
