@@ -32,15 +32,15 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import processes
 from bench.machine import describe
-from bench.up_run import KeeperView, cli_command
+from bench.up_run import KeeperView, cli_command, stop, vm_mb
 from bench.workload import METADATA, log_lines, place_metadata, write_files
 from bench.workspace import broker, wait_ready, workspace
 from producers.gantry.night import Upload, uploads
@@ -86,30 +86,11 @@ def store_sizes(root: Path) -> dict[str, int]:
 def memory(pid: int) -> dict[str, dict[str, float]]:
     """{process: {"rss_mb", "peak_mb"}} of ``up`` and its stage processes."""
     found: dict[str, dict[str, float]] = {}
-    pids = {"up": pid}
-    try:
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            name = Path(f"/proc/{child}/comm").read_text().strip().removeprefix("tx-")
-            pids[name] = int(child)
-    except OSError:
-        pass
-    for name, p in pids.items():
-        status = _status(p)
-        if status:
-            found[name] = {"rss_mb": status["VmRSS"], "peak_mb": status["VmHWM"]}
+    for name, p in processes(pid).items():
+        rss, peak = vm_mb(p, "VmRSS"), vm_mb(p, "VmHWM")
+        if rss is not None and peak is not None:
+            found[name] = {"rss_mb": round(rss, 1), "peak_mb": round(peak, 1)}
     return found
-
-
-def _status(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = round(int(value.split()[0]) / 1024, 1)
-    except OSError:
-        return {}
-    return out
 
 
 class Up:
@@ -129,13 +110,8 @@ class Up:
         return wait_ready(self.port, 600, alive=lambda: proc.poll() is None)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop(self.proc, 60)
         self.proc = None
 
 
@@ -152,12 +128,7 @@ def stage_ready_s(config_path: Path, stage: str) -> float:
         wait_ready(port, 900, alive=lambda: proc.poll() is None)
         return round(time.monotonic() - began, 2)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 60)
 
 
 def restarts(config: Config, config_path: Path, lost: bool) -> dict[str, float]:

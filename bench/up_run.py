@@ -89,9 +89,14 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def _hwm_mb(pid: int) -> float | None:
+    return vm_mb(pid, "VmHWM")
+
+
+def vm_mb(pid: int, field: str) -> float | None:
+    """A memory figure of ``/proc/<pid>/status`` (VmRSS, VmHWM, ...) in MB; None once gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -260,7 +265,7 @@ def run_up(
         return outcome
     finally:
         view.close()
-        _stop(proc)
+        stop(proc)
         if spy is not None:
             spy.wait(60)  # py-spy writes its output once the process it samples has exited
 
@@ -304,11 +309,12 @@ def _collect(view: KeeperView, keys: set[str], dry_run: bool, outcome: Outcome) 
     outcome.incomplete = sorted(keys - outcome.completed_ms.keys())
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)

@@ -34,7 +34,7 @@ from terra_xfer.kafka import where
 from terra_xfer.partitioner import partition_of
 from terra_xfer.stages.consume_loop import TransactionalLoop
 from terra_xfer.stages.outputs import Decoded, Output, dead_letter, now_ms
-from terra_xfer.stages.spec import StageSpec
+from terra_xfer.stages.spec import StageSpec, Waiting, unheard
 from terra_xfer.topics import (
     FILES_STATE,
 )
@@ -134,7 +134,7 @@ class StateKeeper:
         self,
         config: Config,
         spec: StageSpec,
-        progress: Callable[[str | None], None] = lambda _why: None,
+        progress: Waiting = unheard,
     ) -> None:
         """``progress``: where a long catch-up of the copy says how far it is (readiness)."""
         self.config = config

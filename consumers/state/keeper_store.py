@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import client_config
 from terra_xfer.reading import open_transactions
+from terra_xfer.stages.spec import Waiting, unheard
 
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
@@ -175,7 +176,7 @@ class KeeperCopy(TopicFollower):
         config: Config,
         path: Path,
         retention: Retention | None = None,
-        progress: Callable[[str | None], None] = lambda _why: None,
+        progress: Waiting = unheard,
     ) -> None:
         super().__init__(config, retention, progress)
         self.store = KeeperStore(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import make_consumer
+from terra_xfer.stages.spec import Waiting, unheard
 from terra_xfer.topics import FILES_STATE
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class TopicFollower:
         self,
         config: Config,
         retention: Retention | None = None,
-        progress: Callable[[str | None], None] = lambda _why: None,
+        progress: Waiting = unheard,
     ) -> None:
         self.config = config
         self.retention = retention
@@ -228,7 +229,7 @@ class StateFollower(TopicFollower):
         records: bool = True,
         transferred_only: bool = False,
         retention: Retention | None = None,
-        progress: Callable[[str | None], None] = lambda _why: None,
+        progress: Waiting = unheard,
     ) -> None:
         super().__init__(config, retention, progress)
         self.store_name = index_path.stem

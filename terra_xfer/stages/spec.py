@@ -29,6 +29,12 @@ class Closable(Protocol):
 
 
 C = TypeVar("C", bound=Closable)
+# Where a stage, or what it holds, says why it waits (None: it no longer does).
+Waiting = Callable[[str | None], None]
+
+
+def unheard(_why: str | None) -> None:
+    """A :data:`Waiting` that tells no one (a stage run without a readiness endpoint)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class Wiring:
     config: Config
     spec: StageSpec
     held: contextlib.ExitStack
-    waiting: Callable[[str | None], None] = field(default=lambda _why: None)  # told no one
+    waiting: Waiting = unheard
 
     def hold(self, thing: C) -> C:
         """``thing``, closed when the stage's resources are released."""
