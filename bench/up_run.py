@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ from confluent_kafka import TopicPartition
 from bench.cpu import CpuMeter
 from bench.cpu import processes as run_processes
 from bench.workspace import broker_pid, wait_groups_stable, wait_ready
-from consumers.state.sqlite_file import unpacked
+from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.kafka import make_consumer
 from terra_xfer.stages import registry
 from terra_xfer.topics import CATALOGUE
 
-DRY_RUN_MARK = b'"DELETE_DRY_RUN"'  # a transition's state, as the row's JSON holds it
+DRY_RUN_MARK = b"DELETE_DRY_RUN"  # a transition's state, as the row's Avro bytes hold it
 
 
 def cli_command(config_path: Path, *args: str) -> list[str]:
@@ -124,7 +123,7 @@ class KeeperView:
         try:
             if dry_run:
                 sql = "SELECT value FROM kept WHERE state = ?"
-                return sum(DRY_RUN_MARK in zlib.decompress(v) for (v,) in db.execute(sql, (state,)))
+                return sum(DRY_RUN_MARK in v for (v,) in db.execute(sql, (state,)))
             return int(
                 db.execute("SELECT count(*) FROM kept WHERE state = ?", (state,)).fetchone()[0]
             )
@@ -135,8 +134,9 @@ class KeeperView:
         """(key, state, updated_ms, FileState) of every file."""
         db = self._conn()
         assert db is not None, f"{self.path} does not exist"
+        codec = Codec()
         for key, value in db.execute("SELECT key, value FROM kept"):
-            record = unpacked(value)
+            record = codec.decode(value)[1]
             yield key, record["state"], int(record["updated_ms"]), record
 
     def close(self) -> None:

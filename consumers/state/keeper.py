@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.state.fold import batched, fold
-from consumers.state.keeper_store import KeeperCopy, KeeperStore, KeptRecord
+from consumers.state.keeper_store import Encoded, KeeperCopy, KeeperStore, KeptRecord
 from consumers.state.retention import Retention
 from terra_xfer.config import Config
 from terra_xfer.errors import PermanentError, TransientError
@@ -88,7 +88,7 @@ class KeptStates:
         return found
 
     def committed(self, records: Iterable[KeptRecord]) -> None:
-        """Take the states a committed step wrote (partition, offset, key, state)."""
+        """Take the states a committed step wrote (partition, offset, key, state, its bytes)."""
         for record in records:
             key, state = record[2], record[3]
             self.pending[key] = record
@@ -112,7 +112,12 @@ class KeptStates:
         """
         written = len(self.pending)
         if self.pending:
-            self.store.apply(list(self.pending.values()))
+            self.store.apply(
+                [
+                    (p, o, key, Encoded.of(state, raw))
+                    for p, o, key, state, raw in self.pending.values()
+                ]
+            )
             self.pending.clear()
             self._oldest = None
         excess = len(self.recent) - self.keep
@@ -240,15 +245,11 @@ class StateKeeper:
                 refused.append(self._refuse(d, f"cannot fold {d.record}: {exc}"))
         self._produced = len(changed)
         topic = self.config.topic(FILES_STATE)
-        return refused + [
-            Output(
-                topic,
-                key,
-                self.loop.codec.encode("FileState", state),
-                on_delivery=self._delivered(key, state),
-            )
-            for key, state in changed.items()
-        ]
+        outputs = refused
+        for key, state in changed.items():
+            raw = self.loop.codec.encode("FileState", state)
+            outputs.append(Output(topic, key, raw, on_delivery=self._delivered(key, state, raw)))
+        return outputs
 
     def _in_pipeline_order(self, batch: Sequence[Decoded]) -> list[Decoded]:
         """``batch`` with arrivals first, then batches, transfers, ingestion and deletion (each
@@ -282,11 +283,11 @@ class StateKeeper:
         log.error("%s: %s", where(d.msg), reason)
         return dead_letter(self.config, self.loop.codec, self.spec.name, reason, d.msg)
 
-    def _delivered(self, key: str, state: State) -> Any:
+    def _delivered(self, key: str, state: State, raw: bytes) -> Any:
         def record(msg: Message) -> None:
             p, o = msg.partition(), msg.offset()
             assert p is not None and o is not None
-            self._written.append((p, o, key, state))
+            self._written.append((p, o, key, state, raw))
 
         return record
 

@@ -1,13 +1,12 @@
 """The state keeper's working copy of files.state: each key's latest FileState.
 
 A row holds the key, its state name (indexed, for counting), when it last changed, and the
-FileState as compact JSON compressed with zlib (:func:`consumers.state.sqlite_file.packed`):
-nothing else, so a flush costs a fraction of a status index write (no report columns). JSON
-rather than the Avro record the keeper produced: the keeper reads a state back whenever it no
-longer holds the key in memory, which under a backlog is about once per file, and ``json.loads``
-reads one faster than the Avro decoder. Compressed: a state with its history is about 2 KB of
-JSON, which SQLite stores about one per 4 KB page; compressed, about a third of that, several to
-a page.
+FileState exactly as files.state holds it: the bytes of the record the keeper produced (or read,
+when catching up). Nothing is encoded for the copy: a flush writes bytes the keeper already has,
+and a catch-up reads only the head of each record (:data:`~consumers.state.view.HEAD_ENDS_AT`)
+for the columns. A state is decoded only when the keeper reads it back, which it does for a
+file it no longer holds in memory. The codec resolves the record's schema by its fingerprint, so
+a copy written by an earlier release of the schema reads as files.state does.
 
 Offsets are kept as the status index keeps them: :meth:`KeeperStore.apply` writes rows and the
 next offset of each partition in one transaction, skips records below a stored offset, and a
@@ -20,10 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -34,12 +32,10 @@ from consumers.state.sqlite_file import (
     SqliteFile,
     StatusIndexCorruptError,
     guarded,
-    packed,
     unapplied,
-    unpacked,
 )
-from consumers.state.view import TopicFollower
-from schemas.codec import CodecError
+from consumers.state.view import HEAD_ENDS_AT, TopicFollower
+from schemas.codec import Codec, CodecError
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import client_config
@@ -49,7 +45,7 @@ from terra_xfer.stages.spec import Waiting, unheard
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
 
-LAYOUT = 5  # PRAGMA user_version of this layout; the status index's layout is 1
+LAYOUT = 6  # PRAGMA user_version of this layout; the status index's layout is 1
 SCHEMA = f"""
 CREATE TABLE kept (
     key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, value BLOB NOT NULL
@@ -72,11 +68,26 @@ _SAVE_OFFSET = (
 _KEYS_PER_QUERY = 500
 
 State = dict[str, Any]
-# One files.state record the keeper wrote: partition, offset, key and the FileState.
-KeptRecord = tuple[int, int, str, State]
-# One written to the copy: the same, or None for a file the copy lets go (see
-# consumers.state.retention).
-CopiedRecord = tuple[int, int, str, State | None]
+# One files.state record the keeper wrote: partition, offset, key, the FileState and its bytes.
+KeptRecord = tuple[int, int, str, State, bytes]
+
+
+class Encoded(NamedTuple):
+    """A FileState as files.state holds it: its state and time of change (the row's columns) and
+    the record's bytes."""
+
+    state: str
+    updated_ms: int
+    raw: bytes
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any], raw: bytes) -> Encoded:
+        return cls(str(state["state"]), int(state["updated_ms"]), raw)
+
+
+# One written to the copy: partition, offset, key and the record, or None for a file the copy
+# lets go (see consumers.state.retention).
+CopiedRecord = tuple[int, int, str, Encoded | None]
 
 
 class KeeperStore(SqliteFile):
@@ -84,6 +95,7 @@ class KeeperStore(SqliteFile):
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         super().__init__(path, busy_timeout_s)
+        self.codec = Codec()
         try:
             with guarded(self.path):
                 (layout,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -120,11 +132,7 @@ class KeeperStore(SqliteFile):
             latest, reached, applied = unapplied(records, stored)
             gone = [(k,) for k, v in latest.items() if v is None]
             self._db.executemany("DELETE FROM kept WHERE key = ?", gone)
-            rows = [
-                (k, v["state"], v["updated_ms"], packed(v))
-                for k, v in latest.items()
-                if v is not None
-            ]
+            rows = [(k, v.state, v.updated_ms, v.raw) for k, v in latest.items() if v is not None]
             self._db.executemany(_UPSERT, rows)
             self._db.executemany(_SAVE_OFFSET, reached.items())
         return applied
@@ -158,8 +166,11 @@ class KeeperStore(SqliteFile):
 
     def _decoded(self, key: str, value: bytes) -> State:
         try:
-            return unpacked(value)
-        except (ValueError, zlib.error) as exc:  # only the keeper writes here
+            record, state = self.codec.decode(value)
+            if record != "FileState":
+                raise CodecError(f"a {record} record, not a FileState")
+            return state
+        except (CodecError, TypeError) as exc:  # only the keeper writes here
             raise StatusIndexCorruptError(
                 f"{self.path}: the state of {key!r} is unreadable ({exc}); delete the file to"
                 " rebuild it from files.state"
@@ -249,7 +260,7 @@ class KeeperCopy(TopicFollower):
             if value is None:
                 continue  # the keeper writes no tombstones; nothing else belongs here
             try:
-                record, state = self.codec.decode(value)
+                record, head = self.codec.decode_head(value, HEAD_ENDS_AT)
             except CodecError:
                 continue
             if record != "FileState":
@@ -257,7 +268,8 @@ class KeeperCopy(TopicFollower):
             key = (msg.key() or b"").decode("utf-8", "backslashreplace")
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
-            records.append((partition, offset, key, state if self._kept(state, cutoff) else None))
+            kept = Encoded.of(head, value) if self._kept(head, cutoff) else None
+            records.append((partition, offset, key, kept))
         return self.store.apply(records) if records else 0
 
     def close(self) -> None:

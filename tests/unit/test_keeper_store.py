@@ -9,11 +9,15 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from consumers.state.keeper_store import KeeperCopy, KeeperStore
+from consumers.state.keeper_store import Encoded, KeeperCopy, KeeperStore
 from consumers.state.status_index import StatusIndex, StatusIndexCorruptError
+from schemas.codec import Codec
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from tests.samples import sample
+from tests.state_feed import Feed, Msg
+
+HISTORY = {"state": "ARRIVED", "at_ms": 1, "evidence": {"version": "1:2", "source": "xferlog"}}
 
 
 def state(key: str, name: str = "ARRIVED", **over: Any) -> dict[str, Any]:
@@ -21,7 +25,8 @@ def state(key: str, name: str = "ARRIVED", **over: Any) -> dict[str, Any]:
 
 
 def written(key: str, offset: int, name: str = "ARRIVED", partition: int = 0) -> Any:
-    return partition, offset, key, state(key, name)
+    value = state(key, name)
+    return partition, offset, key, Encoded.of(value, Codec().encode("FileState", value))
 
 
 def test_a_state_reads_back_as_it_was_written(tmp_path: Path) -> None:
@@ -79,7 +84,7 @@ def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
     with KeeperStore(path) as store:
         store.apply([written("ua-mac/a", 0)])
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE kept SET value = 'not json' WHERE key = 'ua-mac/a'")
+        db.execute("UPDATE kept SET value = X'C30100' WHERE key = 'ua-mac/a'")
     with (
         KeeperStore(path) as store,
         pytest.raises(StatusIndexCorruptError, match=r"ua-mac/a.*delete the file"),
@@ -102,5 +107,29 @@ def test_a_failed_offset_listing_is_asked_again_by_a_fresh_client(tmp_path: Path
             copy.open_transactions({0})
         assert copy._admin is None
         assert copy.open_transactions(set()) == {}  # nothing held: nothing asked
+    finally:
+        copy.close()
+
+
+def test_the_copy_holds_each_record_as_files_state_holds_it(tmp_path: Path) -> None:
+    """Nothing is encoded for the copy: a catch-up stores the bytes it read (only their head is
+    decoded, for the columns), and a state reads back from them whole, history included."""
+    codec = Codec()
+    done = state("ua-mac/a", "DONE") | {"history": [HISTORY] * 3}
+    raw = codec.encode("FileState", done)
+    feed = Feed()
+    feed.queued = [Msg(0, 0, "ua-mac/a", raw)]
+    copy = KeeperCopy(Config(), tmp_path / "keeper.sqlite")
+    copy._consumer = feed
+    copy._new_consumer = lambda: feed  # type: ignore[method-assign]
+    copy._partitions = [0]
+    try:
+        copy.catch_up()
+
+        with sqlite3.connect(tmp_path / "keeper.sqlite") as db:
+            rows = db.execute("SELECT key, state, updated_ms, value FROM kept").fetchall()
+        assert rows == [("ua-mac/a", "DONE", done["updated_ms"], raw)]
+        assert copy.store.get("ua-mac/a") == done
+        assert copy.store.offsets() == {0: 1}
     finally:
         copy.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from consumers.state import keeper_store, status_index
-from consumers.state.keeper_store import KeeperCopy, KeeperStore
+from consumers.state.keeper_store import Encoded, KeeperCopy, KeeperStore
 from consumers.state.retention import DAY_MS, Retention
 from consumers.state.status_index import StatusIndex
 from consumers.state.view import StateFollower, TopicFollower
@@ -57,6 +57,10 @@ def retention(every_s: float = 600.0) -> tuple[Retention, list[float]]:
     now = [0.0]
     made = Retention(KEEP_MS, every_s=every_s, wall_ms=lambda: NOW_MS, clock=lambda: now[0])
     return made, now
+
+
+def encoded(value: dict[str, Any]) -> Encoded:
+    return Encoded.of(value, Codec().encode("FileState", value))
 
 
 def fed(follower: TopicFollower) -> Feed:
@@ -129,7 +133,7 @@ def test_the_keepers_copy_lets_settled_files_go_too(tmp_path: Path) -> None:
 
     assert rows(tmp_path / "k.sqlite", "kept") == KEPT
     fresh = state("done-long-ago", "DONE", NOW_MS)  # written again: kept again
-    copy.store.apply([(0, len(FILES), fresh["key"], fresh)])
+    copy.store.apply([(0, len(FILES), fresh["key"], encoded(fresh))])
     assert copy.store.get(fresh["key"]) == fresh
     assert copy.store.prune(NOW_MS - KEEP_MS) == 0
     copy.close()
@@ -151,7 +155,10 @@ def test_pruning_removes_only_settled_rows_older_than_the_cutoff_through_its_ind
 ) -> None:
     path = tmp_path / "s.sqlite"
     store: StatusIndex | KeeperStore = StatusIndex(path) if table == "status" else KeeperStore(path)
-    store.apply([(0, i, f["key"], f) for i, f in enumerate(FILES)])
+    if isinstance(store, KeeperStore):
+        store.apply([(0, i, f["key"], encoded(f)) for i, f in enumerate(FILES)])
+    else:
+        store.apply([(0, i, f["key"], f) for i, f in enumerate(FILES)])
 
     assert store.prune(NOW_MS - KEEP_MS) == 2
 

@@ -200,10 +200,12 @@ def test_an_assignment_flushes_forgets_and_catches_up_before_its_first_fold(
     assert caught_up == [True]
 
 
-def record(key: str, offset: int, state: str = "ARRIVED") -> tuple[int, int, str, dict[str, Any]]:
+def record(
+    key: str, offset: int, state: str = "ARRIVED"
+) -> tuple[int, int, str, dict[str, Any], bytes]:
     path = key.partition("/")[2]
     value = sample("FileState") | {"key": key, "path": path, "state": state}
-    return 0, offset, key, value
+    return 0, offset, key, value, Codec().encode("FileState", value)
 
 
 def test_a_failed_flush_keeps_every_pending_state(
