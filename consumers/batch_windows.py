@@ -2,7 +2,9 @@
 
 Per partition of files.arrived, files accumulate in one open window until it holds ``max_files``,
 or ``max_bytes`` (so that a few large files need not wait for a window sized in file counts), or
-its oldest file has waited ``max_wait_s``, whichever comes first. A window covers a contiguous range
+its oldest file has waited ``max_wait_s``, whichever comes first; the batcher may also close every
+open window at once (:meth:`Windows.close_all`) when the transfers are idle. Each closed window
+says why it closed (:data:`CLOSED_BY`). A window covers a contiguous range
 of offsets of its partition (including messages that yielded no file), so committing
 ``last_offset + 1`` when the window's batch is recorded is exact. The batch id is derived from the
 topic, partition and offset range, so re-forming the same window after a crash gives the same id.
@@ -11,6 +13,10 @@ topic, partition and offset range, so re-forming the same window after a crash g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# Why a window closed: it held max_files, held max_bytes, its oldest file waited max_wait_s, or
+# the batcher closed it early because its transfers were idle.
+CLOSED_BY = ("files", "bytes", "waited", "idle")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Window:
     opened_at: float
     items: dict[tuple[str, str], BatchItem] = field(default_factory=dict)
     bytes: int = 0  # of its distinct items
+    closed_by: str = ""  # one of CLOSED_BY once closed
 
     @property
     def batch_id(self) -> str:
@@ -86,15 +93,25 @@ class Windows:
         if item is not None and (item.key, item.version) not in window.items:
             window.items[(item.key, item.version)] = item
             window.bytes += max(0, item.size)
-        full = len(window.items) >= self.max_files
-        if full or (self.max_bytes is not None and window.bytes >= self.max_bytes):
-            return self._open.pop(partition)
+        if len(window.items) >= self.max_files:
+            return self._close(partition, "files")
+        if self.max_bytes is not None and window.bytes >= self.max_bytes:
+            return self._close(partition, "bytes")
         return None
 
     def due(self, now: float) -> list[Window]:
         """Close and return every window whose oldest file has waited ``max_wait_s``."""
         ready = [p for p, w in self._open.items() if now - w.opened_at >= self.max_wait_s]
-        return [self._open.pop(p) for p in ready]
+        return [self._close(p, "waited") for p in ready]
+
+    def close_all(self) -> list[Window]:
+        """Close and return every open window, whatever it holds (the transfers are idle)."""
+        return [self._close(p, "idle") for p in list(self._open)]
+
+    def _close(self, partition: int, why: str) -> Window:
+        window = self._open.pop(partition)
+        window.closed_by = why
+        return window
 
     def seconds_until_due(self, now: float) -> float | None:
         if not self._open:

@@ -10,6 +10,11 @@ the backend accepts once, so no batch is lost and none runs twice.
 
 Back-pressure: while ``max_pending_tasks`` submitted tasks are not final, the batcher pauses its
 partitions (it keeps polling, so it stays in the group) and forms no new batch.
+
+Idle transfers: while fewer than ``idle_tasks`` of its tasks are running and it has read all
+there was to read, the batcher closes its open windows at once instead of waiting for them to
+fill or age (as Nagle's algorithm sends at once on an idle link): holding files back then only
+delays them. While that many tasks run, windows grow, and each task carries more files.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ UNNAMEABLE = (
     "the cache (the sweeper then ships it under its new name)"
 )
 PENDING_RECHECK_S = 2.0
+IDLE_RECHECK_S = 1.0  # how often running tasks are asked after whether they ended, for idle_tasks
+READ_MAX = 500  # messages per read; a read returning fewer has drained what was there
 
 
 class TransferredView(Protocol):
@@ -89,8 +96,9 @@ class Batcher:
         self.topic = config.topic(FILES_ARRIVED)
         b = config.batcher
         self.windows = Windows(self.topic, b.max_files, b.max_wait_s, b.max_bytes)
-        self.pending: set[str] = set()
+        self.pending: dict[str, None] = {}  # submitted tasks not known final, oldest first
         self._pending_checked = 0.0
+        self._running_checked = float("-inf")
         self._paused = False
         self.batches_submitted = 0
 
@@ -118,9 +126,11 @@ class Batcher:
         with self.kafka.attempt():
             # Back as soon as a message is there: a window's clock starts when its first file is
             # consumed, not when a poll that waited for 500 of them gives up.
-            messages = self.kafka.read(500, timeout)
+            messages = self.kafka.read(READ_MAX, timeout)
             closed, dead = self._window(messages)
             closed += self.windows.due(self.clock())
+            if len(messages) < READ_MAX and self.windows.open_files and self._transfers_idle():
+                closed += self.windows.close_all()
             idle = self.windows.idle_commits()
             if closed or dead or idle:
                 self._record(closed, dead, idle)
@@ -191,6 +201,7 @@ class Batcher:
             )
             if not window.files:
                 continue
+            metrics.BATCH_WINDOWS.labels(window.closed_by).inc()
             submission_id = self.backend.new_submission_id(window.batch_id)
             record = batch_record(
                 window, "PREPARED", submission_id, self.backend.name, None, now_ms()
@@ -218,7 +229,7 @@ class Batcher:
             return
         submitted = dict(record, phase="SUBMITTED", task_id=task_id, emitted_ms=now_ms())
         self.kafka.commit([self._batch_output(submitted, partition)])
-        self.pending.add(task_id)
+        self.pending[task_id] = None
         self.batches_submitted += 1
         metrics.observe_batch(record["files"])
         log.info(
@@ -243,7 +254,7 @@ class Batcher:
         limit = self.config.batcher.max_pending_tasks
         if len(self.pending) >= limit and self.clock() - self._pending_checked >= PENDING_RECHECK_S:
             self._pending_checked = self.clock()
-            self.pending = {t for t in self.pending if not self._final(t)}
+            self.pending = {t: None for t in self.pending if not self._final(t)}
         blocked = len(self.pending) >= limit
         if blocked != self._paused:
             assigned = self.consumer.assignment()
@@ -256,6 +267,28 @@ class Batcher:
                 limit,
             )
         return blocked
+
+    def _transfers_idle(self) -> bool:
+        """True when fewer than ``idle_tasks`` of this batcher's tasks are running. The oldest
+        pending tasks are asked (at most ``idle_tasks`` of them, once a second): those found final
+        leave the pending set, and the asking stops once that many are found running."""
+        slots = self.config.batcher.idle_tasks
+        if slots == 0:
+            return False
+        if len(self.pending) < slots:
+            return True
+        if self.clock() - self._running_checked < IDLE_RECHECK_S:
+            return False
+        self._running_checked = self.clock()
+        running = 0
+        for task_id in list(self.pending):
+            if running >= slots:
+                break
+            if self._final(task_id):
+                del self.pending[task_id]
+            else:
+                running += 1
+        return running < slots
 
     def _final(self, task_id: str) -> bool:
         try:

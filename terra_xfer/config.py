@@ -145,6 +145,10 @@ class BatcherConfig:
     # cube) go at once instead of waiting for max_files or max_wait_s.
     max_bytes: int = field(default=10_000_000_000, metadata={"min": 1})
     max_pending_tasks: int = 20
+    # While fewer of its tasks than this are running, the batcher closes its windows as soon as it
+    # has read all there is (0: windows wait for max_files, max_bytes or max_wait_s). 3 is the
+    # number of tasks Globus runs at once for one user.
+    idle_tasks: int = field(default=3, metadata={"min": 0})
 
 
 @dataclass(frozen=True)

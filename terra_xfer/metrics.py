@@ -67,6 +67,13 @@ BATCH_FILES = Histogram(
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
     registry=REGISTRY,
 )
+BATCH_WINDOWS = PromCounter(
+    "terra_xfer_batch_windows_closed_total",
+    "Batching windows closed with files, by why: files (max_files), bytes (max_bytes), waited"
+    " (max_wait_s) or idle (the batcher's transfers were idle and it had read all there was).",
+    ["why"],
+    registry=REGISTRY,
+)
 BATCH_AGE = Histogram(
     "terra_xfer_batch_age_seconds",
     "Age (since its mtime) of a batch's oldest file when the batch is submitted.",

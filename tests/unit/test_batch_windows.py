@@ -101,3 +101,20 @@ def test_small_files_still_close_at_max_files_or_max_wait() -> None:
 def test_max_bytes_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         Windows("t", max_files=5, max_wait_s=1, max_bytes=0)
+
+
+def test_each_closed_window_says_why_it_closed() -> None:
+    w = Windows("t", max_files=2, max_wait_s=30, max_bytes=100)
+    w.add(0, 1, sized(1, 1), now=0)
+    by_files = w.add(0, 2, sized(2, 1), now=0)
+    by_bytes = w.add(1, 1, sized(3, 100), now=0)
+    w.add(2, 1, sized(4, 1), now=0)
+    w.add(3, 1, sized(5, 1), now=10)
+    by_age = w.due(now=30)
+    idle = w.close_all()
+
+    assert by_files is not None and by_files.closed_by == "files"
+    assert by_bytes is not None and by_bytes.closed_by == "bytes"
+    assert [(x.partition, x.closed_by) for x in by_age] == [(2, "waited")]
+    assert [(x.partition, x.closed_by) for x in idle] == [(3, "idle")]
+    assert w.close_all() == [] and w.open_files == 0

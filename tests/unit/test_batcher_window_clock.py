@@ -7,11 +7,13 @@ window would open that much after its first file was in hand (and close that muc
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from consumers.batcher import Batcher
 from schemas.codec import Codec
+from terra_xfer.config import Config
 from terra_xfer.stages import registry
 from tests.fakes import Clock, offline
 from tests.samples import sample
@@ -72,7 +74,8 @@ class IdleProducer:
 
 
 def test_a_window_opens_when_its_first_file_is_consumed(tmp_path: Path) -> None:
-    config = offline()
+    batching = dataclasses.replace(Config().batcher, idle_tasks=0)  # windows wait for max_wait_s
+    config = offline(batcher=batching)
     clock = Clock(100.0)
     batcher = Batcher(config, registry.spec("batcher"), backend=Backend(), clock=clock)  # type: ignore[arg-type]
     batcher.consumer.close()
