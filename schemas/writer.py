@@ -26,6 +26,22 @@ _MEMO_LIMIT = 8192
 Writer = Callable[[Mapping[str, Any]], bytes]
 
 
+class Remembered(dict[str, Any]):
+    """A record value written many times unchanged, which remembers its own bytes: the first
+    write of it as an array item stores them in ``avro``, and later writes copy them.
+
+    For values never changed once made, such as a FileState's history transitions: a file's
+    state is written again at every change, with every transition before it. Changing one after
+    it was written would write stale bytes.
+    """
+
+    __slots__ = ("avro",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.avro: bytes | None = None
+
+
 class UnsupportedSchema(Exception):
     """The schema uses a type the compiled writer does not write; use fastavro instead."""
 
@@ -107,6 +123,7 @@ class _Generator:
             "varint": varint,
             "_memo_get": _MEMO.get,
             "_remember": _remember,
+            "Remembered": Remembered,
         }
         self._names = 0
         self._named: dict[str, Any] = {}
@@ -179,7 +196,7 @@ class _Generator:
             item = self._fresh("i")
             self._block(var, var, indent)
             self.lines.append(f"{indent}    for {item} in {var}:\n")
-            self.node(schema["items"], item, indent + "        ")
+            self._item(schema["items"], item, indent + "        ")
             self.lines.append(f"{indent}add(b'\\x00')\n")
         elif kind == "map":
             key, item = self._fresh("k"), self._fresh("v")
@@ -190,6 +207,25 @@ class _Generator:
             self.lines.append(f"{indent}add(b'\\x00')\n")
         else:
             raise UnsupportedSchema(f"type {kind!r} has no compiled writer")
+
+    def _item(self, schema: Any, var: str, indent: str) -> None:
+        """An array item; a record item that is :class:`Remembered` is written once, then its
+        bytes are copied."""
+        named = self._named.get(schema, schema) if isinstance(schema, str) else schema
+        if not (isinstance(named, dict) and named.get("type") == "record"):
+            self.node(schema, var, indent)
+            return
+        start, piece = self._fresh("s"), self._fresh("p")
+        self.lines.append(f"{indent}if type({var}) is Remembered:\n")
+        self.lines.append(f"{indent}    {piece} = {var}.avro\n")
+        self.lines.append(f"{indent}    if {piece} is None:\n")
+        self.lines.append(f"{indent}        {start} = len(parts)\n")
+        self.node(schema, var, indent + "        ")
+        self.lines.append(f"{indent}        {piece} = {var}.avro = b''.join(parts[{start}:])\n")
+        self.lines.append(f"{indent}        del parts[{start}:]\n")
+        self.lines.append(f"{indent}    add({piece})\n")
+        self.lines.append(f"{indent}else:\n")
+        self.node(schema, var, indent + "    ")
 
     def _block(self, var: str, items: str, indent: str) -> None:
         """Open an array's or map's one block (as fastavro writes it: the count, the items, then

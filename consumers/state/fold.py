@@ -68,6 +68,7 @@ from consumers.state.transitions import (
     recorded,
 )
 from consumers.state.transitions import transferred as transferred
+from schemas.writer import Remembered
 from terra_xfer.errors import PermanentError
 
 State = dict[str, Any]
@@ -246,7 +247,8 @@ def _advance(
         return None
     history = base["history"]
     if not (seen and step.varying):
-        transition = {"state": step.name, "at_ms": at_ms, "evidence": step.evidence}
+        # Remembered: written with every later state of the file, it is encoded once.
+        transition = Remembered(state=step.name, at_ms=at_ms, evidence=step.evidence)
         history = [*history, transition][-HISTORY_LIMIT:]
     return {**base, **step.changes, "history": history, "updated_ms": now_ms}
 

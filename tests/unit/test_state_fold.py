@@ -261,6 +261,20 @@ def test_happy_path_carries_the_evidence_of_every_stage() -> None:
     assert (state["arrived_ms"], state["attempts"], state["state"]) == (T0, 1, "DONE")
 
 
+def test_each_transition_is_encoded_once_with_every_later_state_of_its_file() -> None:
+    """A file's state is written again at every change, with all of its history: the earlier
+    transitions are the same objects, and their bytes are remembered from their first write."""
+    before = run(HAPPY)  # each state encoded as it was made
+
+    after = fold(before, *ingested(), NOW)
+
+    assert after is not None
+    assert all(a is b for a, b in zip(after["history"], before["history"], strict=False))
+    assert [t.avro is not None for t in after["history"]] == [True, True, True, False]
+    assert CODEC.decode(CODEC.encode("FileState", after))[1] == after
+    assert after["history"][-1].avro is not None
+
+
 def test_failure_records_reason_attempts_and_retry_time() -> None:
     state = run([arrived(), batch(), transfer_failed(), batch(2, "t-2"), transfer_failed(2)])
     assert (state["state"], state["attempts"], state["reason"]) == (

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import Codec, CodecError, current_schemas
-from schemas.writer import UnsupportedSchema, compile_writer, varint
+from schemas.writer import Remembered, UnsupportedSchema, compile_writer, varint
 from tests.samples import sample
 
 _LONG = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
@@ -115,3 +115,42 @@ def test_unsupported_types_are_left_to_fastavro() -> None:
 
 def _arrival() -> dict[str, Any]:
     return dict(sample("FileArrived"))
+
+
+def remembered(value: Any) -> Any:
+    """``value`` with every record inside an array made :class:`Remembered`."""
+    if isinstance(value, dict):
+        return {k: remembered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [Remembered(remembered(v)) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+@pytest.mark.parametrize("name", ["FileState", "BatchSubmitted"])
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_remembered_items_write_what_fastavro_writes_the_first_time_and_every_time_after(
+    name: str, data: st.DataObject
+) -> None:
+    version = current_schemas()[name]
+    value = remembered(data.draw(values_of(version.parsed)))
+    writer = compile_writer(version.parsed)
+    expected = fastavro_bytes(version.parsed, value)
+
+    assert writer(value) == expected  # written, and remembered
+    assert writer(value) == expected  # copied
+
+
+def test_a_remembered_transition_is_encoded_once_then_its_bytes_are_copied() -> None:
+    codec = Codec()
+    first = Remembered(state="ARRIVED", at_ms=1, evidence={"version": "1:2"})
+    other = Remembered(state="BATCHED", at_ms=2, evidence={"batch_id": "b"})
+    state = sample("FileState")
+    codec.encode("FileState", state | {"history": [first, other]})
+    assert first.avro is not None and other.avro is not None
+
+    first.avro = other.avro  # what is written now is what it remembers, not what it holds
+
+    assert codec.encode("FileState", state | {"history": [first]}) == codec.encode(
+        "FileState", state | {"history": [dict(other)]}
+    )
