@@ -62,9 +62,10 @@ BLOBS_RO = Mount("lemnatec-blobs", BLOB_DIR, read_only=True)
 GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
-# Bytes on disk per file of a stage's local copy of files.state, measured with a million files
-# (bench.scale; BENCHMARKS.md, "Scale"): what its Kubernetes volume is sized from.
-KEEPER_COPY_BYTES = 1300
+# Bytes on disk per file of a stage's local copy of files.state, measured by bench.scale
+# (BENCHMARKS.md, "Scale"; the views with a million files, the state keeper's copy, which holds
+# each record's own bytes, with 100,000): what its Kubernetes volume is sized from.
+KEEPER_COPY_BYTES = 2300
 VIEW_BYTES = 700
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 # What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
