@@ -98,6 +98,11 @@ def test_rotate_180_reverses_rows_and_columns() -> None:
     turned = rotate_180(grid)
     assert turned.tolist() == [[5, 4, 3], [2, 1, 0]]
     assert turned.flags["C_CONTIGUOUS"]
+    rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    grey16 = np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) * 1000
+    for picture in (rgb, grey16):
+        assert np.array_equal(rotate_180(picture), picture[::-1, ::-1])
+        assert rotate_180(picture).dtype == picture.dtype
 
 
 def test_kinds_from_the_label() -> None:
