@@ -1,9 +1,11 @@
 """Making a snapshot's files in the Danforth cache: one PNG per image, then its metadata JSON.
 
 Images are made in a thread pool (OpenCV, numpy and ISA-L release the GIL, so the cores share
-the work); each file is written to a hidden temporary name, synced and renamed, so a file under
-its real name is always whole. An image that cannot be made (missing or corrupt blob, unknown camera) is a
-:class:`Failure`; the others go on and the snapshot's metadata says it is incomplete.
+the work), queued by :meth:`Materialiser.submit` and collected in order by
+:meth:`Materialiser.finish`, so the next snapshots are made while earlier ones are committed.
+Each file is written to a hidden temporary name, synced and renamed, so a file under its real
+name is always whole. An image that cannot be made (missing or corrupt blob, unknown camera) is
+a :class:`Failure`; the others go on and the snapshot's metadata says it is incomplete.
 
 Only snapshots whose events are not committed yet are made here, so whatever their directories
 hold from an earlier, interrupted run is nobody's: it is removed, and the files made again.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,15 @@ class CacheFile:
 
 
 @dataclass(frozen=True)
+class Unsynced:
+    """A file written under its temporary name, neither synced nor renamed yet."""
+
+    rel: str
+    temporary: Path
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class Failure:
     """An image that could not be made: the tile, the file it would have been, and why."""
 
@@ -58,6 +69,14 @@ class Made:
     metadata_file: CacheFile
     images: list[CacheFile]
     failures: list[Failure]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Snapshots whose images are queued or being made: one future per image, by snapshot."""
+
+    snapshots: tuple[Snapshot, ...]
+    images: tuple[tuple[Future[Unsynced | Failure], ...], ...]
 
 
 @dataclass(frozen=True)
@@ -84,25 +103,49 @@ class Materialiser:
         threads = workers if workers > 0 else (os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="danforth-png")
 
-    def make(self, snapshots: Sequence[Snapshot]) -> list[Made]:
-        """Make every snapshot's files; raises ``BlobStoreError`` when the store is away."""
+    def submit(self, snapshots: Sequence[Snapshot]) -> Pending:
+        """Queue every image of ``snapshots`` on the pool and return at once; raises
+        ``BlobStoreError`` when the store is away. :meth:`finish` waits for them."""
         if any(s.tiles for s in snapshots):
             check_store(self.sources.blob_root, self.sources.database)
-        pending = [[self._pool.submit(self._image, s, t) for t in s.tiles] for s in snapshots]
+        return Pending(
+            tuple(snapshots),
+            tuple(tuple(self._pool.submit(self._image, s, t) for t in s.tiles) for s in snapshots),
+        )
+
+    def finish(self, pending: Pending) -> list[Made]:
+        """Wait for ``pending``'s images and write each snapshot's metadata file, in order.
+
+        On any error every image of ``pending`` is cancelled or waited for (:meth:`abandon`)
+        before it is raised, so nothing of it is still writing when it is made again.
+        """
         try:
-            return [self._finish(s, futures) for s, futures in zip(snapshots, pending, strict=True)]
-        finally:
-            for futures in pending:
-                for future in futures:
-                    future.cancel()
+            pairs = zip(pending.snapshots, pending.images, strict=True)
+            return [self._finish(snapshot, images) for snapshot, images in pairs]
+        except BaseException:
+            self.abandon(pending)
+            raise
+
+    def abandon(self, *pendings: Pending) -> None:
+        """Cancel the queued images of ``pendings`` and wait for the running ones to end."""
+        futures = [f for pending in pendings for images in pending.images for f in images]
+        for future in futures:
+            future.cancel()
+        wait(futures)
+
+    def make(self, snapshots: Sequence[Snapshot]) -> list[Made]:
+        """Make every snapshot's files; raises ``BlobStoreError`` when the store is away."""
+        return self.finish(self.submit(snapshots))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _finish(self, snapshot: Snapshot, futures: list[Future[CacheFile | Failure]]) -> Made:
+    def _finish(self, snapshot: Snapshot, futures: Sequence[Future[Unsynced | Failure]]) -> Made:
+        """Settle the snapshot's images, remove what else its directory holds, then write its
+        metadata file and sync the directory: the metadata is there only with every image."""
         results = [f.result() for f in futures]
-        images = [r for r in results if isinstance(r, CacheFile)]
         failures = [r for r in results if isinstance(r, Failure)]
+        images = [settle(self.cache_root, r) for r in results if isinstance(r, Unsynced)]
         missing = [Missing(f.name, f.error.reason) for f in failures]
         metadata = snapshot_metadata(snapshot, len(images), missing)
         name = metadata_name(snapshot.id)
@@ -111,7 +154,7 @@ class Materialiser:
         directory = self.cache_root / snapshot_dir(snapshot.id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            remove_others(directory, keep)
+            remove_others(directory, keep)  # after every image is settled under its name
             meta_file = write_file(
                 self.cache_root, cache_rel(snapshot.id, name), text.encode(), None
             )
@@ -120,7 +163,7 @@ class Materialiser:
             raise CacheWriteError(f"cannot write into {directory}: {exc}") from exc
         return Made(snapshot, metadata, meta_file, images, failures)
 
-    def _image(self, snapshot: Snapshot, tile: Tile) -> CacheFile | Failure:
+    def _image(self, snapshot: Snapshot, tile: Tile) -> Unsynced | Failure:
         src = self.sources
         blob = blob_path(src.blob_root, src.database, snapshot.taken, tile.raw_image_oid)
         name = f"{tile.camera_label}_{tile.tiled_image_id}_{tile.frame}.png"
@@ -132,24 +175,44 @@ class Materialiser:
             return Failure(tile, name, blob, exc)
         data = encode_png(pixels, self.png_level)
         meta = image_metadata(snapshot, tile, spec)
-        return write_file(self.cache_root, cache_rel(snapshot.id, name), data, meta)
+        # Synced and renamed by the thread that finishes the snapshot, so that waiting for the
+        # disk never keeps a pool thread (a core) from making the next image.
+        return write_unsynced(self.cache_root, cache_rel(snapshot.id, name), data, meta)
 
 
 def write_file(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> CacheFile:
     """Write ``root/rel`` whole (temporary name, fsync, rename) and return its version."""
+    return settle(root, write_unsynced(root, rel, data, metadata))
+
+
+def write_unsynced(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> Unsynced:
+    """Write ``data`` under the hidden temporary name of ``root/rel``; :func:`settle` syncs it
+    and gives it its name."""
     target = root / rel
     temporary = target.with_name(f".{target.name}.part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
+    except OSError as exc:
+        raise CacheWriteError(f"cannot write {target}: {exc}") from exc
+    return Unsynced(rel, temporary, metadata)
+
+
+def settle(root: Path, written: Unsynced) -> CacheFile:
+    """Sync ``written``'s temporary file, rename it to its real name and return its version."""
+    target = root / written.rel
+    try:
+        fd = os.open(written.temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(written.temporary, target)
         st = target.stat()
     except OSError as exc:
         raise CacheWriteError(f"cannot write {target}: {exc}") from exc
-    return CacheFile(rel, st.st_size, st.st_mtime_ns, metadata)
+    return CacheFile(written.rel, st.st_size, st.st_mtime_ns, written.metadata)
 
 
 def remove_others(directory: Path, keep: set[str]) -> list[str]:

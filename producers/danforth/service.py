@@ -1,11 +1,14 @@
 """The Danforth producer: polls the LemnaTec database and ships each completed snapshot.
 
-One step: read the snapshots after the committed position (and the ones still waiting to be
-completed), make their files in the Danforth cache, then commit in ONE Kafka transaction every
-snapshot's events (its metadata file first, then one FileArrived per image, and a dead letter per
-image that could not be made) together with the new position. After a kill -9 the next
-incarnation (same transactional id) fences the old one, whose open transaction is aborted, reads
-the last committed position and makes those snapshots again: none is lost, none emitted twice.
+A poll reads the snapshots after a position (and the ones still waiting to be completed) and
+plans them; their images are queued on the pool at once. A step polls ahead (a second plan after
+the first one's position), then waits for the oldest plan's files and commits in ONE Kafka
+transaction every snapshot's events (its metadata file first, then one FileArrived per image, and
+a dead letter per image that could not be made) together with the plan's position; so the pool
+makes the next plan's images while this one is committed, and plans are committed in order.
+After a kill -9 the next incarnation (same transactional id) fences the old one, whose open
+transaction is aborted, reads the last committed position and makes those snapshots again: none
+is lost, none emitted twice.
 
 An incomplete snapshot (an image dead-lettered) says so in its metadata (``complete``,
 ``missing_images``), in the log, and in ``terra_xfer_danforth_snapshots_total{outcome}``.
@@ -15,15 +18,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
 from producers.checkpoints import checkpoint_output, last_checkpoint
 from producers.danforth.cameras import Cameras
+from producers.danforth.errors import DanforthError
 from producers.danforth.events import arrivals, image_dead_letter, snapshot_dead_letter
 from producers.danforth.lemnatec import LemnaTecDb
-from producers.danforth.materialise import Made, Materialiser, Sources
+from producers.danforth.materialise import Made, Materialiser, Pending, Sources
 from producers.danforth.progress import Plan, Position, plan
 from terra_xfer import metrics
 from terra_xfer.config import Config
@@ -36,6 +42,10 @@ from terra_xfer.topics import DEADLETTER, FILES_ARRIVED
 
 log = logging.getLogger(__name__)
 SOURCE = "danforth"
+# Plans in flight: the one whose files are finished and committed, and the next one, whose
+# images the pool makes meanwhile. Memory stays bounded by the pool (each thread holds one
+# frame, its picture and its PNG); queued images are only their database rows.
+PLANS_IN_FLIGHT = 2
 
 SNAPSHOTS = Counter(
     "terra_xfer_danforth_snapshots_total",
@@ -57,6 +67,14 @@ LAST_SNAPSHOT = Gauge(
     registry=metrics.REGISTRY,
     multiprocess_mode="mostrecent",
 )
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A plan whose images are queued or being made (its ``ready`` snapshots with tiles)."""
+
+    plan: Plan
+    pending: Pending
 
 
 class DanforthProducer:
@@ -81,7 +99,10 @@ class DanforthProducer:
             config, spec, transactional_id=config.group(f"danforth-{self.db.database}")
         )
         self.codec = self.kafka.codec
-        self.position: Position | None = None
+        self.position: Position | None = None  # the committed position
+        # Plans polled and queued, oldest first: each planned after the one before it and
+        # committed only after it, so the committed position always covers a prefix of them.
+        self.in_flight: deque[InFlight] = deque()
         self.events = 0
         self.next_poll = 0.0
 
@@ -102,28 +123,68 @@ class DanforthProducer:
         )
 
     def step(self) -> int:
-        """Ship the next snapshots; return how many were shipped or given up (0: nothing new)."""
+        """Ship the next snapshots; return how many were shipped or given up (0: nothing new).
+
+        Polls ahead first (up to ``PLANS_IN_FLIGHT`` plans, each queued on the pool at once),
+        then waits for the oldest plan's files and commits it: the next plan's images are made
+        while this one's metadata is written and its transaction committed.
+        """
         self.start()
-        assert self.position is not None
-        if self.clock() < self.next_poll:
+        self._plan_ahead()
+        if not self.in_flight:
             return 0
-        d = self.config.danforth
+        head = self.in_flight[0]
         try:
-            newer = self.db.newer(self.position.last_id, d.chunk_snapshots)
-            waited = self.db.by_id(sorted(self.position.waiting))
-            todo = plan(self.position, newer, waited, now_ms(), int(d.give_up_after_s * 1000))
-            made = self.materialiser.make(self.db.with_tiles(todo.ready)) if todo.ready else []
+            made = self.materialiser.finish(head.pending)
+            self._commit(head.plan, made)
         except TransientError as exc:
-            POLL_ERRORS.inc()
-            log.warning("danforth: %s; trying again in %.1f s", exc, d.poll_s)
-            self.next_poll = self.clock() + d.poll_s
+            self._drop_in_flight()
+            if not isinstance(exc, DanforthError):
+                raise  # a failed commit: the host retries the step after its backoff
+            self._poll_failed(exc)  # the blob store or the cache: polled again after poll_s
             return 0
-        # A full chunk means more may be there already: poll again at once.
-        self.next_poll = 0.0 if len(newer) >= d.chunk_snapshots else self.clock() + d.poll_s
-        if todo.position == self.position:
-            return 0
-        self._commit(todo, made)
-        return len(todo.ready) + len(todo.given_up)
+        except BaseException:
+            self._drop_in_flight()
+            raise
+        self.in_flight.popleft()
+        return len(head.plan.ready) + len(head.plan.given_up)
+
+    def _plan_ahead(self) -> None:
+        """Poll after the last planned position and queue the plan's images, while fewer than
+        ``PLANS_IN_FLIGHT`` plans are in flight and a poll is due."""
+        d = self.config.danforth
+        while len(self.in_flight) < PLANS_IN_FLIGHT and self.clock() >= self.next_poll:
+            after = self.in_flight[-1].plan.position if self.in_flight else self.position
+            assert after is not None
+            try:
+                newer = self.db.newer(after.last_id, d.chunk_snapshots)
+                waited = self.db.by_id(sorted(after.waiting))
+                todo = plan(after, newer, waited, now_ms(), int(d.give_up_after_s * 1000))
+                ready = self.db.with_tiles(todo.ready) if todo.ready else []
+                pending = self.materialiser.submit(ready)
+            except TransientError as exc:
+                self._poll_failed(exc)
+                return
+            # A full chunk means more may be there already: poll again at once.
+            full = len(newer) >= d.chunk_snapshots
+            self.next_poll = 0.0 if full else self.clock() + d.poll_s
+            if todo.position == after:
+                return
+            self.in_flight.append(InFlight(todo, pending))
+
+    def _drop_in_flight(self) -> None:
+        """Drop every plan in flight once its running images have ended. Each was planned after
+        the one before it, so none may be committed before the oldest is: their snapshots are
+        polled and made again from the committed position."""
+        self.materialiser.abandon(*(f.pending for f in self.in_flight))
+        self.in_flight.clear()
+
+    def _poll_failed(self, exc: TransientError) -> None:
+        """Count a poll that failed for a reason that passes, and poll again after ``poll_s``."""
+        d = self.config.danforth
+        POLL_ERRORS.inc()
+        log.warning("danforth: %s; trying again in %.1f s", exc, d.poll_s)
+        self.next_poll = self.clock() + d.poll_s
 
     def _commit(self, todo: Plan, made: list[Made]) -> None:
         """Every event of the plan and the position after it, in one transaction."""
@@ -195,6 +256,7 @@ class DanforthProducer:
 
     def close(self) -> None:
         try:
+            self.in_flight.clear()
             self.materialiser.close()
             self.db.close()
         finally:
