@@ -10,6 +10,7 @@ missing or corrupt on purpose; :class:`Planned` says what the producer should ma
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -155,6 +156,8 @@ class LemnaTecSite:
         self.next_snapshot = 1
         self.next_image = 1_090_600
         self.next_oid = 5_000_000
+        # (camera, dataformat, size) -> the first good blob written of it (repeat_frames)
+        self._first_blobs: dict[tuple[str, int, tuple[int, int]], Path] = {}
         conn.execute(SCHEMA)
         (self.blob_root / database).mkdir(parents=True, exist_ok=True)
 
@@ -166,10 +169,18 @@ class LemnaTecSite:
         watering_every: int = 0,
         spoil: dict[tuple[int, int], str] | None = None,
         completed: bool = True,
+        repeat_frames: bool = False,
     ) -> list[Planned]:
-        """Add ``count`` snapshots; ``spoil`` maps (snapshot index, image index) to a SPOILED kind."""
+        """Add ``count`` snapshots; ``spoil`` maps (snapshot index, image index) to a SPOILED kind.
+        ``repeat_frames``: every good blob of a camera and format is a hard link to its first
+        one (many large frames in little time; each image is still read and made on its own)."""
         rows = self.prepare(
-            count, cameras, watering_every=watering_every, spoil=spoil, completed=completed
+            count,
+            cameras,
+            watering_every=watering_every,
+            spoil=spoil,
+            completed=completed,
+            repeat_frames=repeat_frames,
         )
         self.insert(rows)
         return rows.planned
@@ -183,6 +194,7 @@ class LemnaTecSite:
         spoil: dict[tuple[int, int], str] | None = None,
         completed: bool = True,
         labels: tuple[str, ...] = LABELS,
+        repeat_frames: bool = False,
     ) -> Rows:
         """Write the blobs of ``count`` snapshots and return their rows, not inserted yet."""
         sizes = sizes_of(cameras)
@@ -198,7 +210,9 @@ class LemnaTecSite:
             if watering_every and i % watering_every == watering_every - 1:
                 continue
             for j, label in enumerate(labels):
-                image, tile = self._image(plan, taken, label, j, sizes, spoil.get((i, j)))
+                image, tile = self._image(
+                    plan, taken, label, j, sizes, spoil.get((i, j)), repeat_frames
+                )
                 rows.images.append(image)
                 rows.tiles.append(tile)
         return rows
@@ -230,6 +244,7 @@ class LemnaTecSite:
         index: int,
         sizes: dict[str, tuple[int, int]],
         spoiled: str | None,
+        repeat_frames: bool = False,
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         image_id, oid = self.next_image, self.next_oid
         self.next_image += 1
@@ -238,12 +253,19 @@ class LemnaTecSite:
         rotate = 1 if index == 4 else 0
         name = image_name(label, image_id, 0)
         path = blob_path(self.blob_root, self.database, taken, oid)
-        data = frame_bytes(label, dataformat, sizes[label.split("_")[0]], oid)
+        camera = label.split("_")[0]
         if spoiled is None:
-            write_blob(path, data)
+            kind = (camera, dataformat, sizes[camera])
+            first = self._first_blobs.get(kind) if repeat_frames else None
+            if first is None:
+                write_blob(path, frame_bytes(label, dataformat, sizes[camera], oid))
+                self._first_blobs.setdefault(kind, path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.link(first, path)
             plan.images.append(name)
         else:
-            _spoil(path, data, spoiled)
+            _spoil(path, frame_bytes(label, dataformat, sizes[camera], oid), spoiled)
             plan.spoiled[name] = SPOILED[spoiled]
         return (image_id, plan.id, label), (image_id, oid, 0, rotate, dataformat)
 

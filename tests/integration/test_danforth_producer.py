@@ -149,36 +149,52 @@ def test_a_snapshot_completed_late_is_shipped_when_it_completes(
     assert stored is not None and stored["position"] == {"last_id": done[-1].id, "waiting": {}}
 
 
+def made_ahead(config: Config) -> set[str]:
+    """Snapshot directories holding images (whole or under their temporary names) whose events
+    are not committed: the pool was making them when the producer died."""
+    committed = {v["path"].split("/")[0] for v in arrived(config)}
+    images = config.danforth.cache_root.glob("snapshot*/*.png*")
+    return {p.parent.name for p in images} - committed
+
+
 @pytest.mark.slow
 def test_kill_9_mid_snapshot_loses_and_repeats_nothing(
     config: Config, site: LemnaTecSite, postgres: PostgresServer
 ) -> None:
-    cameras = ("VIS=640x480", "NIR=320x240", "PSII=320x240")
-    planned = site.add(60, cameras, spoil={(7, 3): "truncated", (30, 0): "missing"})
+    """Each incarnation is killed soon after one of its commits, while three pool threads make
+    the images of the plan behind it: frames a quarter of the VIS camera's and the NIR camera's
+    own size, so a few images of one plan are being made at once."""
+    cameras = ("VIS=1227x1028", "NIR=636x508", "PSII=694x519")
+    spoil = {(7, 3): "truncated", (20, 0): "missing"}
+    planned = site.add(24, cameras, spoil=spoil, repeat_frames=True)
     env = {
         **os.environ,
         **env_for(config),
         "TERRA_XFER_DANFORTH_CAMERAS": ",".join(cameras),
         "TERRA_XFER_DANFORTH_CHUNK_SNAPSHOTS": "2",
+        "TERRA_XFER_DANFORTH_WORKERS": "3",
         "TERRA_XFER_DANFORTH_PASSWORD": postgres.password,
     }
     cmd = [sys.executable, "-m", "terra_xfer", "--log-json", "danforth"]
     rng = random.Random(8)
     mid_stream: list[bool] = []
+    ahead: list[set[str]] = []
     for _ in range(4):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             assert proc.stderr is not None
-            for raw in proc.stderr:  # the producer says when it has read its position
-                if b"following" in raw:
+            for raw in proc.stderr:  # the producer says when it has committed a plan
+                if b"shipped snapshots" in raw:
                     break
-            time.sleep(rng.uniform(0.2, 1.5))  # the random moment of the kill, not a wait
+            time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the kill, not a wait
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             proc.stderr.close()  # type: ignore[union-attr]
         mid_stream.append(0 < len(arrived(config)) < sum(expected_keys(planned).values()))
+        ahead.append(made_ahead(config))
     assert any(mid_stream), "no kill landed after a commit while the producer had work left"
+    assert any(ahead), "no kill landed while the pool was making images of uncommitted snapshots"
     final = subprocess.run(
         [*cmd, "--idle-exit", "3"], env=env, capture_output=True, timeout=600, check=False
     )
