@@ -8,6 +8,7 @@ it to check that every record it folds belongs to a file its partitions own.
 
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
 
 SEED = 0x9747B28C
@@ -19,21 +20,19 @@ def murmur2(data: bytes) -> int:
     """Kafka's 32-bit murmur2 of ``data``, as a signed Java int."""
     length = len(data)
     h = (SEED ^ length) & MASK
-    whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
+    whole = length >> 2
+    for k in struct.unpack_from(f"<{whole}I", data):  # the little-endian 4-byte words
         k = (k * M) & MASK
         k ^= k >> 24
-        k = (k * M) & MASK
-        h = (h * M) & MASK
-        h ^= k
-    tail = length % 4
+        h = ((h * M) & MASK) ^ ((k * M) & MASK)
+    tail = length & 3
+    base = whole << 2
     if tail == 3:
-        h ^= data[whole + 2] << 16
+        h ^= data[base + 2] << 16
     if tail >= 2:
-        h ^= data[whole + 1] << 8
+        h ^= data[base + 1] << 8
     if tail >= 1:
-        h ^= data[whole]
+        h ^= data[base]
         h = (h * M) & MASK
     h ^= h >> 13
     h = (h * M) & MASK
