@@ -1,0 +1,71 @@
+"""The state keeper's per-file work without Kafka: a file folded through its six states (arrival,
+batch prepared and submitted, transfer, ingestion, deletion), each state encoded as files.state
+holds it, and, for comparison, packed as the keeper's copy stored it before it kept the record's
+own bytes (compact JSON, then zlib: what the status index still stores).
+
+    PYTHONPATH=. .venv/bin/python -m bench.keeper_replay [--files 20000]
+
+Prints CPU microseconds per file (``time.process_time``) for fold + encode, and for the pack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from consumers.state.fold import batched, fold
+from consumers.state.sqlite_file import packed
+from schemas.codec import Codec
+from tests.samples import sample
+
+NOW_MS = 1_700_000_000_000
+
+
+def lives(files: int) -> list[list[dict[str, Any]]]:
+    """The successive states of each of ``files`` files, folded as the keeper folds them."""
+    arrival = sample("FileArrived")
+    later = {name: sample(name) for name in ("FileTransferred", "FileIngested", "FileDeleted")}
+    later["FileDeleted"]["outcome"] = "DELETED"
+    out = []
+    for i in range(files):
+        key = f"{arrival['key']}-{i}"
+        event = {**arrival, "key": key}
+        one = {"key": key, "version": event["version"], "path": event["path"], "attempt": 1}
+        one["dest_path"] = f"/destination/{event['path']}"
+        state = fold(None, "FileArrived", event, NOW_MS)
+        assert state is not None
+        states = [state]
+        for task in (None, "task-1"):
+            state = batched(state, one, f"batch-{i // 500}", task, NOW_MS) or state
+            states.append(state)
+        for name, value in later.items():
+            state = fold(state, name, {**value, "key": key, "version": event["version"]}, NOW_MS)
+            assert state is not None
+            states.append(state)
+        out.append(states)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=20_000)
+    args = ap.parse_args()
+    codec = Codec()
+    start = time.process_time()
+    for states in lives(args.files):
+        for state in states:
+            codec.encode("FileState", state)
+    fold_encode = time.process_time() - start
+    every = [state for states in lives(args.files) for state in states]
+    start = time.process_time()
+    for state in every:
+        packed(state)
+    pack = time.process_time() - start
+    per_file = 1e6 / args.files
+    print(f"fold + encode: {fold_encode * per_file:.0f} us a file (six states)")
+    print(f"pack (JSON + zlib), as the copy stored states before: {pack * per_file:.0f} us a file")
+
+
+if __name__ == "__main__":
+    main()
