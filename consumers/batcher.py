@@ -269,9 +269,9 @@ class Batcher:
         return blocked
 
     def _transfers_idle(self) -> bool:
-        """True when fewer than ``idle_tasks`` of this batcher's tasks are running. The oldest
-        pending tasks are asked (at most ``idle_tasks`` of them, once a second): those found final
-        leave the pending set, and the asking stops once that many are found running."""
+        """True when fewer than ``idle_tasks`` of this batcher's tasks are running. Pending tasks
+        are asked, oldest first and at most once a second, until that many are found running:
+        those found final leave the pending set (a task that cannot be asked counts as running)."""
         slots = self.config.batcher.idle_tasks
         if slots == 0:
             return False
