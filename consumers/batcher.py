@@ -254,7 +254,7 @@ class Batcher:
         limit = self.config.batcher.max_pending_tasks
         if len(self.pending) >= limit and self.clock() - self._pending_checked >= PENDING_RECHECK_S:
             self._pending_checked = self.clock()
-            self.pending = {t: None for t in self.pending if not self._final(t)}
+            self._running(limit)
         blocked = len(self.pending) >= limit
         if blocked != self._paused:
             assigned = self.consumer.assignment()
@@ -269,9 +269,8 @@ class Batcher:
         return blocked
 
     def _transfers_idle(self) -> bool:
-        """True when fewer than ``idle_tasks`` of this batcher's tasks are running. Pending tasks
-        are asked, oldest first and at most once a second, until that many are found running:
-        those found final leave the pending set (a task that cannot be asked counts as running)."""
+        """True when fewer than ``idle_tasks`` of this batcher's tasks are running (asked at
+        most once a second)."""
         slots = self.config.batcher.idle_tasks
         if slots == 0:
             return False
@@ -280,15 +279,21 @@ class Batcher:
         if self.clock() - self._running_checked < IDLE_RECHECK_S:
             return False
         self._running_checked = self.clock()
+        return self._running(slots) < slots
+
+    def _running(self, enough: int) -> int:
+        """How many pending tasks run, up to ``enough``: they are asked oldest first until that
+        many are found running, and those found final leave the pending set (a task that cannot
+        be asked counts as running)."""
         running = 0
         for task_id in list(self.pending):
-            if running >= slots:
+            if running >= enough:
                 break
             if self._final(task_id):
                 del self.pending[task_id]
             else:
                 running += 1
-        return running < slots
+        return running
 
     def _final(self, task_id: str) -> bool:
         try:
