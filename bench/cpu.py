@@ -78,6 +78,13 @@ class CpuMeter:
         return {n: round(s, 2) for n, s in sorted(used.items(), key=lambda kv: -kv[1])}
 
 
+def busy_s() -> float:
+    """Seconds every core of the machine has been busy since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) * TICK_S
+
+
 def per_file_ms(cpu_s: Mapping[str, float], files: int) -> dict[str, float]:
     """Milliseconds of CPU per file of each process, and of the pipeline's own processes together
     under "pipeline" (every process but the broker)."""

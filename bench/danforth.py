@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import TICK_S, ticks
+from bench.cpu import CpuMeter, busy_s
 from bench.workspace import broker_pid
 from consumers.batcher import Batcher
 from consumers.catalog.local import LocalCatalog
@@ -92,34 +92,23 @@ GOAL = 350  # snapshots/minute (issue 25)
 BACKENDS = ("record", "local")
 
 
-class CpuMeter:
-    """CPU seconds between :meth:`start` and :meth:`read`: this process's, the broker's, and the
-    rest of the machine's (busy time in ``/proc/stat`` less both). The machine is shared, so a
-    figure comes with how much others used meanwhile (``others_cpu_s``): a large one means the
+class MachineMeter(CpuMeter):
+    """CPU seconds between :meth:`start` and :meth:`read` of this process and the broker, and
+    of the rest of the machine (busy time in ``/proc/stat`` less both). The machine is shared, so
+    a figure comes with how much others used meanwhile (``others_cpu_s``): a large one means the
     figure was disturbed and the run should be repeated."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.started: tuple[dict[str, int], float] = ({}, 0.0)
-
-    def start(self) -> None:
-        self.started = (ticks(self.pids), _busy_s())
+    def start(self) -> MachineMeter:
+        self._busy = busy_s()
+        super().start()
+        return self
 
     def read(self) -> dict[str, float]:
-        before, busy = self.started
-        now = ticks(self.pids)
-        ours = {name: (now[name] - before.get(name, 0)) * TICK_S for name in now}
-        others = _busy_s() - busy - sum(ours.values())
+        ours = super().read()
+        others = busy_s() - self._busy - sum(ours.values())
         return {f"{name}_cpu_s": round(v, 1) for name, v in ours.items()} | {
             "others_cpu_s": round(max(0.0, others), 1)
         }
-
-
-def _busy_s() -> float:
-    """Seconds every core of the machine has been busy since boot (``/proc/stat``)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    return (sum(fields) - idle) * TICK_S
 
 
 class Floor:
@@ -128,7 +117,7 @@ class Floor:
     and with one thread per core that also writes each PNG into a scratch cache as the producer
     does (temporary name, fsync, rename), to show what the cache writes cost on their own."""
 
-    def __init__(self, config: Config, rows: Rows, snapshots: int, meter: CpuMeter) -> None:
+    def __init__(self, config: Config, rows: Rows, snapshots: int, meter: MachineMeter) -> None:
         d = config.danforth
         self.config = config
         self.cameras = Cameras(d.cameras)
@@ -252,7 +241,7 @@ def twin_site(server: PostgresServer, config: Config, blobs_of: str) -> LemnaTec
 
 
 def pipeline(
-    config: Config, site: LemnaTecSite, rows: Rows, snapshots: int, meter: CpuMeter
+    config: Config, site: LemnaTecSite, rows: Rows, snapshots: int, meter: MachineMeter
 ) -> dict[str, Any]:
     """Start every stage, insert the rows and time them until every file is DONE."""
     files = sum(len(p.files()) for p in rows.planned)
@@ -323,7 +312,7 @@ def run(
     finally:
         site.close()
     broker = broker_pid()
-    meter = CpuMeter({"bench": os.getpid()} | ({"broker": broker} if broker else {}))
+    meter = MachineMeter({"bench": os.getpid()} | ({"broker": broker} if broker else {}))
     floor = Floor(config, rows, snapshots, meter)
     cores = os.cpu_count() or 1
     before, one = floor.measure(cores), floor.measure(1)
