@@ -47,10 +47,12 @@ STOP_WITHIN_S = 10.0  # what `up` and Kubernetes wait after SIGTERM before they 
 # A file costs 3 requests (list, upload, list again), a dataset 3 (search, create, search again)
 # and 2 for its metadata (a _metadata.json: read, post), a collection 3: this night without faults,
 # with one restart, took 4.3 per file. The fault mix, the attempts it fails and the files ingested again
-# after each kill (those after the oldest unfinished one of a partition) measured 6.1 to 6.3; the
-# bound leaves room for another seed's luck, and is far below the 15 or so per attempt of a file
-# that re-resolving everything on each retry cost.
-REQUESTS_PER_FILE = 8.0
+# after each kill (those after the oldest unfinished one of a partition) measured 6.1 to 7.3 on
+# its own and with two cores kept busy beside it, and 8.0 and 8.4 in two full suites (two test
+# workers: the kills land later, and more files are ingested again). The bound leaves room for
+# that luck, and is far below the 15 or so per attempt of a file that re-resolving everything on
+# each retry cost.
+REQUESTS_PER_FILE = 10.0
 
 
 @pytest.fixture
