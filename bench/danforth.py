@@ -59,10 +59,10 @@ from consumers.transfer.base import TransferBackend
 from consumers.transfer.local import LocalTransfer
 from consumers.transfer.record import RecordTransfer
 from producers.danforth.blobs import blob_path, read_frame
+from producers.danforth.cache_writes import CacheWriter, Unsynced, settle
 from producers.danforth.cameras import Cameras
 from producers.danforth.frames import to_pixels
 from producers.danforth.lemnatec import database_name
-from producers.danforth.materialise import write_file
 from producers.danforth.png import encode_png
 from producers.danforth.service import DanforthProducer
 from terra_xfer.config import DEFAULT_CAMERAS, Config
@@ -131,13 +131,18 @@ class Floor:
 
     def measure(self, threads: int, writes: bool = False) -> dict[str, Any]:
         """One pass over every image: snapshots/minute, PNG bytes, CPU and others' CPU."""
-        make = self._written if writes else self._length
+        writer = CacheWriter(self.scratch)
         with ThreadPoolExecutor(threads) as pool:
             self.meter.start()
             started = time.perf_counter()
-            total = sum(pool.map(make, self.tiles))
+            if writes:  # handed to the writer's threads, settled here in order, as the producer
+                made = pool.map(lambda item: self._started(writer, item), self.tiles)
+                total = sum(settle(self.scratch, unsynced).size for unsynced in made)
+            else:
+                total = sum(pool.map(self._length, self.tiles))
             seconds = time.perf_counter() - started
             cpu = self.meter.read()
+        writer.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
         return {
             "threads": threads,
@@ -158,10 +163,10 @@ class Floor:
     def _length(self, item: tuple[str, tuple[Any, ...]]) -> int:
         return len(self._png(item))
 
-    def _written(self, item: tuple[str, tuple[Any, ...]]) -> int:
+    def _started(self, writer: CacheWriter, item: tuple[str, tuple[Any, ...]]) -> Unsynced:
         image_id = item[1][0]
         rel = f"snapshot{self.of_image[image_id]}/{item[0]}_{image_id}.png"
-        return write_file(self.scratch, rel, self._png(item), None).size
+        return writer.start(rel, self._png(item), None)
 
 
 def floor_figures(

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from producers.danforth.materialise import CacheFile, Failure, Made
+from producers.danforth.cache_writes import CacheFile
+from producers.danforth.materialise import Failure, Made
 from producers.danforth.metadata import timestamp_dir
 from producers.danforth.progress import GivenUp
 from terra_xfer.sites.danforth import SENSOR, cache_rel, dest_rel

@@ -3,9 +3,10 @@
 Images are made in a thread pool (OpenCV, numpy and ISA-L release the GIL, so the cores share
 the work), queued by :meth:`Materialiser.submit` and collected in order by
 :meth:`Materialiser.finish`, so the next snapshots are made while earlier ones are committed.
-Each file is written to a hidden temporary name, synced and renamed, so a file under its real
-name is always whole. An image that cannot be made (missing or corrupt blob, unknown camera) is
-a :class:`Failure`; the others go on and the snapshot's metadata says it is incomplete.
+Each file is written to a hidden temporary name, synced and renamed (:mod:`cache_writes`, on
+threads of its own), so a file under its real name is always whole. An image that cannot be
+made (missing or corrupt blob, unknown camera) is a :class:`Failure`; the others go on and the
+snapshot's metadata says it is incomplete.
 
 Only snapshots whose events are not committed yet are made here, so whatever their directories
 hold from an earlier, interrupted run is nobody's: it is removed, and the files made again.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.danforth.blobs import blob_path, check_store, read_frame
+from producers.danforth.cache_writes import CacheFile, CacheWriter, Unsynced, settle, write_file
 from producers.danforth.cameras import Cameras
 from producers.danforth.errors import CacheWriteError, ImageError
 from producers.danforth.frames import to_pixels
@@ -29,25 +31,6 @@ from producers.danforth.metadata import Missing, image_metadata, snapshot_metada
 from producers.danforth.png import encode_png
 from producers.danforth.records import Snapshot, Tile
 from terra_xfer.sites.danforth import cache_rel, metadata_name, snapshot_dir
-
-
-@dataclass(frozen=True)
-class CacheFile:
-    """A file written into the cache: where, its version, and its own metadata (images only)."""
-
-    rel: str
-    size: int
-    mtime_ns: int
-    metadata: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Unsynced:
-    """A file written under its temporary name, neither synced nor renamed yet."""
-
-    rel: str
-    temporary: Path
-    metadata: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -102,6 +85,7 @@ class Materialiser:
         self.png_level = png_level
         threads = workers if workers > 0 else (os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="danforth-png")
+        self._writer = CacheWriter(cache_root)
 
     def submit(self, snapshots: Sequence[Snapshot]) -> Pending:
         """Queue every image of ``snapshots`` on the pool and return at once; raises
@@ -127,11 +111,14 @@ class Materialiser:
             raise
 
     def abandon(self, *pendings: Pending) -> None:
-        """Cancel the queued images of ``pendings`` and wait for the running ones to end."""
+        """Cancel the queued images of ``pendings`` and wait for the running ones, and the
+        writes of those made, to end."""
         futures = [f for pending in pendings for images in pending.images for f in images]
         for future in futures:
             future.cancel()
         wait(futures)
+        made = (f.result() for f in futures if not f.cancelled() and f.exception() is None)
+        wait([m.written for m in made if isinstance(m, Unsynced)])
 
     def make(self, snapshots: Sequence[Snapshot]) -> list[Made]:
         """Make every snapshot's files; raises ``BlobStoreError`` when the store is away."""
@@ -139,6 +126,7 @@ class Materialiser:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._writer.close()
 
     def _finish(self, snapshot: Snapshot, futures: Sequence[Future[Unsynced | Failure]]) -> Made:
         """Settle the snapshot's images, remove what else its directory holds, then write its
@@ -175,44 +163,10 @@ class Materialiser:
             return Failure(tile, name, blob, exc)
         data = encode_png(pixels, self.png_level)
         meta = image_metadata(snapshot, tile, spec)
-        # Synced and renamed by the thread that finishes the snapshot, so that waiting for the
-        # disk never keeps a pool thread (a core) from making the next image.
-        return write_unsynced(self.cache_root, cache_rel(snapshot.id, name), data, meta)
-
-
-def write_file(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> CacheFile:
-    """Write ``root/rel`` whole (temporary name, fsync, rename) and return its version."""
-    return settle(root, write_unsynced(root, rel, data, metadata))
-
-
-def write_unsynced(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> Unsynced:
-    """Write ``data`` under the hidden temporary name of ``root/rel``; :func:`settle` syncs it
-    and gives it its name."""
-    target = root / rel
-    temporary = target.with_name(f".{target.name}.part")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as out:
-            out.write(data)
-    except OSError as exc:
-        raise CacheWriteError(f"cannot write {target}: {exc}") from exc
-    return Unsynced(rel, temporary, metadata)
-
-
-def settle(root: Path, written: Unsynced) -> CacheFile:
-    """Sync ``written``'s temporary file, rename it to its real name and return its version."""
-    target = root / written.rel
-    try:
-        fd = os.open(written.temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(written.temporary, target)
-        st = target.stat()
-    except OSError as exc:
-        raise CacheWriteError(f"cannot write {target}: {exc}") from exc
-    return CacheFile(written.rel, st.st_size, st.st_mtime_ns, written.metadata)
+        # Written by the writer's threads and renamed by the thread that finishes the
+        # snapshot, so that waiting for the disk never keeps a pool thread (a core) from
+        # making the next image.
+        return self._writer.start(cache_rel(snapshot.id, name), data, meta)
 
 
 def remove_others(directory: Path, keep: set[str]) -> list[str]:

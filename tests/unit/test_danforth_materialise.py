@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from producers.danforth import cache_writes
 from producers.danforth.blobs import blob_path, check_store, read_frame
+from producers.danforth.cache_writes import Unsynced
 from producers.danforth.cameras import Cameras
 from producers.danforth.errors import BlobStoreError, ImageError
 from producers.danforth.frames import bayer_rg_to_rgb
@@ -151,3 +154,34 @@ def test_a_missing_store_stops_the_snapshot_instead_of_losing_images(tmp_path: P
     finally:
         made.close()
     assert not (tmp_path / "cache").exists()
+
+
+def test_abandon_returns_only_once_no_write_of_the_plan_is_running(
+    tmp_path: Path, materialiser: Materialiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan made again after a failure must not race a write still running from the first."""
+    disk = threading.Event()
+    real = cache_writes.write_synced
+
+    def slow(path: Path, data: bytes, buffer: object) -> None:
+        assert disk.wait(30)
+        real(path, data, buffer)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_writes, "write_synced", slow)
+    tiles = [Tile(3, 11 + i, "VIS_SV_90_z1_h1_g0_e82", 0, 101 + i, 0, 0) for i in range(2)]
+    for i in range(2):
+        write_blob(blob(tmp_path, 101 + i), frame_bytes("VIS", 0, (6, 4), i))
+    pending = materialiser.submit([snapshot(*tiles)])
+    images = [f.result(timeout=30) for f in pending.images[0]]  # made, their writes held
+    writes = [i.written for i in images if isinstance(i, Unsynced)]
+    assert len(writes) == 2 and not any(w.done() for w in writes)
+    # The disk is released a little after abandon is called: an abandon that did not wait would
+    # return with the writes still held (a correct one passes whatever the delay).
+    release = threading.Timer(0.2, disk.set)
+    release.start()
+    try:
+        materialiser.abandon(pending)
+        assert all(w.done() for w in writes)
+    finally:
+        disk.set()
+        release.cancel()

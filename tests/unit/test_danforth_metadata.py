@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from producers.danforth.cache_writes import CacheFile
 from producers.danforth.cameras import FrameSpec, Kind
 from producers.danforth.errors import ImageError
 from producers.danforth.events import arrivals, epoch_ms, image_dead_letter
-from producers.danforth.materialise import CacheFile, Failure, Made, image_name
+from producers.danforth.materialise import Failure, Made, image_name
 from producers.danforth.metadata import (
     Missing,
     image_metadata,
