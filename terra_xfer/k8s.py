@@ -2,7 +2,8 @@
 
 ``topics`` turns the topic catalogue (:mod:`terra_xfer.topics`) into Strimzi ``KafkaTopic``
 resources; ``stages`` turns the stage registry (:mod:`terra_xfer.stages.registry`) into one
-``Deployment`` per pipeline stage, all with the same probes, security context and grace period;
+``Deployment`` per pipeline stage, or a ``StatefulSet`` for a stage that keeps a local copy of
+files.state (:func:`workload`), all with the same probes, security context and grace period;
 ``users`` makes a Strimzi ``KafkaUser`` per stage (SCRAM-SHA-512, with ACLs for exactly the
 topics, group and transactional ids the stage uses: :func:`kafka_acls`), and ``scaling`` a KEDA
 ``ScaledObject`` per stage that scales, with the ``TriggerAuthentication`` that logs KEDA in as
@@ -71,6 +72,8 @@ CONFIG_DIR = "/etc/terra-xfer"
 CONFIG_FILE = "terra-xfer.toml"
 STATE_DIR = "/var/lib/terra-xfer"
 RUN_AS = 10001
+# The headless Service of every stage's metrics (monitoring.yaml): the StatefulSets' own.
+METRICS_SERVICE = "terra-xfer-metrics"
 # Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
 GRACE_S = 30
 # The site the state volumes are sized for: a busy gantry night (up to ~5 TB a day). A site with
@@ -105,15 +108,29 @@ def kafka_topics(
     ]
 
 
-def deployment(stage: StageSpec) -> dict[str, Any]:
-    """The Deployment of one stage: non-root, read-only root, probes on the metrics port."""
+def workload(stage: StageSpec) -> dict[str, Any]:
+    """The stage's pods: non-root, read-only root, probes on the metrics port.
+
+    A stage that keeps a local copy of files.state (the state keeper, the batcher, the sweeper) is
+    a StatefulSet whose replicas each own a PersistentVolumeClaim for it: a rolling update, an
+    eviction or a move to another node finds the copy where the replica left it, and the replica's
+    name (its instance id, hence its static group membership) is the same, so it gets its
+    partitions back and reads only what files.state gained meanwhile. In a Deployment's emptyDir
+    every new pod would rebuild its copy from the whole topic. Any other stage is a Deployment.
+    """
     needs = _needs(stage)
-    spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
-    if needs.single:
-        if needs.scaling is not None:
-            raise ValueError(f"stage {stage.name} is single: it cannot scale")
-        spec["strategy"] = {"type": "Recreate"}
-    spec["template"] = {
+    pods: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
+    if needs.single and needs.scaling is not None:
+        raise ValueError(f"stage {stage.name} is single: it cannot scale")
+    if keeps_copy(stage):
+        # Replicas start and stop together when KEDA scales; a replica is replaced only after it
+        # is gone, so no two pods ever share a name, a claim or an instance id ("single" holds).
+        pods["serviceName"] = METRICS_SERVICE
+        pods["podManagementPolicy"] = "Parallel"
+        pods["updateStrategy"] = {"type": "RollingUpdate"}
+    elif needs.single:
+        pods["strategy"] = {"type": "Recreate"}
+    pods["template"] = {
         "metadata": {"labels": _labels(stage)},
         "spec": {
             "terminationGracePeriodSeconds": GRACE_S,
@@ -128,12 +145,27 @@ def deployment(stage: StageSpec) -> dict[str, Any]:
             "volumes": _volumes(stage),
         },
     }
+    if keeps_copy(stage):
+        pods["volumeClaimTemplates"] = [
+            {
+                "metadata": {"name": "state", "labels": _labels(stage)},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": f"{state_volume_gi(stage)}Gi"}},
+                },
+            }
+        ]
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": "StatefulSet" if keeps_copy(stage) else "Deployment",
         "metadata": {"name": f"terra-xfer-{stage.name}", "labels": _labels(stage)},
-        "spec": spec,
+        "spec": pods,
     }
+
+
+def keeps_copy(stage: StageSpec) -> bool:
+    """Whether the stage keeps a local copy of files.state (and so runs as a StatefulSet)."""
+    return _needs(stage).copy_bytes_per_file > 0
 
 
 def _labels(stage: StageSpec) -> dict[str, str]:
@@ -222,9 +254,10 @@ def _volumes(stage: StageSpec) -> list[dict[str, Any]]:
             },
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-        # Working copies only (state views, task records): rebuilt from Kafka after a restart.
-        {"name": "state", "emptyDir": {"sizeLimit": f"{state_volume_gi(stage)}Gi"}},
     ]
+    if not keeps_copy(stage):  # a copy's volume is the StatefulSet's claim (workload)
+        # Task records and small views only: rebuilt from Kafka after a restart.
+        volumes.append({"name": "state", "emptyDir": {"sizeLimit": f"{state_volume_gi(stage)}Gi"}})
     claims = sorted({m.claim for m in _needs(stage).mounts})
     volumes += [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
     return volumes
@@ -255,7 +288,11 @@ def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) ->
         "kind": "ScaledObject",
         "metadata": {"name": f"terra-xfer-{stage.name}", "labels": _labels(stage)},
         "spec": {
-            "scaleTargetRef": {"name": f"terra-xfer-{stage.name}"},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet" if keeps_copy(stage) else "Deployment",
+                "name": f"terra-xfer-{stage.name}",
+            },
             # One member stays in every group (an empty group raises TerraXferGroupHasNoMembers).
             "minReplicaCount": 1,
             "maxReplicaCount": partitions,
@@ -403,7 +440,7 @@ def render(kind: str) -> str:
     if kind == "topics":
         docs = kafka_topics()
     elif kind == "stages":
-        docs = [deployment(s) for s in registry.deployed()]
+        docs = [workload(s) for s in registry.deployed()]
     elif kind == "users":
         docs = [kafka_user(s) for s in registry.deployed()]
     elif kind == "scaling":
@@ -411,7 +448,7 @@ def render(kind: str) -> str:
         docs = [d for s in scaled for d in (trigger_authentication(s), scaled_object(s))]
     elif kind == "danforth":
         stages = registry.deployed("danforth")
-        docs = [deployment(s) for s in stages] + [kafka_user(s) for s in stages]
+        docs = [workload(s) for s in stages] + [kafka_user(s) for s in stages]
     else:
         raise ValueError(f"unknown manifest kind {kind!r}: {', '.join(KINDS)}")
     body = str(yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100))

@@ -89,7 +89,8 @@ class Deployment:
     """What a stage needs from Kubernetes.
 
     ``single``: never two copies at once (one transactional producer per source, one walker of the
-    cache), so it rolls with ``Recreate`` instead of surging a second pod. ``scaling``: how KEDA
+    cache), so it rolls with ``Recreate`` instead of surging a second pod (a stage with a copy of
+    files.state is a StatefulSet, which replaces a pod only once it is gone: the same guarantee). ``scaling``: how KEDA
     scales a stage that may run as several replicas (None: one replica). ``component``: the
     kustomize component that holds it, for a stage only some sites run ("" = the base).
     ``copy_bytes_per_file``: the bytes on disk per file of the local copy of files.state the stage

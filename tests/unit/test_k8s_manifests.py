@@ -116,6 +116,11 @@ def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def workloads(docs: list[Doc]) -> list[Doc]:
+    """Every stage's pods: its Deployment, or its StatefulSet when it keeps a copy of files.state."""
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+
+
 def site_config() -> Config:
     return load(BASE / "terra-xfer.toml", env={})
 
@@ -218,7 +223,7 @@ def test_check_names_a_file_that_drifted(tmp_path: Path) -> None:
 
 
 def test_every_stage_has_a_hardened_deployment() -> None:
-    deployments = of_kind(base_docs(), "Deployment")
+    deployments = workloads(base_docs())
     stages = {s.name for s in registry.deployed()}
     assert stages == {
         "gantry",
@@ -238,6 +243,12 @@ def test_every_stage_has_a_hardened_deployment() -> None:
         assert_hardened(deployment)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "ghcr.io/terra-ref/terra-xfer:0.1.0"
+        spec = registry.spec(container["command"][1])
+        if spec.deployment is not None and spec.deployment.single:
+            # Never two pods at once: Recreate, or a StatefulSet (a pod replaced once it is gone).
+            assert deployment["kind"] == "StatefulSet" or deployment["spec"]["strategy"] == {
+                "type": "Recreate"
+            }, spec.name
 
 
 def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
@@ -246,7 +257,7 @@ def test_deployments_mount_config_secrets_and_claims_that_exist() -> None:
     claims = {c["metadata"]["name"] for c in of_kind(docs, "PersistentVolumeClaim")}
     config = site_config()
     mounted: dict[str, set[str]] = {}
-    for deployment in of_kind(docs, "Deployment"):
+    for deployment in workloads(docs):
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         env = {e["name"]: e for e in container["env"]}
@@ -291,7 +302,7 @@ def assert_scaling_fits_partitions(docs: list[Doc], config: Config, namespace: s
     """KEDA scales every consuming stage within its partitions, on its own group's lag, logged in
     as the stage's own Kafka user (the TriggerAuthentication beside it) at the bootstrap Service
     the stages use, named in full with ``namespace``: KEDA connects from its own namespace."""
-    deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    deployments = {d["metadata"]["name"]: d for d in workloads(docs)}
     partitions = {
         t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
     }
@@ -303,7 +314,7 @@ def assert_scaling_fits_partitions(docs: list[Doc], config: Config, namespace: s
     }
     for scaled_object in scaled:
         target = scaled_object["spec"]["scaleTargetRef"]["name"]
-        assert target in deployments
+        assert scaled_object["spec"]["scaleTargetRef"]["kind"] == deployments[target]["kind"]
         spec = registry.spec(target.removeprefix("terra-xfer-"))
         triggers = scaled_object["spec"]["triggers"]
         assert {t["metadata"]["topic"] for t in triggers} == {config.topic(t) for t in spec.inputs}
@@ -320,7 +331,7 @@ def assert_scaling_fits_partitions(docs: list[Doc], config: Config, namespace: s
             assert meta["bootstrapServers"] == f"{host}.{namespace}.svc:{port}"
             assert meta["sasl"] == "scram_sha512" and meta["tls"] == "enable"
             assert_keda_logs_in_as_the_stage(docs, scaled_object, trigger)
-        strategy = named(docs, "Deployment", target)["spec"].get("strategy", {})
+        strategy = deployments[target]["spec"].get("strategy", {})
         assert strategy.get("type") != "Recreate", f"{target} scales: it rolls with overlap"
 
 
@@ -331,7 +342,9 @@ def assert_keda_logs_in_as_the_stage(docs: list[Doc], scaled: Doc, trigger: Doc)
     ref = trigger["authenticationRef"]
     assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
     auth = named(docs, "TriggerAuthentication", ref["name"])["spec"]
-    target = named(docs, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
+    target = named(
+        docs, scaled["spec"]["scaleTargetRef"]["kind"], scaled["spec"]["scaleTargetRef"]["name"]
+    )
     (container,) = target["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     (username,) = auth["env"]
@@ -411,7 +424,7 @@ def test_service_monitor_scrapes_the_stages_metrics_port() -> None:
     )
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
-    for deployment in of_kind(docs + danforth_docs(), "Deployment"):
+    for deployment in workloads(docs + danforth_docs()):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items()
 
@@ -460,7 +473,7 @@ def assert_danforth_deployed(docs: list[Doc], config: Config, overlay: str = "pr
 def test_danforth_component_deploys_the_producer() -> None:
     config = site_config()
     assert_danforth_deployed(base_docs() + danforth_docs(), config)
-    assert named(danforth_docs(), "Deployment", "terra-xfer-danforth") == k8s.deployment(
+    assert named(danforth_docs(), "Deployment", "terra-xfer-danforth") == k8s.workload(
         registry.spec("danforth")
     )
     kustomization = yaml.safe_load((DANFORTH / "kustomization.yaml").read_text(encoding="utf-8"))
@@ -641,7 +654,7 @@ def assert_users_match_the_registry(docs: list[Doc]) -> None:
     """One SCRAM KafkaUser per deployed stage, named like its Deployment, with exactly
     :func:`expected_access`; no other user; the Deployment logs in as that user."""
     users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
-    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+    deployments = {d["metadata"]["name"]: d for d in workloads(docs)}
     stages = [s for s in registry.STAGES if f"terra-xfer-{s.name}" in deployments]
     assert set(users) == {f"terra-xfer-{s.name}" for s in stages}
     for spec in stages:
@@ -872,7 +885,7 @@ def test_secrets_come_from_untracked_files(overlay: str) -> None:
     )  # no credential was ever added
     docs = base_docs() + danforth_docs()
     provided = provided_secrets(docs, overlay)
-    for deployment in of_kind(docs, "Deployment"):
+    for deployment in workloads(docs):
         for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
             ref = var.get("valueFrom", {}).get("secretKeyRef")
             if ref is not None:
@@ -880,7 +893,7 @@ def test_secrets_come_from_untracked_files(overlay: str) -> None:
     generated = set(generated_secrets(overlay))
     read = {
         var["valueFrom"]["secretKeyRef"]["name"]
-        for d in of_kind(docs, "Deployment")
+        for d in workloads(docs)
         for var in d["spec"]["template"]["spec"]["containers"][0]["env"]
         if "secretKeyRef" in var.get("valueFrom", {})
     }
@@ -995,11 +1008,15 @@ def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
         if v["name"] == registry.DANFORTH_CACHE_RW.claim
     )
     # The overlays resize every stage but this one, which keeps the size it was measured for.
-    expected = k8s.deployment(registry.spec("danforth"))["spec"]["template"]["spec"]["containers"][
-        0
-    ]
+    expected = k8s.workload(registry.spec("danforth"))["spec"]["template"]["spec"]["containers"][0]
     assert danforth["containers"][0]["resources"] == expected["resources"]
-    for deployment in of_kind(docs, "Deployment"):
+    monitor = named(docs, "Deployment", "terra-xfer-monitor")["spec"]["template"]["spec"]
+    resized = monitor["containers"][0]["resources"]
+    base_monitor = k8s.workload(registry.spec("monitor"))["spec"]["template"]["spec"]
+    assert resized != base_monitor["containers"][0]["resources"]
+    for deployment in workloads(docs):
+        if deployment["metadata"]["name"] != "terra-xfer-danforth":  # StatefulSets too
+            assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == resized
         assert_hardened(deployment)
         volume = next(
             v for v in deployment["spec"]["template"]["spec"]["volumes"] if "configMap" in v
@@ -1061,18 +1078,31 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
 def test_each_state_volume_holds_its_stages_copy_of_the_retention_window() -> None:
     config = site_config()
     window_days = config.status.retain_settled_days + k8s.IN_FLIGHT_DAYS
-    deployments = {d["metadata"]["name"]: d for d in of_kind(base_docs(), "Deployment")}
+    deployments = {d["metadata"]["name"]: d for d in workloads(base_docs())}
     keeping = set()
     for stage in registry.STAGES:
         deployment = deployments.get(f"terra-xfer-{stage.name}")
         if deployment is None:
             continue
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-        limit = volumes["state"]["emptyDir"]["sizeLimit"]
+        claims = {
+            c["metadata"]["name"]: c for c in deployment["spec"].get("volumeClaimTemplates", [])
+        }
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        mounted = {m["name"] for m in container["volumeMounts"]}
+        assert "state" in mounted and ("state" in volumes) != ("state" in claims), stage.name
+        if "state" in claims:  # a copy of files.state: on a claim of the replica's own
+            assert deployment["kind"] == "StatefulSet"
+            assert claims["state"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+            limit = claims["state"]["spec"]["resources"]["requests"]["storage"]
+        else:
+            assert deployment["kind"] == "Deployment"
+            limit = volumes["state"]["emptyDir"]["sizeLimit"]
         assert limit.endswith("Gi"), (stage.name, limit)
         per_file = stage.deployment.copy_bytes_per_file if stage.deployment else 0
         needed = per_file * k8s.SITE_FILES_PER_DAY * window_days / 2**30
         assert int(limit[:-2]) >= max(needed, k8s.MIN_STATE_GI), (stage.name, limit, needed)
         if per_file:
             keeping.add(stage.name)
+            assert "state" in claims, f"{stage.name}'s copy must outlive its pod"
     assert keeping == k8s.FOLLOWS_STATE  # every stage that follows files.state, and only those

@@ -17,7 +17,15 @@ from terra_xfer.stages import registry
 
 K8S_VERSION = "1.32"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-CORE = {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim", "Namespace"}
+CORE = {
+    "Deployment",
+    "StatefulSet",
+    "Service",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "Namespace",
+}
 
 
 def core_resources(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -25,8 +33,9 @@ def core_resources(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def deployments(docs: list[dict[str, Any]]) -> set[str]:
-    """The names of the Deployments among ``docs``: one per stage the registry deploys there."""
-    return {d["metadata"]["name"] for d in docs if d.get("kind") == "Deployment"}
+    """The names of the Deployments and StatefulSets among ``docs``: one per stage the registry
+    deploys there."""
+    return {d["metadata"]["name"] for d in docs if d.get("kind") in ("Deployment", "StatefulSet")}
 
 
 def validate_all(docs: list[dict[str, Any]]) -> list[str]:
@@ -47,7 +56,7 @@ def test_base_core_resources_validate() -> None:
         if d and "apiVersion" in d
     ]
     kinds = {d["kind"] for d in core_resources(docs)}
-    assert {"Deployment", "PersistentVolumeClaim", "Service"} <= kinds
+    assert {"Deployment", "StatefulSet", "PersistentVolumeClaim", "Service"} <= kinds
     # Secrets are created out of band (overlays/*/secrets), never applied with the manifests.
     assert "Secret" not in kinds
     assert deployments(docs) == {f"terra-xfer-{s.name}" for s in registry.deployed()}

@@ -98,7 +98,7 @@ def invoke(argv: list[str], config_path: Path) -> None:
 
 
 def container_command(spec: StageSpec) -> list[str]:
-    (container,) = k8s.deployment(spec)["spec"]["template"]["spec"]["containers"]
+    (container,) = k8s.workload(spec)["spec"]["template"]["spec"]["containers"]
     command: list[str] = container["command"]
     return command
 
