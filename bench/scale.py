@@ -12,7 +12,7 @@ After the nights of ``--measure-at`` (by default 1, 5 and the last: 100k, 500k a
 
 - each local store's size on disk (SQLite file and its WAL) and bytes per file of history;
 - each process's resident memory now (VmRSS) and at its peak (VmHWM);
-- the night's files per second.
+- the night's files per second, and each process's CPU per file in that night (the broker's too).
 
 ``terra-xfer status`` is timed there too (it brings the status index, the one store that keeps
 every file, up to date), and its index is among the stores measured.
@@ -38,11 +38,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import processes
+from bench.cpu import CpuMeter, per_file_ms, processes
 from bench.machine import describe
 from bench.up_run import KeeperView, cli_command, stop, vm_mb
 from bench.workload import METADATA, log_lines, place_metadata, write_files
-from bench.workspace import broker, wait_ready, workspace
+from bench.workspace import broker, broker_pid, wait_ready, workspace
 from producers.gantry.night import Upload, uploads
 from terra_xfer.broker import free_port
 from terra_xfer.config import Config
@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "file_size": FILE_SIZE,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "measured": [],
+        "cpu_ms_per_file": [],
     }
     first_day = datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.nights + 1)
     with broker() as (demo, _started), workspace(base, "scale", demo.kafka.bootstrap_servers) as ws:
@@ -195,6 +196,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 place_metadata(config, [u for u in ups if u.rel.endswith(METADATA)])
                 lines = log_lines(config.gantry.cache_root, ups)
                 print(f"night {n}: {len(ups):,} files written", flush=True)
+                assert up.proc is not None
+                meter = CpuMeter(processes(up.proc.pid, broker_pid())).start()
                 began = time.monotonic()
                 with config.gantry.xferlog.open("ab") as log:
                     log.write(b"".join(lines))
@@ -203,7 +206,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 wait_complete(view, total, up)
                 seconds = time.monotonic() - began
                 rate = round(len(ups) / seconds)
-                print(f"night {n}: {total:,} files, {rate:,} files/s", flush=True)
+                cpu = per_file_ms(meter.read(), len(ups))
+                results["cpu_ms_per_file"].append({"night": n, "files_per_s": rate} | cpu)
+                print(
+                    f"night {n}: {total:,} files, {rate:,} files/s, CPU ms a file {cpu}", flush=True
+                )
                 for top in config.gantry.cache_root.iterdir():  # as the deleter would, once DONE
                     shutil.rmtree(top, ignore_errors=True)
                 if n not in args.measure_at and n != args.nights:
