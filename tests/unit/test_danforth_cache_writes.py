@@ -38,6 +38,17 @@ class OpenSpy:
         return self._open(path, flags, *args)
 
 
+def _write_watched(root: Path, monkeypatch: pytest.MonkeyPatch, spy: OpenSpy, size: int) -> OpenSpy:
+    """Write ``a.png`` of ``size`` bytes through a CacheWriter with ``spy`` as ``os.open``."""
+    monkeypatch.setattr(os, "open", spy)
+    writer = CacheWriter(root)
+    try:
+        settle(root, writer.start("a.png", _payload(size), None))
+    finally:
+        writer.close()
+    return spy
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_a_writer_leaves_exactly_the_bytes_under_the_real_name(tmp_path: Path, size: int) -> None:
     writer = CacheWriter(tmp_path)
@@ -63,13 +74,7 @@ def test_the_writer_writes_directly_where_the_file_system_takes_it(
         takes_direct = True
     except OSError:
         takes_direct = False
-    spy = OpenSpy()
-    monkeypatch.setattr(cache_writes.os, "open", spy)
-    writer = CacheWriter(tmp_path)
-    try:
-        settle(tmp_path, writer.start("a.png", _payload(10_000), None))
-    finally:
-        writer.close()
+    spy = _write_watched(tmp_path, monkeypatch, OpenSpy(), 10_000)
     assert spy.flags[0] & cache_writes._DIRECT
     # Where the file system refuses it (tmpfs), the same file is written again, buffered.
     assert len(spy.flags) == (1 if takes_direct else 2)
@@ -79,13 +84,7 @@ def test_the_writer_writes_directly_where_the_file_system_takes_it(
 def test_a_refused_direct_open_falls_back_to_a_buffered_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = OpenSpy(refuse_direct=True)
-    monkeypatch.setattr(cache_writes.os, "open", spy)
-    writer = CacheWriter(tmp_path)
-    try:
-        settle(tmp_path, writer.start("a.png", _payload(5000), None))
-    finally:
-        writer.close()
+    spy = _write_watched(tmp_path, monkeypatch, OpenSpy(refuse_direct=True), 5000)
     assert (tmp_path / "a.png").read_bytes() == _payload(5000)
     assert not spy.flags[-1] & cache_writes._DIRECT
 
@@ -100,7 +99,7 @@ def test_a_refused_direct_write_is_written_again_buffered(
             raise OSError(errno.EINVAL, "alignment refused")
         return real_write(fd, data)
 
-    monkeypatch.setattr(cache_writes.os, "write", write)
+    monkeypatch.setattr(os, "write", write)
     data = _payload(20_000)
     made = write_file(tmp_path, "a.png", data, None)
     assert (tmp_path / "a.png").read_bytes() == data and made.size == 20_000
