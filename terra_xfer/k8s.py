@@ -119,10 +119,11 @@ def workload(stage: StageSpec) -> dict[str, Any]:
     every new pod would rebuild its copy from the whole topic. Any other stage is a Deployment.
     """
     needs = _needs(stage)
+    stateful = keeps_copy(stage)
     pods: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _labels(stage)}}
     if needs.single and needs.scaling is not None:
         raise ValueError(f"stage {stage.name} is single: it cannot scale")
-    if keeps_copy(stage):
+    if stateful:
         # Replicas start and stop together when KEDA scales; a replica is replaced only after it
         # is gone, so no two pods ever share a name, a claim or an instance id ("single" holds).
         pods["serviceName"] = METRICS_SERVICE
@@ -145,7 +146,7 @@ def workload(stage: StageSpec) -> dict[str, Any]:
             "volumes": _volumes(stage),
         },
     }
-    if keeps_copy(stage):
+    if stateful:
         pods["volumeClaimTemplates"] = [
             {
                 "metadata": {"name": "state", "labels": _labels(stage)},
@@ -157,7 +158,7 @@ def workload(stage: StageSpec) -> dict[str, Any]:
         ]
     return {
         "apiVersion": "apps/v1",
-        "kind": "StatefulSet" if keeps_copy(stage) else "Deployment",
+        "kind": workload_kind(stage),
         "metadata": {"name": f"terra-xfer-{stage.name}", "labels": _labels(stage)},
         "spec": pods,
     }
@@ -166,6 +167,10 @@ def workload(stage: StageSpec) -> dict[str, Any]:
 def keeps_copy(stage: StageSpec) -> bool:
     """Whether the stage keeps a local copy of files.state (and so runs as a StatefulSet)."""
     return _needs(stage).copy_bytes_per_file > 0
+
+
+def workload_kind(stage: StageSpec) -> str:
+    return "StatefulSet" if keeps_copy(stage) else "Deployment"
 
 
 def _labels(stage: StageSpec) -> dict[str, str]:
@@ -290,7 +295,7 @@ def scaled_object(stage: StageSpec, partitions: int = KafkaConfig.partitions) ->
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
-                "kind": "StatefulSet" if keeps_copy(stage) else "Deployment",
+                "kind": workload_kind(stage),
                 "name": f"terra-xfer-{stage.name}",
             },
             # One member stays in every group (an empty group raises TerraXferGroupHasNoMembers).

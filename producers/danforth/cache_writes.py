@@ -99,26 +99,26 @@ def temporary_path(root: Path, rel: str) -> Path:
 
 def write_file(root: Path, rel: str, data: bytes, metadata: dict[str, Any] | None) -> CacheFile:
     """Write ``root/rel`` whole (temporary name, synced, renamed) and return its version."""
-    written: Future[None] = Future()
     temporary = temporary_path(root, rel)
-    try:
-        write_synced(temporary, data, None)
-        written.set_result(None)
-    except CacheWriteError as exc:
-        written.set_exception(exc)
-    return settle(root, Unsynced(rel, temporary, metadata, written))
+    write_synced(temporary, data, None)
+    return _named(root, rel, temporary, metadata)
 
 
 def settle(root: Path, unsynced: Unsynced) -> CacheFile:
     """Wait for ``unsynced`` to be on the disk, rename it to its real name, return its version."""
-    target = root / unsynced.rel
     unsynced.written.result()  # raises its CacheWriteError
+    return _named(root, unsynced.rel, unsynced.temporary, unsynced.metadata)
+
+
+def _named(root: Path, rel: str, temporary: Path, metadata: dict[str, Any] | None) -> CacheFile:
+    """Give the synced ``temporary`` its real name ``root/rel``; its version."""
+    target = root / rel
     try:
-        os.replace(unsynced.temporary, target)
+        os.replace(temporary, target)
         st = target.stat()
     except OSError as exc:
         raise CacheWriteError(f"cannot write {target}: {exc}") from exc
-    return CacheFile(unsynced.rel, st.st_size, st.st_mtime_ns, unsynced.metadata)
+    return CacheFile(rel, st.st_size, st.st_mtime_ns, metadata)
 
 
 def write_synced(path: Path, data: bytes, buffer: mmap.mmap | None) -> None:
