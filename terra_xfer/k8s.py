@@ -58,8 +58,6 @@ USER_PASSWORD_KEY = "password"  # in the Secret the User Operator makes for a SC
 # local view of files.state). Not under the topic prefix; only Describe is needed (FindCoordinator).
 READER_GROUP = "terra-xfer-reader-"
 VIEW_GROUP = "terra-xfer-state-view-"
-# Stages that keep a local view of files.state (registry._view, the state keeper's copy).
-FOLLOWS_STATE = frozenset({"batcher", "state-keeper", "sweeper"})
 # Stages that measure every group's lag (terra_xfer/lag.py, from the sweeper): they describe each
 # consuming stage's group (committed offsets, members), read its inputs (the oldest unconsumed
 # record) in lag.py's probe group (the topic prefix + LAG_PROBE; lag.py reads on when refused the
@@ -79,6 +77,10 @@ GRACE_S = 30
 # The site the state volumes are sized for: a busy gantry night (up to ~5 TB a day). A site with
 # more files a day raises it here (or patches sizeLimit in its overlay); README, "Local state".
 SITE_FILES_PER_DAY = 250_000
+# The files the status index is sized for: TERRA-REF's gantry shipped tens of millions over its
+# seasons. The claim can grow later where the storage class allows expansion (README, "Local state").
+SITE_LIFETIME_FILES = 50_000_000
+HISTORY_HEADROOM = 1.25  # the status index never prunes: its write-ahead log and free pages only
 IN_FLIGHT_DAYS = 2
 MIN_STATE_GI = 2
 HEADER = "# Made by `python -m terra_xfer.k8s {kind}` from the stage registry; do not edit.\n"
@@ -111,8 +113,8 @@ def kafka_topics(
 def workload(stage: StageSpec) -> dict[str, Any]:
     """The stage's pods: non-root, read-only root, probes on the metrics port.
 
-    A stage that keeps a local copy of files.state (the state keeper, the batcher, the sweeper) is
-    a StatefulSet whose replicas each own a PersistentVolumeClaim for it: a rolling update, an
+    A stage that keeps a local copy of files.state (the state keeper, the batcher, the sweeper,
+    the indexer) is a StatefulSet whose replicas each own a PersistentVolumeClaim for it: a rolling update, an
     eviction or a move to another node finds the copy where the replica left it, and the replica's
     name (its instance id, hence its static group membership) is the same, so it gets its
     partitions back and reads only what files.state gained meanwhile. In a Deployment's emptyDir
@@ -272,13 +274,20 @@ def state_volume_gi(
     stage: StageSpec,
     files_per_day: int = SITE_FILES_PER_DAY,
     retain_days: float = StatusConfig.retain_settled_days,
+    lifetime_files: int = SITE_LIFETIME_FILES,
 ) -> int:
     """GiB of the stage's state volume: its local copy of files.state holds the files of the
     retention window and about two days in flight beyond it, at its measured bytes per file; twice
     that, since SQLite keeps the pages of pruned rows for reuse (it never shrinks the file) and its
-    write-ahead log beside it; never less than ``MIN_STATE_GI`` (task records, small views)."""
-    per_file = _needs(stage).copy_bytes_per_file
-    need = per_file * files_per_day * (retain_days + IN_FLIGHT_DAYS) * 2
+    write-ahead log beside it; never less than ``MIN_STATE_GI`` (task records, small views). A copy
+    that keeps every file (the status index) holds ``lifetime_files``, with a quarter more for its
+    log and free pages."""
+    needs = _needs(stage)
+    per_file = needs.copy_bytes_per_file
+    if needs.copy_keeps_history:
+        need = per_file * lifetime_files * HISTORY_HEADROOM
+    else:
+        need = per_file * files_per_day * (retain_days + IN_FLIGHT_DAYS) * 2
     return max(MIN_STATE_GI, math.ceil(need / 2**30))
 
 
@@ -368,11 +377,11 @@ def kafka_acls(stage: StageSpec, prefix: str = KafkaConfig.topic_prefix) -> list
     where the code adds a per-replica or random suffix (transactional ids, throwaway groups).
 
     Topics: read its inputs, write its outputs (the dead-letter topic among them), as the registry
-    says; a producer also reads its checkpoints back at start; a stage in ``FOLLOWS_STATE`` reads
+    says; a producer also reads its checkpoints back at start; a stage that keeps a copy of it (:func:`keeps_copy`) reads
     files.state; a stage in ``MEASURES_LAG`` reads every consuming stage's inputs and describes
     their groups. Groups: its own (Read: join, commit, send offsets in a transaction), the
     throwaway groups it reads in without joining (Describe, by prefix). Transactional ids: Write and
-    Describe on its prefix (:func:`transactional_id_prefix`). No cluster rights: an idempotent or
+    Describe on its prefix (:func:`transactional_id_prefix`), for a stage that writes. No cluster rights: an idempotent or
     transactional producer needs none once it may write a transactional id.
     """
     reads = set(stage.inputs)
@@ -383,7 +392,7 @@ def kafka_acls(stage: StageSpec, prefix: str = KafkaConfig.topic_prefix) -> list
     if CHECKPOINTS in writes:
         reads.add(CHECKPOINTS)
         groups[(READER_GROUP, "prefix")] = {"Describe"}
-    if stage.name in FOLLOWS_STATE:
+    if stage.deployment is not None and keeps_copy(stage):
         reads.add(FILES_STATE)
         groups[(VIEW_GROUP, "prefix")] = {"Describe"}
     if stage.name in MEASURES_LAG:
@@ -401,14 +410,15 @@ def kafka_acls(stage: StageSpec, prefix: str = KafkaConfig.topic_prefix) -> list
         if "Read" in ops:
             ops = ops - {"Describe"}  # implied by Read
         rules.append(_acl("group", group, pattern, ops))
-    rules.append(
-        _acl(
-            "transactionalId",
-            transactional_id_prefix(stage, prefix),
-            "prefix",
-            {"Write", "Describe"},
+    if writes:  # a stage that writes nothing (the indexer) has no producer
+        rules.append(
+            _acl(
+                "transactionalId",
+                transactional_id_prefix(stage, prefix),
+                "prefix",
+                {"Write", "Describe"},
+            )
         )
-    )
     return rules
 
 

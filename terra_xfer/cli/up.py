@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import click
 from confluent_kafka import KafkaException
 
-from consumers.state.view import StateFollower
+from consumers.state.status_index import StatusIndex
 from terra_xfer import metrics
 from terra_xfer.cli import State
 from terra_xfer.cli.stage_command import refuse_bad_credentials
@@ -34,19 +34,18 @@ log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 10.0
 LOG_EVERY_S = 10.0  # the progress line's interval off a terminal
 SLOW_EVERY_S = 5.0  # bytes, lag and dead letters: every line when lines are 10 s apart
-REFRESH_BUDGET_S = 1.0
 
 
 class Progress:
     """Files per state, files DONE per second, bytes moved, consumer lag per stage and dead
-    letters: the status index (files.state, read here) and the lag as ``terra-xfer lag`` measures
-    it (:mod:`terra_xfer.lag`)."""
+    letters: the status index as the indexer keeps it (:mod:`consumers.state.indexer`, one of
+    the stages ``up`` runs) and the lag as ``terra-xfer lag`` measures it (:mod:`terra_xfer.lag`)."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         """Reads nothing from Kafka: a broker that is away shows in the lines, never stops ``up``."""
         self.config = config
         self.clock = clock
-        self.view = StateFollower(config, config.status.index_path)
+        self.index = StatusIndex(config.status.index_path)
         self.stages = list(registry.consumers())
         self.started = clock()
         # The rate counts files DONE from the first line on, once the index has read what
@@ -60,13 +59,12 @@ class Progress:
         """One status line; bytes, lag and dead letters (costlier to read) at most every
         ``SLOW_EVERY_S``; the stages that wait, and why."""
         try:
-            self._refresh()
             if self.slow_at is None or self.clock() - self.slow_at >= SLOW_EVERY_S:
                 self.slow_at = self.clock()
                 self.slow = self._slow_part()
         except (TerraXferError, KafkaException) as exc:
             self.slow = f"waiting for Kafka: {exc}"
-        counts = self.view.index.counts_by_state()
+        counts = self.index.counts_by_state()
         done = counts.get("DONE", 0)
         now = self.clock()
         before = done if self.last_done is None else self.last_done
@@ -76,14 +74,8 @@ class Progress:
         line = f"[{now - self.started:6.0f}s] {states} | {rate:.0f} files/s | {self.slow}"
         return line + "".join(f" | {name} {why}" for name, why in sorted(waiting.items()))
 
-    def _refresh(self) -> None:
-        """Bring the status index up to files.state as it is now (within a second's reading)."""
-        deadline = self.clock() + REFRESH_BUDGET_S
-        while self.view.refresh(100_000, 0.2) and self.clock() < deadline:
-            pass
-
     def _slow_part(self) -> str:
-        moved = sum(int(line["bytes_transferred"]) for line in self.view.index.report())
+        moved = sum(int(line["bytes_transferred"]) for line in self.index.report())
         rows = pipeline_lag(self.config, self.stages, timeout_s=5)
         names = {s.consumer_group(self.config): s.name for s in self.stages}
         lag = lag_text({names.get(g, g): v for g, v in by_group(rows).items()})
@@ -91,7 +83,7 @@ class Progress:
         return f"{moved / 1e6:.1f} MB moved | {lag} | dead letters {dead}"
 
     def close(self) -> None:
-        self.view.close()
+        self.index.close()
 
 
 def lag_text(lags: Mapping[str, GroupLag]) -> str:

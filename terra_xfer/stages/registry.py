@@ -20,6 +20,7 @@ from consumers.batcher import Batcher
 from consumers.deleter import Deleter
 from consumers.ingest import Ingest
 from consumers.monitor import Monitor
+from consumers.state.indexer import Indexer
 from consumers.state.keeper import StateKeeper
 from consumers.state.retention import Retention
 from consumers.state.view import StateFollower
@@ -67,6 +68,7 @@ LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "passw
 # each record's own bytes, with 100,000): what its Kubernetes volume is sized from.
 KEEPER_COPY_BYTES = 2300
 VIEW_BYTES = 700
+STATUS_INDEX_BYTES = 1800
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 # What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
 ARRIVALS = frozenset({"FileArrived", "FileMissing"})
@@ -77,6 +79,11 @@ def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
     path = w.config.status.index_path.with_name(file_name)
     retention = Retention.of(w.config)
     return w.hold(StateFollower(w.config, path, retention=retention, progress=w.waiting, **kind))
+
+
+def _indexer(w: Wiring) -> Stage:
+    # Every file, whole, for the site's lifetime: no retention.
+    return Indexer(w.hold(StateFollower(w.config, w.config.status.index_path, progress=w.waiting)))
 
 
 def _gantry(w: Wiring) -> Stage:
@@ -306,6 +313,26 @@ STAGES: tuple[StageSpec, ...] = (
         """,
         outputs=(FILES_ARRIVED,),
         deployment=Deployment((CACHE_RO,), single=True, copy_bytes_per_file=VIEW_BYTES),
+    ),
+    StageSpec(
+        "indexer",
+        "Keep the status index current.",
+        _indexer,
+        help="""Follow files.state into the status index ([status] index_path), which `terra-xfer status`,
+        `report` and `up` answer from: every file's last record, history included, for the site's
+        lifetime. Kept current, a question reads only the last seconds of files.state; a lost
+        index is rebuilt from the start of the topic (/readyz says how far).
+
+        \b
+        Examples:
+          terra-xfer indexer --config site.toml
+          kubectl exec statefulset/terra-xfer-indexer -- terra-xfer status PATH
+        """,
+        # One writer is enough: status and report write beside it safely, and a second replica
+        # would only repeat its work.
+        deployment=Deployment(
+            single=True, copy_bytes_per_file=STATUS_INDEX_BYTES, copy_keeps_history=True
+        ),
     ),
 )
 SPECS: Mapping[str, StageSpec] = {s.name: s for s in STAGES}

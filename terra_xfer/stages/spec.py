@@ -94,7 +94,9 @@ class Deployment:
     scales a stage that may run as several replicas (None: one replica). ``component``: the
     kustomize component that holds it, for a stage only some sites run ("" = the base).
     ``copy_bytes_per_file``: the bytes on disk per file of the local copy of files.state the stage
-    keeps (0: none), for sizing its state volume (``terra_xfer.k8s.state_volume_gi``).
+    keeps (0: none), for sizing its state volume (``terra_xfer.k8s.state_volume_gi``);
+    ``copy_keeps_history``: the copy holds every file ever shipped (the status index), so its
+    volume is sized for the site's lifetime rather than the retention window.
     """
 
     mounts: tuple[Mount, ...] = ()
@@ -104,6 +106,7 @@ class Deployment:
     resources: Resources = Resources()
     component: str = ""
     copy_bytes_per_file: int = 0
+    copy_keeps_history: bool = False
 
 
 def always(_config: Config) -> bool:

@@ -36,7 +36,7 @@ from producers.danforth import service as danforth_service
 from producers.danforth.lemnatec import database_name
 from terra_xfer import k8s
 from terra_xfer.cli import cli
-from terra_xfer.config import ENV_PREFIX, Config, DanforthConfig, load
+from terra_xfer.config import ENV_PREFIX, Config, DanforthConfig, KafkaConfig, load
 from terra_xfer.kafka_security import PASSWORD_ENV, security_settings
 from terra_xfer.metrics import REGISTRY
 from terra_xfer.stages import registry
@@ -233,6 +233,7 @@ def test_every_stage_has_a_hardened_deployment() -> None:
         "ingest",
         "deleter",
         "sweeper",
+        "indexer",
     }
     commands = {
         tuple(d["spec"]["template"]["spec"]["containers"][0]["command"]) for d in deployments
@@ -632,7 +633,7 @@ def expected_access(spec: StageSpec, prefix: str = "terra.") -> set[Acl]:
     ):  # a producer reads its last checkpoint back (producers/checkpoints.py)
         reads.add(CHECKPOINTS)
         groups.add(("group", "terra-xfer-reader-", "prefix", "Describe"))  # terra_xfer/reading.py
-    if spec.name in ("batcher", "state-keeper", "sweeper"):  # a local copy of files.state
+    if spec.name in ("batcher", "state-keeper", "sweeper", "indexer"):  # a copy of files.state
         reads.add(FILES_STATE)
         groups.add(("group", "terra-xfer-state-view-", "prefix", "Describe"))  # state/view.py
     if spec.name == "sweeper":  # publishes every group's lag (terra_xfer/lag.py)
@@ -645,8 +646,13 @@ def expected_access(spec: StageSpec, prefix: str = "terra.") -> set[Acl]:
     topics |= {("topic", prefix + t, "literal", op) for t in writes for op in ("Describe", "Write")}
     # A consuming stage's transactional id is <group>-<instance id> (terra_xfer/stages/commit.py);
     # a producer's starts with its own name (terra.gantry-xferlog, terra.danforth-<db>, terra.sweeper).
+    # The indexer writes nothing, so has no producer and no transactional id.
     txn = f"{prefix}{spec.group}-" if spec.group is not None else prefix + spec.name
-    txns = {("transactionalId", txn, "prefix", op) for op in ("Describe", "Write")}
+    txns = (
+        {("transactionalId", txn, "prefix", op) for op in ("Describe", "Write")}
+        if writes
+        else set()
+    )
     return topics | groups | txns
 
 
@@ -1099,10 +1105,26 @@ def test_each_state_volume_holds_its_stages_copy_of_the_retention_window() -> No
             assert deployment["kind"] == "Deployment"
             limit = volumes["state"]["emptyDir"]["sizeLimit"]
         assert limit.endswith("Gi"), (stage.name, limit)
-        per_file = stage.deployment.copy_bytes_per_file if stage.deployment else 0
-        needed = per_file * k8s.SITE_FILES_PER_DAY * window_days / 2**30
+        assert stage.deployment is not None
+        per_file = stage.deployment.copy_bytes_per_file
+        if stage.deployment.copy_keeps_history:  # every file ever shipped
+            needed = per_file * k8s.SITE_LIFETIME_FILES / 2**30
+        else:
+            needed = per_file * k8s.SITE_FILES_PER_DAY * window_days / 2**30
         assert int(limit[:-2]) >= max(needed, k8s.MIN_STATE_GI), (stage.name, limit, needed)
         if per_file:
             keeping.add(stage.name)
             assert "state" in claims, f"{stage.name}'s copy must outlive its pod"
-    assert keeping == k8s.FOLLOWS_STATE  # every stage that follows files.state, and only those
+    # Every stage that may read files.state keeps a copy of it, and only those.
+    state_topic = KafkaConfig.topic_prefix + FILES_STATE
+    readers = {
+        s.name
+        for s in registry.STAGES
+        if s.deployment is not None
+        and any(
+            rule["resource"] == {"type": "topic", "name": state_topic, "patternType": "literal"}
+            and "Read" in rule["operations"]
+            for rule in k8s.kafka_acls(s)
+        )
+    }
+    assert keeping == readers == {"batcher", "state-keeper", "sweeper", "indexer"}

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from consumers.state.view import StateFollower
 from terra_xfer import k8s
 from terra_xfer.cli import cli
 from terra_xfer.config import Config
@@ -143,6 +144,12 @@ def shape(stage: Stage, given: list[object]) -> tuple[str, dict[str, str], list[
     return type(stage).__qualname__, attributes, [type(g).__qualname__ for g in given]
 
 
+def index_path(given: object) -> Path:
+    """The file of a view of files.state a stage was given."""
+    assert isinstance(given, StateFollower), type(given).__qualname__
+    return given.index.path
+
+
 def kafka_identity(stage: Stage) -> tuple[str, str, list[str]]:
     """Whose entry the stage's Kafka clients were made for, its transactional id and its inputs."""
     kafka = getattr(stage, "kafka", None) or getattr(getattr(stage, "loop", None), "kafka", None)
@@ -177,6 +184,10 @@ def test_the_kubernetes_command_and_up_build_the_same_stage(
         built(child_spec, child_config) as (up_stage, up_given),
     ):
         assert shape(k8s_stage, k8s_given) == shape(up_stage, up_given)
+        if not spec.outputs:  # the indexer: no Kafka identity, the same index file
+            assert [index_path(g) for g in k8s_given] == [index_path(g) for g in up_given]
+            assert index_path(k8s_given[0]) == k8s_config.status.index_path
+            return
         identity = kafka_identity(k8s_stage)
         assert identity == kafka_identity(up_stage)  # the same group and transactional id
         assert identity[0] == spec.name

@@ -121,6 +121,22 @@ def test_records_below_the_stored_offset_are_skipped(index: StatusIndex) -> None
     assert index.offsets() == {0: 3}
 
 
+def test_a_writer_behind_another_on_the_same_file_never_undoes_its_rows(tmp_path: Path) -> None:
+    """The indexer and a ``status`` command write one index: a batch read before the other's
+    newer one, applied after it, leaves the newer rows and offsets as they are."""
+    arrived, done = file_state("a"), file_state("a", "DONE")
+    other = file_state("b")
+    with (
+        StatusIndex(tmp_path / "i.sqlite") as indexer,
+        StatusIndex(tmp_path / "i.sqlite") as status,
+    ):
+        indexer.apply([put(0, 0, arrived), put(0, 1, done), put(1, 0, other)])
+        assert status.apply([put(0, 0, arrived), put(1, 0, other)]) == 0  # read earlier
+        assert status.get(done["key"]) == done and indexer.offsets() == {0: 2, 1: 1}
+        assert status.apply([put(0, 1, done), put(0, 2, arrived)]) == 1  # only what is new
+        assert indexer.get(arrived["key"]) == arrived and indexer.offsets() == {0: 3, 1: 1}
+
+
 def test_a_failing_batch_writes_neither_rows_nor_offsets(index: StatusIndex) -> None:
     good = file_state("a")
     broken = {k: v for k, v in file_state("b").items() if k != "state"}
