@@ -263,7 +263,12 @@ STAGES: tuple[StageSpec, ...] = (
                 "FileDeleted",
             }
         ),
-        deployment=Deployment(scaling=Scaling(5000), copy_bytes_per_file=KEEPER_COPY_BYTES),
+        # 730-815 MB at its peak over a million files: it holds the 20,000 most recent states.
+        deployment=Deployment(
+            scaling=Scaling(5000),
+            copy_bytes_per_file=KEEPER_COPY_BYTES,
+            resources=Resources("250m", "832Mi", "1", "1280Mi"),
+        ),
     ),
     StageSpec(
         "ingest",
@@ -312,7 +317,13 @@ STAGES: tuple[StageSpec, ...] = (
           terra-xfer sweeper --config site.toml --once
         """,
         outputs=(FILES_ARRIVED,),
-        deployment=Deployment((CACHE_RO,), single=True, copy_bytes_per_file=VIEW_BYTES),
+        # 314-363 MB at its peak over a million files (its walk and the lag it measures).
+        deployment=Deployment(
+            (CACHE_RO,),
+            single=True,
+            copy_bytes_per_file=VIEW_BYTES,
+            resources=Resources("100m", "384Mi", "1", "768Mi"),
+        ),
     ),
     StageSpec(
         "indexer",
@@ -330,8 +341,12 @@ STAGES: tuple[StageSpec, ...] = (
         """,
         # One writer is enough: status and report write beside it safely, and a second replica
         # would only repeat its work.
+        # 337 MB at its peak over two nights of 100,000 files (a step's records, as read).
         deployment=Deployment(
-            single=True, copy_bytes_per_file=STATUS_INDEX_BYTES, copy_keeps_history=True
+            single=True,
+            copy_bytes_per_file=STATUS_INDEX_BYTES,
+            copy_keeps_history=True,
+            resources=Resources("100m", "384Mi", "1", "768Mi"),
         ),
     ),
 )

@@ -68,7 +68,9 @@ class Mount:
 
 @dataclass(frozen=True)
 class Resources:
-    """A container's CPU and memory requests and limits."""
+    """A container's CPU and memory requests and limits. The memory request is at least the
+    stage's peak RSS as measured (``bench.scale``: a million files, nights of 100,000;
+    BENCHMARKS.md, "Scale"), the limit a quarter or more above it: the overlays change CPU only."""
 
     cpu_request: str = "100m"
     memory_request: str = "256Mi"

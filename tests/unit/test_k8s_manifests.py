@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import json
 import os
 import re
 import shutil
@@ -1013,16 +1014,23 @@ def test_overlay_builds_into_a_consistent_cluster(overlay: str) -> None:
         for v in danforth["volumes"]
         if v["name"] == registry.DANFORTH_CACHE_RW.claim
     )
-    # The overlays resize every stage but this one, which keeps the size it was measured for.
+    # The overlays give every stage but this one (which keeps the size it was measured for) the
+    # same CPU, and leave every stage's memory as the base has it.
     expected = k8s.workload(registry.spec("danforth"))["spec"]["template"]["spec"]["containers"][0]
     assert danforth["containers"][0]["resources"] == expected["resources"]
     monitor = named(docs, "Deployment", "terra-xfer-monitor")["spec"]["template"]["spec"]
-    resized = monitor["containers"][0]["resources"]
+    cpu = {k: v["cpu"] for k, v in monitor["containers"][0]["resources"].items()}
     base_monitor = k8s.workload(registry.spec("monitor"))["spec"]["template"]["spec"]
-    assert resized != base_monitor["containers"][0]["resources"]
+    assert cpu != {k: v["cpu"] for k, v in base_monitor["containers"][0]["resources"].items()}
     for deployment in workloads(docs):
-        if deployment["metadata"]["name"] != "terra-xfer-danforth":  # StatefulSets too
-            assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == resized
+        name = deployment["metadata"]["name"]
+        resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+        base = k8s.workload(registry.spec(name.removeprefix("terra-xfer-")))
+        base_resources = base["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for kind in ("requests", "limits"):
+            assert resources[kind]["memory"] == base_resources[kind]["memory"], name
+            if name != "terra-xfer-danforth":  # StatefulSets too
+                assert resources[kind]["cpu"] == cpu[kind], name
         assert_hardened(deployment)
         volume = next(
             v for v in deployment["spec"]["template"]["spec"]["volumes"] if "configMap" in v
@@ -1128,3 +1136,33 @@ def test_each_state_volume_holds_its_stages_copy_of_the_retention_window() -> No
         )
     }
     assert keeping == readers == {"batcher", "state-keeper", "sweeper", "indexer"}
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity in MiB (the suffixes the manifests use)."""
+    for suffix, factor in (("Gi", 1024.0), ("Mi", 1.0)):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    raise ValueError(f"unexpected quantity {quantity}")
+
+
+def test_each_stage_asks_for_the_memory_it_was_measured_to_peak_at() -> None:
+    """Requests at least each stage's peak RSS of the committed scale run, limits a quarter above
+    it, whatever the overlay: a limit below a measured peak is an OOM kill in a busy night."""
+    scale = json.loads((ROOT / "bench" / "scale.json").read_text(encoding="utf-8"))
+    peaks: dict[str, float] = {}
+    for measured in scale["measured"]:
+        for stage, memory in measured["memory_mb"].items():
+            peaks[stage] = max(peaks.get(stage, 0.0), memory["peak_mb"] * 1e6 / 2**20)
+    stages = [s for s in registry.deployed() if s.name in peaks]
+    assert {s.name for s in stages} >= {"state-keeper", "sweeper", "batcher", "gantry"}
+    for docs in (base_docs(), *(built_overlay(o) for o in ("dev", "prod"))):
+        sized = {
+            w["metadata"]["name"]: w["spec"]["template"]["spec"]["containers"][0]["resources"]
+            for w in workloads(docs)
+        }
+        for stage in stages:
+            resources = sized[f"terra-xfer-{stage.name}"]
+            peak = peaks[stage.name]
+            assert mebibytes(resources["requests"]["memory"]) >= peak, (stage.name, peak)
+            assert mebibytes(resources["limits"]["memory"]) >= 1.25 * peak, (stage.name, peak)
