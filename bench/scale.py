@@ -50,11 +50,12 @@ from terra_xfer.stages import registry
 
 SITE = "ua-mac"
 FILE_SIZE = 4096
-# Each stage's local copy of files.state, by stage (the status index is up's, for status).
+# Each stage's local copy of files.state, by stage (the indexer's is the status index).
 COPIES = {
     "state-keeper": "state-keeper.sqlite",
     "batcher": "batcher-view.sqlite",
     "sweeper": "sweeper-view.sqlite",
+    "indexer": "status.sqlite",
 }
 
 
@@ -148,8 +149,9 @@ def restarts(config: Config, config_path: Path, lost: bool) -> dict[str, float]:
 
 
 def status_s(config_path: Path) -> float:
-    """Seconds ``terra-xfer status`` takes: it brings the status index up to date (from the
-    start of files.state the first time), then prints the summary."""
+    """Seconds ``terra-xfer status`` takes: it brings the status index up to date from where the
+    indexer left it, then prints the summary (an index rebuilt from the start of files.state is
+    the indexer's restart with its copy lost)."""
     began = time.monotonic()
     subprocess.run(cli_command(config_path, "status"), check=True, stdout=subprocess.DEVNULL)
     seconds = round(time.monotonic() - began, 2)

@@ -28,6 +28,7 @@ from consumers.state.sqlite_file import (
     SqliteFile,
     guarded,
     packed,
+    state_codec,
     unapplied,
     unpacked,
 )
@@ -89,8 +90,18 @@ _PRUNE = f"DELETE FROM files INDEXED BY files_settled WHERE {SETTLED_ROW} AND up
 _LISTED = "key, site, path, sensor, date, state, version, size, updated_ms, reason, warning"
 _KEYS_PER_QUERY = 500  # well below SQLite's limit of bound parameters per statement
 
-# One consumed files.state record: partition, offset, key, and the FileState (None: a tombstone).
-StateRecord = tuple[int, int, str, Mapping[str, Any] | None]
+
+class Recorded(NamedTuple):
+    """A FileState as read from files.state: its fields before the history (all the columns
+    need) and the record's own bytes (what the row keeps), so that nothing is decoded whole."""
+
+    head: Mapping[str, Any]
+    record: bytes
+
+
+# One consumed files.state record: partition, offset, key, and the FileState (None: a tombstone),
+# decoded (its record encoded again if the row keeps one) or as read (:class:`Recorded`).
+StateRecord = tuple[int, int, str, Mapping[str, Any] | Recorded | None]
 
 
 class StateSummary(NamedTuple):
@@ -280,10 +291,19 @@ class StatusIndex(SqliteFile):
             db.close()
 
 
-def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[Any, ...]:
+def _row(
+    key: str, given: Mapping[str, Any] | Recorded, keep_record: bool = True
+) -> tuple[Any, ...]:
     """The ``files`` row of one FileState (with the whole record packed, or an empty one)."""
+    value = given.head if isinstance(given, Recorded) else given
     state = value["state"]
     failed = state in ("FAILED", "QUARANTINED") or value["reason"] is not None
+    if not keep_record:
+        record = b""
+    elif isinstance(given, Recorded):
+        record = given.record
+    else:
+        record = state_codec().encode("FileState", dict(given))
     return (
         key,
         value["site"],
@@ -301,7 +321,7 @@ def _row(key: str, value: Mapping[str, Any], keep_record: bool = True) -> tuple[
         bool(value["ingested"]),
         bool(value["deleted"]),
         failed,
-        packed(value) if keep_record else "",
+        packed(record) if keep_record else "",
         value.get("warning"),  # a record kept by an earlier release may lack it
     )
 

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from consumers.state.fold import needs_requeue, transferred
 from consumers.state.retention import Retention
-from consumers.state.status_index import StateRecord, StatusIndex, StatusIndexError
+from consumers.state.status_index import Recorded, StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
 from terra_xfer import metrics
 from terra_xfer.config import Config
@@ -260,19 +260,19 @@ class StateFollower(TopicFollower):
         view one of a file settled before ``cutoff_ms``."""
         key = (msg.key() or b"").decode("utf-8", "backslashreplace")
         raw = msg.value()
-        if raw is None:
-            value = None
-        elif self._head_only:
-            value = self.codec.decode_head(raw, HEAD_ENDS_AT)[1]
-        else:
-            value = self.codec.decode(raw)[1]
-        if self.transferred_only and value is not None and not transferred(value):
-            value = None
-        if not self._kept(value, cutoff_ms):
-            value = None
+        # The columns come from the fields before the history; a row that keeps the record keeps
+        # the bytes as read, so no record is decoded whole.
+        head = None if raw is None else self.codec.decode_head(raw, HEAD_ENDS_AT)[1]
+        if self.transferred_only and head is not None and not transferred(head):
+            head = None
+        if not self._kept(head, cutoff_ms):
+            head = None
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None
-        return partition, offset, key, value
+        if head is None or self._head_only:
+            return partition, offset, key, head
+        assert raw is not None
+        return partition, offset, key, Recorded(head, raw)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.index.get(key)

@@ -207,7 +207,7 @@ def test_the_window_comes_from_the_config_and_outlasts_the_event_topics(tmp_path
         load(short, env={})
 
 
-def test_a_state_is_stored_compressed_and_a_plain_json_row_of_an_earlier_index_still_reads(
+def test_a_state_is_stored_as_its_compressed_record_and_rows_of_earlier_indexes_still_read(
     tmp_path: Path,
 ) -> None:
     value = FILES[2]
@@ -215,9 +215,13 @@ def test_a_state_is_stored_compressed_and_a_plain_json_row_of_an_earlier_index_s
     index.apply([(0, 0, value["key"], value)])
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         (stored,) = db.execute("SELECT record FROM files").fetchone()
-        assert json.loads(zlib.decompress(stored)) == value
-        db.execute("UPDATE files SET record = ?", (json.dumps(value),))  # as a release wrote it
+        assert Codec().decode(zlib.decompress(stored)) == ("FileState", value)
     assert index.get(value["key"]) == value
+    compact = json.dumps(value, separators=(",", ":"))
+    for earlier in (zlib.compress(compact.encode(), 1), json.dumps(value)):  # as releases wrote
+        with sqlite3.connect(tmp_path / "s.sqlite") as db:
+            db.execute("UPDATE files SET record = ?", (earlier,))
+        assert index.get(value["key"]) == value
     index.close()
 
 

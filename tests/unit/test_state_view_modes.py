@@ -5,6 +5,7 @@ No broker: the follower's consumer is replaced by one that hands out prepared me
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,23 @@ def test_a_view_without_records_answers_the_sweeper_but_has_no_records(
     assert columns[0].index.counts_by_state() == full[0].index.counts_by_state()
     with pytest.raises(StatusIndexError):
         columns[0].get(values[0]["key"])
+
+
+def test_a_full_view_keeps_each_record_as_read_and_never_decodes_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view, feed = follower(tmp_path)
+    value = state("a", "INGESTED")
+    put(feed, 0, value)
+    (sent,) = [m.value() for m in feed.queued]
+
+    def whole(_data: bytes) -> Any:
+        raise AssertionError("a record was decoded whole on the way in")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(view.codec, "decode", whole)
+        assert view.refresh() == 1
+    (stored,) = view.index._db.execute("SELECT record FROM files").fetchone()
+    assert zlib.decompress(stored) == sent  # the files.state record's own bytes
+    assert view.get(value["key"]) == value
+    view.close()
