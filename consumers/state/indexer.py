@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from consumers.state.view import StateFollower
 
-# Records read per step, and how long a step waits for the first: a step stays well under a
-# second, so stopping (and /healthz's heartbeat) is never held up by a backlog.
+# Records read per step, and how long a step reads at most: a step of a couple of seconds writes
+# each file's states of those seconds once (0.22 ms of CPU a file against 0.25 with 0.5 s,
+# bench.scale), and stopping never waits longer than that.
 STEP_RECORDS = 20_000
-STEP_WAIT_S = 0.5
+STEP_WAIT_S = 2.0
 
 
 class Indexer:
