@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -340,7 +340,7 @@ def observe_tailer(source: str, live_log: str, checkpoint: Position, cache_root:
 class StateCounts(Protocol):
     def counts_by_state(self) -> dict[str, int]: ...
 
-    def query(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
+    def oldest_updated_ms(self, states: Iterable[str]) -> dict[str, int]: ...
 
 
 UNTRANSFERRED = ("ARRIVED", "BATCHED", "FAILED")
@@ -352,11 +352,10 @@ def observe_states(index: StateCounts, now_ms: int | None = None) -> None:
     for state in {*counts, *UNTRANSFERRED, "DONE"}:
         FILES_BY_STATE.labels(state).set(counts.get(state, 0))
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    oldest = index.oldest_updated_ms(UNTRANSFERRED)
     for state in UNTRANSFERRED:
-        oldest = min((int(row["updated_ms"]) for row in index.query(state)), default=None)
-        OLDEST_UNTRANSFERRED.labels(state).set(
-            0.0 if oldest is None else max(0, now - oldest) / 1000
-        )
+        since = oldest.get(state)
+        OLDEST_UNTRANSFERRED.labels(state).set(0.0 if since is None else max(0, now - since) / 1000)
 
 
 class Periodic:

@@ -68,6 +68,7 @@ from consumers.state.transitions import (
     recorded,
 )
 from consumers.state.transitions import transferred as transferred
+from schemas.codec import current_schemas
 from schemas.writer import Remembered
 from terra_xfer.errors import PermanentError
 
@@ -81,6 +82,20 @@ MISSING_VERSION = "0:0"  # the version of a MISSING record: no content was seen
 # Nothing more happens to such a version on its own: DONE (copied, catalogued, gone from the
 # cache) or MISSING (never in the cache).
 SETTLED = frozenset({"DONE", MISSING})
+
+
+def _file_states() -> tuple[str, ...]:
+    """The states a file can be in: the symbols of FileState's ``state`` enum (the schema is
+    their one definition)."""
+    (kind,) = [
+        f["type"] for f in current_schemas()["FileState"].schema["fields"] if f["name"] == "state"
+    ]
+    return tuple(kind["symbols"])
+
+
+FILE_STATES = _file_states()
+# Every state but the settled ones: the files something still happens to.
+UNSETTLED = tuple(s for s in FILE_STATES if s not in SETTLED)
 _UNTOUCHED: dict[str, Any] = {
     "state": "ARRIVED",
     "ingested": False,

@@ -13,13 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from consumers.state.fold import SETTLED
+from consumers.state.fold import SETTLED, UNSETTLED
 from schemas.codec import MAGIC, Codec
 from terra_xfer.errors import PermanentError, TerraXferError, TransientError
 
 V = TypeVar("V")
 # A row of a settled file, as SQL: one spelling for a partial index and the queries that use it.
 SETTLED_ROW = f"state IN ({', '.join(repr(s) for s in sorted(SETTLED))})"
+# A row of a file not settled, spelled so that an index on ``state`` reads only those rows.
+UNSETTLED_ROW = f"state IN ({', '.join(repr(s) for s in sorted(UNSETTLED))})"
 
 
 class StatusIndexError(TerraXferError):

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from consumers.state.fold import transferred
 from consumers.state.sqlite_file import (
     SETTLED_ROW,
+    UNSETTLED_ROW,
     SqliteFile,
     guarded,
     packed,
@@ -229,11 +230,23 @@ class StatusIndex(SqliteFile):
         with guarded(self.path):
             return {str(s): int(n) for s, n in self._db.execute(sql, args).fetchall()}
 
+    def oldest_updated_ms(self, states: Iterable[str]) -> dict[str, int]:
+        """The last change of the oldest file in each of ``states`` (states with none left out),
+        read by SQLite from those states' rows only (the state index)."""
+        wanted = sorted(set(states))
+        sql = (
+            f"SELECT state, MIN(updated_ms) FROM files WHERE state IN ({', '.join('?' * len(wanted))})"
+            " GROUP BY state"
+        )
+        with guarded(self.path):
+            return {str(s): int(m) for s, m in self._db.execute(sql, wanted).fetchall()}
+
     def unsettled_before(self, before_ms: int) -> dict[str, int]:
         """How many files not settled (neither DONE nor MISSING) have not changed since before
-        ``before_ms``, by state (states with none left out): the stuck files, counted by SQLite."""
+        ``before_ms``, by state (states with none left out): the stuck files, counted by SQLite
+        from the rows of unsettled files only (the state index), however many have settled."""
         sql = (
-            f"SELECT state, COUNT(*) FROM files WHERE NOT ({SETTLED_ROW}) AND updated_ms < ?"
+            f"SELECT state, COUNT(*) FROM files WHERE {UNSETTLED_ROW} AND updated_ms < ?"
             " GROUP BY state ORDER BY state"
         )
         with guarded(self.path):

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
+from consumers.state.fold import FILE_STATES
 from consumers.state.view import StateFollower
-from schemas.codec import current_schemas
 from terra_xfer.cli import State
 from terra_xfer.config import Config
 from terra_xfer.deadletters import count_dead_letters
@@ -41,18 +41,6 @@ def file_key(config: Config, path: str) -> str:
                 f"{path} is not under the cache root {config.gantry.cache_root}"
             ) from None
     return f"{site}/{p.as_posix()}"
-
-
-def _file_states() -> tuple[str, ...]:
-    """The states a file can be in: the symbols of FileState's ``state`` enum (the schema is
-    their one definition)."""
-    (kind,) = [
-        f["type"] for f in current_schemas()["FileState"].schema["fields"] if f["name"] == "state"
-    ]
-    return tuple(kind["symbols"])
-
-
-FILE_STATES = _file_states()
 
 
 def _when(ms: int) -> str:

@@ -7,9 +7,8 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import Gauge
@@ -209,8 +208,8 @@ class Index:
     def counts_by_state(self) -> dict[str, int]:
         return {s: len(r) for s, r in self.rows.items()}
 
-    def query(self, state: str | None = None) -> Iterator[dict[str, Any]]:
-        return iter([{"updated_ms": ms} for ms in self.rows.get(state or "", [])])
+    def oldest_updated_ms(self, states: Iterable[str]) -> dict[str, int]:
+        return {s: min(self.rows[s]) for s in states if self.rows.get(s)}
 
 
 def test_files_by_state_and_the_oldest_untransferred_age_per_state() -> None:

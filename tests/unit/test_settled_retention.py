@@ -232,3 +232,35 @@ def test_files_not_settled_that_have_not_moved_are_counted_by_state(tmp_path: Pa
     assert index.unsettled_before(NOW_MS) == {"INGESTED": 1, "QUARANTINED": 1, "TRANSFERRED": 1}
     assert index.unsettled_before(OLD) == {}
     index.close()
+
+
+def test_counting_stuck_files_reads_only_the_files_not_settled(tmp_path: Path) -> None:
+    """The sweeper counts stuck files at every walk and before it is ready: the work SQLite does
+    must not grow with the files settled before (a season of DONE rows in the status index)."""
+    index = StatusIndex(tmp_path / "s.sqlite", keep_records=False)
+    unsettled = [f for f in FILES if f["state"] not in ("DONE", "MISSING")]
+    index.apply([(0, i, f["key"], f) for i, f in enumerate(unsettled)])
+    offset = len(unsettled)
+    stuck = {"INGESTED": 1, "QUARANTINED": 1, "TRANSFERRED": 1}
+
+    def steps_to_count() -> int:
+        steps = [0]
+
+        def tick() -> int:
+            steps[0] += 1
+            return 0
+
+        index._db.set_progress_handler(tick, 1)  # once per SQLite VM instruction
+        try:
+            assert index.unsettled_before(NOW_MS) == stuck
+        finally:
+            index._db.set_progress_handler(None, 1)
+        return steps[0]
+
+    before = steps_to_count()
+    for n in range(3):  # three batches of 2,000 files settled
+        batch = [state(f"settled-{n}-{i}", "DONE", OLD) for i in range(2000)]
+        index.apply([(0, offset + i, f["key"], f) for i, f in enumerate(batch)])
+        offset += len(batch)
+        assert steps_to_count() == before
+    index.close()

@@ -352,3 +352,17 @@ def test_an_index_laid_out_before_warnings_keeps_its_rows_and_offsets(tmp_path: 
         assert [f["warning"] for f in idx.query()] == [None]
         idx.apply([put(0, 5, file_state("b", "DONE", warning=WARNED))])
         assert idx.warnings()["files"] == 1
+
+
+def test_the_oldest_change_per_state_is_read_for_the_states_asked(index: StatusIndex) -> None:
+    rows = [
+        file_state("a", "ARRIVED", updated_ms=T0 + 5),
+        file_state("b", "ARRIVED", updated_ms=T0 + 2),
+        file_state("c", "BATCHED", updated_ms=T0 + 9),
+        file_state("d", "DONE", updated_ms=T0),
+    ]
+    index.apply([put(0, i, r) for i, r in enumerate(rows)])
+    assert index.oldest_updated_ms(["ARRIVED", "BATCHED", "FAILED"]) == {
+        "ARRIVED": T0 + 2,
+        "BATCHED": T0 + 9,
+    }
