@@ -44,7 +44,7 @@ from consumers.state.status_report import (
     warning_counts,
 )
 
-SCHEMA_VERSION = 2  # 2: the warning column
+SCHEMA_VERSION = 3  # 2: the warning column; 3: the files counted per state
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
@@ -77,7 +77,28 @@ _COLUMNS = (
     "key, site, path, sensor, date, day, state, version, size, arrived_ms, updated_ms, reason,"
     " transferred, ingested, deleted, failed, record, warning"
 )
-_UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+# An upsert, not INSERT OR REPLACE: a replaced row fires no delete trigger, an updated one does
+# fire the update trigger that keeps the counts.
+_UPSERT = (
+    f"INSERT INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT(key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+)
+# The files per state, kept by triggers as rows come, change state and go, so that counting them
+# reads a row per state whatever the history (up counts at every progress line).
+_COUNTS_TABLE = (
+    "CREATE TABLE state_counts (state TEXT PRIMARY KEY, files INTEGER NOT NULL) WITHOUT ROWID"
+)
+_ONE_MORE = (
+    "INSERT INTO state_counts VALUES (new.state, 1)"
+    " ON CONFLICT(state) DO UPDATE SET files = files + 1"
+)
+_ONE_LESS = "UPDATE state_counts SET files = files - 1 WHERE state = old.state"
+_COUNTING = (
+    f"CREATE TRIGGER IF NOT EXISTS files_in AFTER INSERT ON files BEGIN {_ONE_MORE}; END",
+    f"CREATE TRIGGER IF NOT EXISTS files_out AFTER DELETE ON files BEGIN {_ONE_LESS}; END",
+    "CREATE TRIGGER IF NOT EXISTS files_moved AFTER UPDATE OF state ON files"
+    f" WHEN old.state IS NOT new.state BEGIN {_ONE_LESS}; {_ONE_MORE}; END",
+)
 _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
@@ -131,6 +152,7 @@ class StatusIndex(SqliteFile):
                 for name, create in _FULL_ONLY.items():
                     self._db.execute(create if keep_records else f"DROP INDEX IF EXISTS {name}")
                 _add_warning_column(self._db)
+                _count_states(self._db)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             prepare(self._db)
         except BaseException:
@@ -225,8 +247,11 @@ class StatusIndex(SqliteFile):
     def counts_by_state(self, sensor: str | None = None) -> dict[str, int]:
         """How many files (of ``sensor``, when given) are in each state (states with no file
         are left out)."""
-        where, args = ("WHERE sensor = ? ", (sensor,)) if sensor is not None else ("", ())
-        sql = f"SELECT state, COUNT(*) FROM files {where}GROUP BY state ORDER BY state"
+        if sensor is None:  # kept as rows change: a row per state
+            sql, args = "SELECT state, files FROM state_counts WHERE files > 0 ORDER BY state", ()
+        else:
+            sql = "SELECT state, COUNT(*) FROM files WHERE sensor = ? GROUP BY state ORDER BY state"
+            args = (sensor,)
         with guarded(self.path):
             return {str(s): int(n) for s, n in self._db.execute(sql, args).fetchall()}
 
@@ -345,6 +370,17 @@ def _add_warning_column(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
     if "warning" not in columns:
         db.execute("ALTER TABLE files ADD COLUMN warning TEXT")
+
+
+def _count_states(db: sqlite3.Connection) -> None:
+    """Keep the files counted per state (:data:`_COUNTING`); an index laid out before the counts
+    is counted once, here, so it goes on from its stored offsets instead of being rebuilt."""
+    known = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_counts'")
+    if known.fetchone() is None:
+        db.execute(_COUNTS_TABLE)
+        db.execute("INSERT INTO state_counts SELECT state, COUNT(*) FROM files GROUP BY state")
+    for trigger in _COUNTING:
+        db.execute(trigger)
 
 
 def _listed(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -366,3 +366,61 @@ def test_the_oldest_change_per_state_is_read_for_the_states_asked(index: StatusI
         "ARRIVED": T0 + 2,
         "BATCHED": T0 + 9,
     }
+
+
+def counted(index: StatusIndex) -> dict[str, int]:
+    """The files per state as SQLite counts them from the rows."""
+    sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
+    return dict(index._db.execute(sql).fetchall())
+
+
+def test_the_files_per_state_are_kept_as_rows_come_move_and_go(index: StatusIndex) -> None:
+    a, b, c = (file_state(n) for n in "abc")
+    index.apply([put(0, 0, a), put(0, 1, b), put(1, 0, c)])
+    assert index.counts_by_state() == counted(index) == {"ARRIVED": 3}
+    index.apply([put(0, 2, file_state("a", "BATCHED")), put(0, 3, file_state("b", "ARRIVED"))])
+    assert index.counts_by_state() == counted(index) == {"ARRIVED": 2, "BATCHED": 1}
+    index.apply([put(1, 1, None, key=c["key"]), put(0, 4, file_state("a", "DONE", updated_ms=1))])
+    assert index.counts_by_state() == counted(index) == {"ARRIVED": 1, "DONE": 1}
+    assert index.prune(before_ms=T0) == 1
+    assert index.counts_by_state() == counted(index) == {"ARRIVED": 1}
+    index.reset()
+    assert index.counts_by_state() == counted(index) == {}
+
+
+def test_an_index_laid_out_before_the_counts_is_counted_once_and_then_kept(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite"
+    with StatusIndex(path) as earlier:
+        earlier.apply([put(0, i, file_state(f"f{i}", "DONE")) for i in range(3)])
+    with sqlite3.connect(path) as db:  # as a release before the counts laid it out
+        for name in ("files_in", "files_out", "files_moved"):
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("DROP TABLE state_counts")
+        db.execute("PRAGMA user_version = 2")
+    with StatusIndex(path) as again:
+        assert again.counts_by_state() == {"DONE": 3}
+        again.apply([put(0, 3, file_state("f0", "ARRIVED", version="2:2"))])
+        assert again.counts_by_state() == counted(again) == {"ARRIVED": 1, "DONE": 2}
+        assert again.offsets() == {0: 4}
+
+
+def test_counting_the_files_per_state_does_not_grow_with_the_files(index: StatusIndex) -> None:
+    def steps() -> int:
+        ticks = [0]
+
+        def tick() -> int:
+            ticks[0] += 1
+            return 0
+
+        index._db.set_progress_handler(tick, 1)  # once per SQLite VM instruction
+        try:
+            index.counts_by_state()
+        finally:
+            index._db.set_progress_handler(None, 1)
+        return ticks[0]
+
+    index.apply([put(0, 0, file_state("first", "DONE"))])
+    one = steps()
+    index.apply([put(0, i + 1, file_state(f"f{i}", "DONE")) for i in range(5000)])
+    assert index.counts_by_state() == {"DONE": 5001}
+    assert steps() == one
