@@ -247,8 +247,9 @@ class StatusIndex(SqliteFile):
     def counts_by_state(self, sensor: str | None = None) -> dict[str, int]:
         """How many files (of ``sensor``, when given) are in each state (states with no file
         are left out)."""
+        args: tuple[str, ...] = ()
         if sensor is None:  # kept as rows change: a row per state
-            sql, args = "SELECT state, files FROM state_counts WHERE files > 0 ORDER BY state", ()
+            sql = "SELECT state, files FROM state_counts WHERE files > 0 ORDER BY state"
         else:
             sql = "SELECT state, COUNT(*) FROM files WHERE sensor = ? GROUP BY state ORDER BY state"
             args = (sensor,)
