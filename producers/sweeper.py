@@ -90,9 +90,10 @@ class Sweeper:
         )
 
     def _publish_gauges(self) -> None:
-        """Files by state and consumer lag, for the process's /metrics."""
+        """The oldest untransferred file per state and consumer lag, for the process's /metrics
+        (the files per state come from the indexer: this view lets settled files go)."""
         self.view.refresh()
-        metrics.observe_states(self.view.index)
+        metrics.observe_oldest(self.view.index)
         publish_lag(self.config, self.measured)
 
     def _follow(self) -> None:

@@ -340,17 +340,24 @@ def observe_tailer(source: str, live_log: str, checkpoint: Position, cache_root:
 class StateCounts(Protocol):
     def counts_by_state(self) -> dict[str, int]: ...
 
+
+class OldestChanges(Protocol):
     def oldest_updated_ms(self, states: Iterable[str]) -> dict[str, int]: ...
 
 
 UNTRANSFERRED = ("ARRIVED", "BATCHED", "FAILED")
 
 
-def observe_states(index: StateCounts, now_ms: int | None = None) -> None:
-    """Files per state, and for each untransferred state how long its oldest file has been in it."""
+def observe_counts(index: StateCounts) -> None:
+    """Files per state, from an index that holds every file (the status index)."""
     counts = index.counts_by_state()
     for state in {*counts, *UNTRANSFERRED, "DONE"}:
         FILES_BY_STATE.labels(state).set(counts.get(state, 0))
+
+
+def observe_oldest(index: OldestChanges, now_ms: int | None = None) -> None:
+    """For each untransferred state, how long its oldest file has been in it, from an index that
+    holds every file not settled (any view)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     oldest = index.oldest_updated_ms(UNTRANSFERRED)
     for state in UNTRANSFERRED:

@@ -17,16 +17,19 @@ transaction that writes, so two writers never undo each other.
 from __future__ import annotations
 
 from consumers.state.view import StateFollower
+from terra_xfer import metrics
 
 # Records read per step, and how long a step reads at most: a step of a couple of seconds writes
 # each file's states of those seconds once (0.22 ms of CPU a file against 0.25 with 0.5 s,
 # bench.scale), and stopping never waits longer than that.
 STEP_RECORDS = 20_000
 STEP_WAIT_S = 2.0
+GAUGES_EVERY_S = 10.0  # the files per state: a row per state to read (the index keeps them)
 
 
 class Indexer:
-    """The stage: catch up with files.state once (readiness follows), then follow it."""
+    """The stage: catch up with files.state once (readiness follows), then follow it; it
+    publishes the files per state (``terra_xfer_files_by_state``), as it holds every file."""
 
     def __init__(self, view: StateFollower) -> None:
         """``view``: a follower that keeps every record (no retention), given by the wiring."""
@@ -34,14 +37,20 @@ class Indexer:
             raise ValueError("the status index keeps every file's whole record")
         self.view = view
         self.caught_up = False
+        self.gauges = metrics.Periodic(GAUGES_EVERY_S, self._publish_counts)
 
     def step(self) -> int:
         """One bounded read of files.state into the index; the states written."""
         if not self.caught_up:
             applied = self.view.catch_up()
             self.caught_up = True
-            return applied
-        return self.view.refresh(STEP_RECORDS, STEP_WAIT_S)
+        else:
+            applied = self.view.refresh(STEP_RECORDS, STEP_WAIT_S)
+        self.gauges.maybe()
+        return applied
+
+    def _publish_counts(self) -> None:
+        metrics.observe_counts(self.view.index)
 
     def close(self) -> None:
         """The view is the wiring's to close."""

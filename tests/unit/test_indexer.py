@@ -14,8 +14,20 @@ from consumers.state.indexer import STEP_RECORDS, STEP_WAIT_S, Indexer
 from consumers.state.retention import Retention
 from consumers.state.view import StateFollower
 from terra_xfer.config import Config
+from terra_xfer.metrics import REGISTRY
 from terra_xfer.stages import registry
 from terra_xfer.stages.spec import Wiring
+
+
+class Counts:
+    """The index's surface as the indexer uses it: files per state."""
+
+    def __init__(self, keep_records: bool) -> None:
+        self.keep_records = keep_records
+        self.counts = {"DONE": 4, "INGESTED": 1}
+
+    def counts_by_state(self) -> dict[str, int]:
+        return self.counts
 
 
 class Follower:
@@ -23,7 +35,7 @@ class Follower:
 
     def __init__(self, *, retention: Retention | None = None, keep_records: bool = True) -> None:
         self.retention = retention
-        self.index = type("Index", (), {"keep_records": keep_records})()
+        self.index = Counts(keep_records)
         self.calls: list[tuple[Any, ...]] = []
 
     def catch_up(self) -> int:
@@ -66,3 +78,12 @@ def test_the_registry_gives_it_the_status_index_itself(tmp_path: Path) -> None:
         assert isinstance(stage, Indexer) and isinstance(stage.view, StateFollower)
         assert stage.view.index.path == config.status.index_path
         assert stage.view.retention is None and stage.view.index.keep_records
+
+
+def test_it_publishes_the_files_per_state_of_the_index_it_keeps() -> None:
+    view = Follower()
+    indexer = Indexer(view)  # type: ignore[arg-type]
+    view.index.counts = {"DONE": 1234, "QUARANTINED": 2}
+    indexer.step()
+    for state, files in {"DONE": 1234, "QUARANTINED": 2, "ARRIVED": 0, "BATCHED": 0}.items():
+        assert REGISTRY.get_sample_value("terra_xfer_files_by_state", {"state": state}) == files

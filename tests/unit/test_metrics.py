@@ -213,10 +213,9 @@ class Index:
 
 
 def test_files_by_state_and_the_oldest_untransferred_age_per_state() -> None:
-    metrics.observe_states(
-        Index({"ARRIVED": [95_000], "BATCHED": [70_000, 99_000], "DONE": [1, 2, 3]}),
-        now_ms=100_000,
-    )
+    index = Index({"ARRIVED": [95_000], "BATCHED": [70_000, 99_000], "DONE": [1, 2, 3]})
+    metrics.observe_counts(index)
+    metrics.observe_oldest(index, now_ms=100_000)
     assert value("terra_xfer_files_by_state", state="BATCHED") == 2
     assert value("terra_xfer_files_by_state", state="DONE") == 3
     assert value("terra_xfer_files_by_state", state="FAILED") == 0
@@ -225,7 +224,9 @@ def test_files_by_state_and_the_oldest_untransferred_age_per_state() -> None:
     assert value(oldest, state="ARRIVED") == 5.0
     assert metrics.REGISTRY.get_sample_value(oldest, {"state": "FAILED"}) == 0.0
     assert metrics.REGISTRY.get_sample_value(oldest, {"state": "DONE"}) is None
-    metrics.observe_states(Index({"DONE": [1]}), now_ms=100_000)
+    index = Index({"DONE": [1]})
+    metrics.observe_counts(index)
+    metrics.observe_oldest(index, now_ms=100_000)
     assert value(oldest, state="BATCHED") == 0.0
     assert value("terra_xfer_files_by_state", state="BATCHED") == 0
 
