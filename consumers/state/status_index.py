@@ -83,8 +83,9 @@ _UPSERT = (
     f"INSERT INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT(key) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
 )
-# The files per state, kept by triggers as rows come, change state and go, so that counting them
-# reads a row per state whatever the history (up counts at every progress line).
+# The files per state in the status index, kept by triggers as rows come, change state and go, so
+# that counting them reads a row per state whatever the history (up counts at every progress
+# line, the indexer for its gauge).
 _COUNTS_TABLE = (
     "CREATE TABLE state_counts (state TEXT PRIMARY KEY, files INTEGER NOT NULL) WITHOUT ROWID"
 )
@@ -152,7 +153,7 @@ class StatusIndex(SqliteFile):
                 for name, create in _FULL_ONLY.items():
                     self._db.execute(create if keep_records else f"DROP INDEX IF EXISTS {name}")
                 _add_warning_column(self._db)
-                _count_states(self._db)
+                _count_states(self._db, keep_records)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             prepare(self._db)
         except BaseException:
@@ -248,8 +249,10 @@ class StatusIndex(SqliteFile):
         """How many files (of ``sensor``, when given) are in each state (states with no file
         are left out)."""
         args: tuple[str, ...] = ()
-        if sensor is None:  # kept as rows change: a row per state
+        if sensor is None and self.keep_records:  # kept as rows change: a row per state
             sql = "SELECT state, files FROM state_counts WHERE files > 0 ORDER BY state"
+        elif sensor is None:
+            sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
         else:
             sql = "SELECT state, COUNT(*) FROM files WHERE sensor = ? GROUP BY state ORDER BY state"
             args = (sensor,)
@@ -373,9 +376,15 @@ def _add_warning_column(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE files ADD COLUMN warning TEXT")
 
 
-def _count_states(db: sqlite3.Connection) -> None:
-    """Keep the files counted per state (:data:`_COUNTING`); an index laid out before the counts
-    is counted once, here, so it goes on from its stored offsets instead of being rebuilt."""
+def _count_states(db: sqlite3.Connection, counted: bool) -> None:
+    """Keep the files counted per state (:data:`_COUNTING`) in the status index; an index laid
+    out before the counts is counted once, here, so it goes on from its stored offsets instead of
+    being rebuilt. A view (``counted`` false) is never asked for them and keeps none."""
+    if not counted:
+        for trigger in ("files_in", "files_out", "files_moved"):
+            db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        db.execute("DROP TABLE IF EXISTS state_counts")
+        return
     known = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_counts'")
     if known.fetchone() is None:
         db.execute(_COUNTS_TABLE)

@@ -424,3 +424,16 @@ def test_counting_the_files_per_state_does_not_grow_with_the_files(index: Status
     index.apply([put(0, i + 1, file_state(f"f{i}", "DONE")) for i in range(5000)])
     assert index.counts_by_state() == {"DONE": 5001}
     assert steps() == one
+
+
+def test_a_view_keeps_no_counts_and_counts_its_rows_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite"
+    with StatusIndex(path) as full:  # a file that was a full index once
+        full.apply([put(0, 0, file_state("a", "DONE"))])
+    with StatusIndex(path, keep_records=False) as view:
+        view.apply(
+            [put(0, 1, file_state("b")), put(0, 2, file_state("a", "ARRIVED", version="2:2"))]
+        )
+        tables = {n for (n,) in view._db.execute("SELECT name FROM sqlite_master")}
+        assert "state_counts" not in tables and "files_in" not in tables
+        assert view.counts_by_state() == counted(view) == {"ARRIVED": 2}
