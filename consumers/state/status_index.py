@@ -83,23 +83,31 @@ _UPSERT = (
     f"INSERT INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT(key) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
 )
-# The files per state in the status index, kept by triggers as rows come, change state and go, so
-# that counting them reads a row per state whatever the history (up counts at every progress
-# line, the indexer for its gauge).
+# The files and bytes per state (and whether at the destination) in the status index, kept by
+# triggers as rows come, change and go, so that counting them reads a few rows whatever the
+# history (up counts at every progress line, the indexer for its gauge).
 _COUNTS_TABLE = (
-    "CREATE TABLE state_counts (state TEXT PRIMARY KEY, files INTEGER NOT NULL) WITHOUT ROWID"
+    "CREATE TABLE state_counts (state TEXT NOT NULL, transferred INTEGER NOT NULL,"
+    " files INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (state, transferred))"
+    " WITHOUT ROWID"
 )
+_COUNTS_COLUMNS = ["state", "transferred", "files", "bytes"]
 _ONE_MORE = (
-    "INSERT INTO state_counts VALUES (new.state, 1)"
-    " ON CONFLICT(state) DO UPDATE SET files = files + 1"
+    "INSERT INTO state_counts VALUES (new.state, new.transferred, 1, new.size)"
+    " ON CONFLICT(state, transferred) DO UPDATE SET files = files + 1, bytes = bytes + new.size"
 )
-_ONE_LESS = "UPDATE state_counts SET files = files - 1 WHERE state = old.state"
+_ONE_LESS = (
+    "UPDATE state_counts SET files = files - 1, bytes = bytes - old.size"
+    " WHERE state = old.state AND transferred = old.transferred"
+)
 _COUNTING = (
     f"CREATE TRIGGER IF NOT EXISTS files_in AFTER INSERT ON files BEGIN {_ONE_MORE}; END",
     f"CREATE TRIGGER IF NOT EXISTS files_out AFTER DELETE ON files BEGIN {_ONE_LESS}; END",
-    "CREATE TRIGGER IF NOT EXISTS files_moved AFTER UPDATE OF state ON files"
-    f" WHEN old.state IS NOT new.state BEGIN {_ONE_LESS}; {_ONE_MORE}; END",
+    "CREATE TRIGGER IF NOT EXISTS files_moved AFTER UPDATE OF state, transferred, size ON files"
+    " WHEN old.state IS NOT new.state OR old.transferred IS NOT new.transferred"
+    f" OR old.size IS NOT new.size BEGIN {_ONE_LESS}; {_ONE_MORE}; END",
 )
+_TRIGGERS = ("files_in", "files_out", "files_moved")
 _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
@@ -249,8 +257,11 @@ class StatusIndex(SqliteFile):
         """How many files (of ``sensor``, when given) are in each state (states with no file
         are left out)."""
         args: tuple[str, ...] = ()
-        if sensor is None and self.keep_records:  # kept as rows change: a row per state
-            sql = "SELECT state, files FROM state_counts WHERE files > 0 ORDER BY state"
+        if sensor is None and self.keep_records:  # kept as rows change: a few rows
+            sql = (
+                "SELECT state, SUM(files) FROM state_counts GROUP BY state HAVING SUM(files) > 0"
+                " ORDER BY state"
+            )
         elif sensor is None:
             sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
         else:
@@ -258,6 +269,15 @@ class StatusIndex(SqliteFile):
             args = (sensor,)
         with guarded(self.path):
             return {str(s): int(n) for s, n in self._db.execute(sql, args).fetchall()}
+
+    def bytes_transferred(self) -> int:
+        """The bytes of every file whose current version is at the destination (``report``'s
+        ``bytes_transferred`` over all its lines)."""
+        table, size = ("state_counts", "bytes") if self.keep_records else ("files", "size")
+        sql = f"SELECT SUM({size}) FROM {table} WHERE transferred = 1 AND state != 'MISSING'"
+        with guarded(self.path):
+            (moved,) = self._db.execute(sql).fetchone()
+        return int(moved or 0)
 
     def oldest_updated_ms(self, states: Iterable[str]) -> dict[str, int]:
         """The last change of the oldest file in each of ``states`` (states with none left out),
@@ -378,17 +398,23 @@ def _add_warning_column(db: sqlite3.Connection) -> None:
 
 def _count_states(db: sqlite3.Connection, counted: bool) -> None:
     """Keep the files counted per state (:data:`_COUNTING`) in the status index; an index laid
-    out before the counts is counted once, here, so it goes on from its stored offsets instead of
-    being rebuilt. A view (``counted`` false) is never asked for them and keeps none."""
-    if not counted:
-        for trigger in ("files_in", "files_out", "files_moved"):
+    out before the counts (or with other ones) is counted once, here, so it goes on from its
+    stored offsets instead of being rebuilt. A view (``counted`` false) is never asked for them
+    and keeps none."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(state_counts)")]
+    if not counted or columns not in ([], _COUNTS_COLUMNS):
+        for trigger in _TRIGGERS:
             db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         db.execute("DROP TABLE IF EXISTS state_counts")
+        columns = []
+    if not counted:
         return
-    known = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_counts'")
-    if known.fetchone() is None:
+    if not columns:
         db.execute(_COUNTS_TABLE)
-        db.execute("INSERT INTO state_counts SELECT state, COUNT(*) FROM files GROUP BY state")
+        db.execute(
+            "INSERT INTO state_counts"
+            " SELECT state, transferred, COUNT(*), SUM(size) FROM files GROUP BY state, transferred"
+        )
     for trigger in _COUNTING:
         db.execute(trigger)
 

@@ -75,7 +75,7 @@ class Progress:
         return line + "".join(f" | {name} {why}" for name, why in sorted(waiting.items()))
 
     def _slow_part(self) -> str:
-        moved = sum(int(line["bytes_transferred"]) for line in self.index.report())
+        moved = self.index.bytes_transferred()
         rows = pipeline_lag(self.config, self.stages, timeout_s=5)
         names = {s.consumer_group(self.config): s.name for s in self.stages}
         lag = lag_text({names.get(g, g): v for g, v in by_group(rows).items()})

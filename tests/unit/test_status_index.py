@@ -369,7 +369,10 @@ def test_the_oldest_change_per_state_is_read_for_the_states_asked(index: StatusI
 
 
 def counted(index: StatusIndex) -> dict[str, int]:
-    """The files per state as SQLite counts them from the rows."""
+    """The files per state as SQLite counts them from the rows; the bytes transferred as the
+    report adds them up must be what the index keeps."""
+    moved = sum(line["bytes_transferred"] for line in index.report())
+    assert index.bytes_transferred() == moved
     sql = "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state"
     return dict(index._db.execute(sql).fetchall())
 
@@ -380,8 +383,16 @@ def test_the_files_per_state_are_kept_as_rows_come_move_and_go(index: StatusInde
     assert index.counts_by_state() == counted(index) == {"ARRIVED": 3}
     index.apply([put(0, 2, file_state("a", "BATCHED")), put(0, 3, file_state("b", "ARRIVED"))])
     assert index.counts_by_state() == counted(index) == {"ARRIVED": 2, "BATCHED": 1}
-    index.apply([put(1, 1, None, key=c["key"]), put(0, 4, file_state("a", "DONE", updated_ms=1))])
+    assert index.bytes_transferred() == 0
+    index.apply([put(0, 5, file_state("b", "TRANSFERRED", size=700))])  # a new size, moved
+    assert index.bytes_transferred() == 700
+    index.apply([put(0, 6, file_state("b", "INGESTED", size=700))])
+    assert index.counts_by_state() == counted(index) == {"ARRIVED": 1, "BATCHED": 1, "INGESTED": 1}
+    index.apply([put(0, 7, file_state("b", "ARRIVED", size=800, version="800:2"))])
+    assert index.bytes_transferred() == 0
+    index.apply([put(1, 1, None, key=c["key"]), put(0, 8, file_state("a", "DONE", updated_ms=1))])
     assert index.counts_by_state() == counted(index) == {"ARRIVED": 1, "DONE": 1}
+    assert index.bytes_transferred() == 100
     assert index.prune(before_ms=T0) == 1
     assert index.counts_by_state() == counted(index) == {"ARRIVED": 1}
     index.reset()
@@ -392,13 +403,21 @@ def test_an_index_laid_out_before_the_counts_is_counted_once_and_then_kept(tmp_p
     path = tmp_path / "i.sqlite"
     with StatusIndex(path) as earlier:
         earlier.apply([put(0, i, file_state(f"f{i}", "DONE")) for i in range(3)])
-    with sqlite3.connect(path) as db:  # as a release before the counts laid it out
-        for name in ("files_in", "files_out", "files_moved"):
-            db.execute(f"DROP TRIGGER {name}")
-        db.execute("DROP TABLE state_counts")
-        db.execute("PRAGMA user_version = 2")
+    for layout in ("none", "by state only"):
+        with sqlite3.connect(path) as db:  # as an earlier release laid it out
+            for name in ("files_in", "files_out", "files_moved"):
+                db.execute(f"DROP TRIGGER IF EXISTS {name}")
+            db.execute("DROP TABLE state_counts")
+            if layout != "none":
+                db.execute("CREATE TABLE state_counts (state TEXT PRIMARY KEY, files INTEGER)")
+                db.execute("INSERT INTO state_counts VALUES ('DONE', 99)")
+            db.execute("PRAGMA user_version = 2")
+        with StatusIndex(path) as again:
+            assert again.counts_by_state() == counted(again)
+            assert again.bytes_transferred() == 100 * sum(
+                1 for r in again.query() if r["state"] == "DONE"
+            )
     with StatusIndex(path) as again:
-        assert again.counts_by_state() == {"DONE": 3}
         again.apply([put(0, 3, file_state("f0", "ARRIVED", version="2:2"))])
         assert again.counts_by_state() == counted(again) == {"ARRIVED": 1, "DONE": 2}
         assert again.offsets() == {0: 4}
