@@ -77,10 +77,7 @@ _COLUMNS = (
     "key, site, path, sensor, date, day, state, version, size, arrived_ms, updated_ms, reason,"
     " transferred, ingested, deleted, failed, record, warning"
 )
-_UPSERT = (
-    f"INSERT INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT(key) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
-)
+_UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 # The files and bytes per state (and whether at the destination) in the status index, kept as
 # rows are written, so that counting them reads a few rows whatever the history (up counts at
 # every progress line, the indexer for its gauge). Kept by the writer, not by triggers: a trigger
