@@ -68,7 +68,7 @@ LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "passw
 # each record's own bytes, with 100,000): what its Kubernetes volume is sized from.
 KEEPER_COPY_BYTES = 2300
 VIEW_BYTES = 700
-STATUS_INDEX_BYTES = 1800
+STATUS_INDEX_BYTES = 1600
 TRANSFER_OUTCOMES = frozenset({"FileTransferred", "FileTransferFailed"})
 # What files.arrived carries: a file version to ship, or a logged file the cache did not hold.
 ARRIVALS = frozenset({"FileArrived", "FileMissing"})
