@@ -24,6 +24,7 @@ from terra_xfer import config as config_module
 from terra_xfer.config import Config, load
 from terra_xfer.errors import ConfigError
 from tests.samples import sample
+from tests.sqlite_steps import sqlite_steps
 from tests.state_feed import Feed, Msg
 
 CODEC = Codec()
@@ -244,18 +245,8 @@ def test_counting_stuck_files_reads_only_the_files_not_settled(tmp_path: Path) -
     stuck = {"INGESTED": 1, "QUARANTINED": 1, "TRANSFERRED": 1}
 
     def steps_to_count() -> int:
-        steps = [0]
-
-        def tick() -> int:
-            steps[0] += 1
-            return 0
-
-        index._db.set_progress_handler(tick, 1)  # once per SQLite VM instruction
-        try:
-            assert index.unsettled_before(NOW_MS) == stuck
-        finally:
-            index._db.set_progress_handler(None, 1)
-        return steps[0]
+        assert index.unsettled_before(NOW_MS) == stuck
+        return sqlite_steps(index._db, lambda: index.unsettled_before(NOW_MS))
 
     before = steps_to_count()
     for n in range(3):  # three batches of 2,000 files settled

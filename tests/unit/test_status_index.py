@@ -20,6 +20,7 @@ from schemas.codec import Codec
 from terra_xfer.cli.status import render_report
 from terra_xfer.errors import PermanentError, TransientError
 from tests.samples import sample
+from tests.sqlite_steps import sqlite_steps
 
 DAY_MS = 86_400_000
 T0 = 1_503_578_401_916  # 2017-08-24T12:40:01.916Z
@@ -425,18 +426,7 @@ def test_an_index_laid_out_before_the_counts_is_counted_once_and_then_kept(tmp_p
 
 def test_counting_the_files_per_state_does_not_grow_with_the_files(index: StatusIndex) -> None:
     def steps() -> int:
-        ticks = [0]
-
-        def tick() -> int:
-            ticks[0] += 1
-            return 0
-
-        index._db.set_progress_handler(tick, 1)  # once per SQLite VM instruction
-        try:
-            index.counts_by_state()
-        finally:
-            index._db.set_progress_handler(None, 1)
-        return ticks[0]
+        return sqlite_steps(index._db, index.counts_by_state)
 
     index.apply([put(0, 0, file_state("first", "DONE"))])
     one = steps()
