@@ -63,9 +63,9 @@ BLOBS_RO = Mount("lemnatec-blobs", BLOB_DIR, read_only=True)
 GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client-secret")
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
-# Bytes on disk per file of a stage's local copy of files.state, measured by bench.scale
-# (BENCHMARKS.md, "Scale"; the views with a million files, the state keeper's copy, which holds
-# each record's own bytes, with 100,000): what its Kubernetes volume is sized from.
+# Bytes on disk per file of a stage's local copy of files.state, measured by bench.scale with a
+# million files (BENCHMARKS.md, "Scale": the state keeper's copy 2,291, the views 654-686, the
+# status index 1,590): what its Kubernetes volume is sized from.
 KEEPER_COPY_BYTES = 2300
 VIEW_BYTES = 700
 STATUS_INDEX_BYTES = 1600
