@@ -17,7 +17,7 @@ Memory stays bounded whatever the number of files: queries stream rows from thei
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -80,8 +80,8 @@ _COLUMNS = (
 _UPSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 # The files and bytes per state (and whether at the destination) in the status index, kept as
 # rows are written, so that counting them reads a few rows whatever the history (up counts at
-# every progress line, the indexer for its gauge). Kept by the writer, not by triggers: a trigger
-# cost 17 µs a record against 44 for the whole write (bench: real files.state records).
+# every progress line, the indexer for its gauge). Kept by the writer: triggers would add about
+# a third to the cost of a write (BENCHMARKS.md, "Scale").
 _COUNTS_TABLE = (
     "CREATE TABLE state_counts (state TEXT NOT NULL, transferred INTEGER NOT NULL,"
     " files INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (state, transferred))"
@@ -89,12 +89,13 @@ _COUNTS_TABLE = (
 )
 _COUNTS_COLUMNS = ["state", "transferred", "files", "bytes"]
 _COUNTED = "state, transferred, size"  # what a row adds to the counts
+_COUNTED_AT = [_COLUMNS.replace(" ", "").split(",").index(c) for c in _COUNTED.split(", ")]
 _ADD_COUNTS = (
     "INSERT INTO state_counts VALUES (?, ?, ?, ?) ON CONFLICT(state, transferred)"
     " DO UPDATE SET files = files + excluded.files, bytes = bytes + excluded.bytes"
 )
 _TRIGGERS = ("files_in", "files_out", "files_moved")  # an earlier layout's, dropped on open
-Counted = tuple[str, Any, int]  # a row's state, transferred and size
+Counted = Sequence[Any]  # a row's state, transferred and size
 _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
@@ -175,7 +176,7 @@ class StatusIndex(SqliteFile):
             rows = [_row(key, value, keep) for key, value in latest.items() if value is not None]
             if keep:  # the rows replaced or removed leave the counts, the new ones join them
                 self._count(self._rows_of(_COUNTED, latest), -1)
-                self._count(((row[6], row[12], row[8]) for row in rows), 1)
+                self._count(([row[i] for i in _COUNTED_AT] for row in rows), 1)
             gone = [(key,) for key, value in latest.items() if value is None]
             self._db.executemany("DELETE FROM files WHERE key = ?", gone)
             self._db.executemany(_UPSERT, rows)
