@@ -15,8 +15,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from terra_xfer.broker import require_tool, resolve_jars
 from terra_xfer.config import KafkaConfig
+from terra_xfer.errors import TransientError
+from terra_xfer.kafka import client_config
 from terra_xfer.kafka_security import security_settings
 
 TOOLS = {
@@ -31,6 +36,8 @@ TOOLS = {
 BOOTSTRAP_TOOLS = frozenset(
     {"consumer-groups", "topics", "console-consumer", "get-offsets", "transactions"}
 )
+# Ours, not Kafka's: run consumer-groups on a --group the cluster does not have (see named_groups).
+NEW_GROUP_FLAG = "--new-group"
 LOGIN_MODULES = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -92,6 +99,33 @@ def run_configured(
         return run_tool(
             version, tool, [*extra, "--command-config", str(path), *args], timeout_s, capture
         )
+
+
+def named_groups(args: Sequence[str]) -> list[str]:
+    """The groups ``args`` of consumer-groups name with ``--group G`` or ``--group=G``.
+
+    Kafka's tool answers a group the cluster does not have as it answers an empty one: describe
+    prints a line and exits 0, and ``--reset-offsets --execute`` writes offsets for it, so a
+    misspelt group in a replay runbook resets nothing and reports success. The wrapper checks
+    these names first (``NEW_GROUP_FLAG`` skips the check, for offsets set before a first start).
+    """
+    groups: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--group" and i + 1 < len(args):
+            groups.append(args[i + 1])
+        elif arg.startswith("--group="):
+            groups.append(arg.removeprefix("--group="))
+    return groups
+
+
+def existing_groups(kafka: KafkaConfig, timeout_s: float = 10.0) -> set[str]:
+    """The consumer groups the cluster of ``kafka`` has (with members or committed offsets)."""
+    admin = AdminClient(client_config(kafka))
+    try:
+        listed = admin.list_consumer_groups(request_timeout=timeout_s).result(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TransientError(f"listing consumer groups: {exc}") from exc
+    return {g.group_id for g in listed.valid}
 
 
 def _jaas_quoted(value: str) -> str:
