@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,7 +46,7 @@ from consumers.state.status_report import (
 )
 
 SCHEMA_VERSION = 3  # 2: the warning column; 3: the files counted per state
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
     site TEXT NOT NULL,
@@ -66,8 +67,6 @@ CREATE TABLE IF NOT EXISTS files (
     record TEXT NOT NULL,
     warning TEXT
 );
-CREATE INDEX IF NOT EXISTS files_state ON files(state, key);
-CREATE INDEX IF NOT EXISTS files_settled ON files(updated_ms) WHERE {SETTLED_ROW};
 CREATE TABLE IF NOT EXISTS meta (
     partition INTEGER PRIMARY KEY,
     next_offset INTEGER NOT NULL
@@ -100,6 +99,11 @@ _SAVE_OFFSET = (
     "INSERT INTO meta (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
     " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)"
 )
+# The secondary indexes of every index and view, by name (the key's is the table's own).
+_INDEXES = {
+    "files_state": "CREATE INDEX IF NOT EXISTS files_state ON files(state, key)",
+    "files_settled": f"CREATE INDEX IF NOT EXISTS files_settled ON files(updated_ms) WHERE {SETTLED_ROW}",
+}
 # For status --sensor and report: a view that keeps no records answers neither, and goes without.
 _FULL_ONLY = {
     "files_sensor": "CREATE INDEX IF NOT EXISTS files_sensor ON files(sensor, key)",
@@ -146,8 +150,7 @@ class StatusIndex(SqliteFile):
             with guarded(self.path), self._transaction():
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     self._db.execute(statement)
-                for name, create in _FULL_ONLY.items():
-                    self._db.execute(create if keep_records else f"DROP INDEX IF EXISTS {name}")
+                self._make_indexes()
                 _add_warning_column(self._db)
                 _count_states(self._db, keep_records)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -155,6 +158,40 @@ class StatusIndex(SqliteFile):
         except BaseException:
             self._db.close()
             raise
+
+    def _make_indexes(self) -> None:
+        """Create the secondary indexes this kind of index has (and drop those it has not)."""
+        for create in _INDEXES.values():
+            self._db.execute(create)
+        for name, create in _FULL_ONLY.items():
+            self._db.execute(create if self.keep_records else f"DROP INDEX IF EXISTS {name}")
+
+    @contextmanager
+    def loading(self) -> Iterator[None]:
+        """Around a catch-up: when the index is new (no row, no offset), it is filled from the
+        start of files.state without its secondary indexes, which are built once at the end
+        (sorted, instead of updated row by row at every write), as a bulk load is done.
+
+        Meanwhile queries read the table whole; an index that holds anything is left as it is.
+        The indexes are made again whatever ends the load, and on every open (a process killed
+        during the load leaves none behind), so only the load itself ever goes without them.
+        """
+        with guarded(self.path):
+            held = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
+            ).fetchone()[0]
+        if held:
+            yield
+            return
+        dropped = [*_INDEXES, *(_FULL_ONLY if self.keep_records else ())]
+        with guarded(self.path), self._transaction():
+            for name in dropped:
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")
+        try:
+            yield
+        finally:
+            with guarded(self.path), self._transaction():
+                self._make_indexes()
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to consume, per partition (as a Kafka commit states it)."""

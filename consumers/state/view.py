@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,10 @@ class TopicFollower:
     def _apply(self, messages: list[Message]) -> int:
         """Write ``messages`` (at most one per key) and their offsets; return how many applied."""
         raise NotImplementedError
+
+    def _loading(self) -> AbstractContextManager[None]:
+        """Around a catch-up's reads: how the copy takes a load (see StatusIndex.loading)."""
+        return nullcontext()
 
     def _prune_before(self, cutoff_ms: int) -> int:
         """Remove the rows of files settled before ``cutoff_ms``; how many."""
@@ -145,9 +150,28 @@ class TopicFollower:
         ``timeout_s`` bounds a read that makes no progress. Its progress is logged and told to
         ``progress`` (the stage's readiness) every ``PROGRESS_EVERY_S``."""
         self._assign(again=True)
+        started = time.monotonic()
+        with self._loading():
+            applied, read, told = self._read_to_end(set(self._partitions), timeout_s, started)
+        if told:
+            log.info(
+                "%s: caught up with %s: %d records in %.0f s",
+                self.store_name,
+                self.topic,
+                read,
+                time.monotonic() - started,
+            )
+            self.progress(None)
+        self.prune()
+        return applied
+
+    def _read_to_end(
+        self, remaining: set[int], timeout_s: float, started: float
+    ) -> tuple[int, int, bool]:
+        """catch_up's reads, until every partition in ``remaining`` reported its end; returns
+        the records applied and read, and whether the progress was told."""
         applied = read = 0
-        remaining = set(self._partitions)
-        started = told = time.monotonic()
+        told = started
         deadline = started + timeout_s
         while remaining:
             now = time.monotonic()
@@ -171,17 +195,7 @@ class TopicFollower:
             if latest:
                 deadline = time.monotonic() + timeout_s
                 applied += self._apply(list(latest.values()))
-        if told != started:
-            log.info(
-                "%s: caught up with %s: %d records in %.0f s",
-                self.store_name,
-                self.topic,
-                read,
-                time.monotonic() - started,
-            )
-            self.progress(None)
-        self.prune()
-        return applied
+        return applied, read, told != started
 
     def _tell_progress(self, read: int, seconds: float) -> None:
         why = (
@@ -240,6 +254,9 @@ class StateFollower(TopicFollower):
 
     def _stored_offsets(self) -> dict[int, int]:
         return self.index.offsets()
+
+    def _loading(self) -> AbstractContextManager[None]:
+        return self.index.loading()
 
     def _apply(self, messages: list[Message]) -> int:
         records = []
