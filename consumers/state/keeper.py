@@ -34,7 +34,7 @@ from terra_xfer.kafka import where
 from terra_xfer.partitioner import partition_of
 from terra_xfer.stages.consume_loop import TransactionalLoop
 from terra_xfer.stages.outputs import Decoded, Output, dead_letter, now_ms
-from terra_xfer.stages.spec import StageSpec, Waiting, unheard
+from terra_xfer.stages.spec import Alive, StageSpec, Waiting, unheard, unwatched
 from terra_xfer.topics import (
     FILES_STATE,
 )
@@ -140,12 +140,14 @@ class StateKeeper:
         config: Config,
         spec: StageSpec,
         progress: Waiting = unheard,
+        alive: Alive = unwatched,
     ) -> None:
-        """``progress``: where a long catch-up of the copy says how far it is (readiness)."""
+        """``progress``: where a long catch-up of the copy says how far it is (readiness);
+        ``alive``: where it says it reads on (the stall guard)."""
         self.config = config
         self.spec = spec
         self.copy = KeeperCopy(
-            config, config.status.keeper_path, Retention.of(config), progress=progress
+            config, config.status.keeper_path, Retention.of(config), progress, alive
         )
         self.loop = TransactionalLoop(
             config,

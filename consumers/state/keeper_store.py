@@ -40,7 +40,7 @@ from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import client_config
 from terra_xfer.reading import open_transactions
-from terra_xfer.stages.spec import Waiting, unheard
+from terra_xfer.stages.spec import Alive, Waiting, unheard, unwatched
 
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
@@ -188,8 +188,9 @@ class KeeperCopy(TopicFollower):
         path: Path,
         retention: Retention | None = None,
         progress: Waiting = unheard,
+        alive: Alive = unwatched,
     ) -> None:
-        super().__init__(config, retention, progress)
+        super().__init__(config, retention, progress, alive)
         self.store = KeeperStore(path)
         self._admin: AdminClient | None = None
 

@@ -25,7 +25,7 @@ from terra_xfer import metrics
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import make_consumer
-from terra_xfer.stages.spec import Waiting, unheard
+from terra_xfer.stages.spec import Alive, Waiting, unheard, unwatched
 from terra_xfer.topics import FILES_STATE
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,14 @@ class TopicFollower:
         config: Config,
         retention: Retention | None = None,
         progress: Waiting = unheard,
+        alive: Alive = unwatched,
     ) -> None:
+        """``progress``: where a long catch-up says how far it is (readiness); ``alive``: where
+        it says, at every read that brought records, that it reads on (the stall guard)."""
         self.config = config
         self.retention = retention
         self.progress = progress
+        self.alive = alive
         self.topic = config.topic(FILES_STATE)
         self.codec = Codec()
         self._consumer: Any = None
@@ -195,6 +199,7 @@ class TopicFollower:
             if latest:
                 deadline = time.monotonic() + timeout_s
                 applied += self._apply(list(latest.values()))
+                self.alive()
         return applied, read, told != started
 
     def _tell_progress(self, read: int, seconds: float) -> None:
@@ -244,8 +249,9 @@ class StateFollower(TopicFollower):
         transferred_only: bool = False,
         retention: Retention | None = None,
         progress: Waiting = unheard,
+        alive: Alive = unwatched,
     ) -> None:
-        super().__init__(config, retention, progress)
+        super().__init__(config, retention, progress, alive)
         self.store_name = index_path.stem
         self.transferred_only = transferred_only
         self.index = StatusIndex(index_path, keep_records=records and not transferred_only)

@@ -180,6 +180,8 @@ def run_stage(
         wiring = Wiring(config, spec, held)
         if health is not None:
             wiring = replace(wiring, waiting=partial(health.waiting, spec.name))
+        if guard is not None:
+            wiring = replace(wiring, alive=partial(guard.alive, spec.name))
         stage = spec.build(wiring)
         held.callback(stage.close)  # the stage closes before what it was given
         gc_tuning.settle()

@@ -78,12 +78,17 @@ def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
     """A local follower of files.state, of the kind a stage needs, beside the status index."""
     path = w.config.status.index_path.with_name(file_name)
     retention = Retention.of(w.config)
-    return w.hold(StateFollower(w.config, path, retention=retention, progress=w.waiting, **kind))
+    return w.hold(
+        StateFollower(
+            w.config, path, retention=retention, progress=w.waiting, alive=w.alive, **kind
+        )
+    )
 
 
 def _indexer(w: Wiring) -> Stage:
     # Every file, whole, for the site's lifetime: no retention.
-    return Indexer(w.hold(StateFollower(w.config, w.config.status.index_path, progress=w.waiting)))
+    index = StateFollower(w.config, w.config.status.index_path, progress=w.waiting, alive=w.alive)
+    return Indexer(w.hold(index))
 
 
 def _gantry(w: Wiring) -> Stage:
@@ -115,7 +120,7 @@ def _monitor(w: Wiring) -> Stage:
 
 
 def _state_keeper(w: Wiring) -> Stage:
-    return StateKeeper(w.config, w.spec, progress=w.waiting)
+    return StateKeeper(w.config, w.spec, progress=w.waiting, alive=w.alive)
 
 
 def _ingest(w: Wiring) -> Stage:

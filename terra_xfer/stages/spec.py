@@ -37,16 +37,27 @@ def unheard(_why: str | None) -> None:
     """A :data:`Waiting` that tells no one (a stage run without a readiness endpoint)."""
 
 
+# Where a stage's running step says it is getting on (a long catch-up reading on): it is not
+# stalled, however long the step has run (see terra_xfer.stages.stall_guard).
+Alive = Callable[[], None]
+
+
+def unwatched() -> None:
+    """An :data:`Alive` that tells no one (a stage run without a stall guard)."""
+
+
 @dataclass(frozen=True)
 class Wiring:
     """What a stage is built from: the configuration, its registry entry, the exit stack that
-    releases what the stage was given (backends, views) after the stage itself is closed, and
-    where it says why it waits (shown by /readyz and ``up``; None: it no longer waits)."""
+    releases what the stage was given (backends, views) after the stage itself is closed,
+    where it says why it waits (shown by /readyz and ``up``; None: it no longer waits), and
+    where a long step says it is getting on (``alive``, told to the stall guard)."""
 
     config: Config
     spec: StageSpec
     held: contextlib.ExitStack
     waiting: Waiting = unheard
+    alive: Alive = unwatched
 
     def hold(self, thing: C) -> C:
         """``thing``, closed when the stage's resources are released."""

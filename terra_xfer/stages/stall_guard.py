@@ -5,6 +5,10 @@ longer (a client library waiting forever on a coordinator lost in a broker resta
 leave the stage alive but doing nothing. Exiting is safe at any moment: every stage resumes from
 its last committed transaction. Kubernetes restarts the container; ``terra-xfer up`` under
 systemd is restarted by its unit, and a stage process of ``up`` by ``up``.
+
+One step may rightly run for long: a local copy of files.state rebuilt from the whole topic (an
+hour and more at a site of tens of millions of files). It tells :meth:`StallGuard.alive` at
+every read that brought records, so it is timed from its last progress, not from its start.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class StallGuard:
                     self._running.pop(name, None)
 
         return watched
+
+    def alive(self, name: str) -> None:
+        """``name``'s running step is getting on (a catch-up that read more): its time starts
+        again, so a long step that keeps telling this is never taken for a stuck one."""
+        with self._lock:
+            if name in self._running:
+                self._running[name] = self.clock()
 
     def check(self) -> None:
         """Report the first step running longer than the limit (once per stall)."""

@@ -20,6 +20,7 @@ from terra_xfer.errors import TransientError
 from terra_xfer.metrics_http import Health
 from terra_xfer.stages.host import RunOptions, StopSignal, run_stage
 from terra_xfer.stages.spec import StageSpec, Wiring
+from terra_xfer.stages.stall_guard import StallGuard
 from tests.samples import sample
 from tests.state_feed import End, Msg
 
@@ -137,3 +138,70 @@ def test_what_a_stage_is_built_with_tells_its_process_readiness(tmp_path: Path) 
         True,
         "ready; batcher catching up its copy of files.state (batcher-view): 5 records read",
     )
+
+
+def test_a_catch_up_longer_than_the_stall_limit_is_not_taken_for_a_stuck_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost copy at a site of millions of files rebuilds for longer than ``stall_exit_s``
+    (900 s): every read that brings records tells the stall guard the step gets on, so the guard
+    ends the process only when reads stop bringing any."""
+    clock = [0.0]
+    monkeypatch.setattr(view_module.time, "monotonic", lambda: clock[0])
+    stalls: list[tuple[str, float]] = []
+    guard = StallGuard(
+        10.0, on_stall=lambda name, s: stalls.append((name, s)), clock=lambda: clock[0]
+    )
+
+    def build(w: Wiring) -> Rebuilding:
+        view = StateFollower(Config(), tmp_path / "v.sqlite", progress=w.waiting, alive=w.alive)
+        view._new_consumer = lambda: Checked(clock, guard)  # type: ignore[method-assign]
+        view._partitions = [0]
+        return Rebuilding(view)
+
+    run_stage(
+        StageSpec("indexer", "A stand-in.", build, deployment=None),
+        Config(),
+        StopSignal(),
+        RunOptions(once=True),
+        guard=guard,
+    )
+    assert clock[0] == TOTAL + 1  # one step of 41 s of reads, against a limit of 10 s
+    assert stalls == []
+
+    stuck = StateFollower(Config(), tmp_path / "s.sqlite", alive=lambda: guard.alive("sweeper"))
+    stuck._new_consumer = lambda: Checked(clock, guard, stalls=True)  # type: ignore[method-assign]
+    stuck._partitions = [0]
+    with pytest.raises(TransientError):
+        guard.watch("sweeper", lambda: stuck.catch_up(timeout_s=60.0))()
+    # Reads that bring nothing: the step is reported once it has run past the limit.
+    assert {name for name, _s in stalls} == {"sweeper"}
+    assert stalls[0][1] == 10.0
+    stuck.close()
+
+
+class Rebuilding:
+    """A stage whose one step is its copy's whole catch-up (as the indexer's first step is)."""
+
+    def __init__(self, view: StateFollower) -> None:
+        self.view = view
+
+    def step(self) -> int:
+        return self.view.catch_up()
+
+    def close(self) -> None:
+        self.view.close()
+
+
+class Checked(Slow):
+    """:class:`Slow`, with the stall guard looking at the step after every read (as its thread
+    does every few seconds)."""
+
+    def __init__(self, clock: list[float], guard: StallGuard, stalls: bool = False) -> None:
+        super().__init__(clock, stalls)
+        self.guard = guard
+
+    def consume(self, n: int, timeout: float) -> list[Msg | End]:
+        got = super().consume(n, timeout)
+        self.guard.check()
+        return got
