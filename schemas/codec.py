@@ -21,8 +21,15 @@ from typing import Any
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.head_reader import HeadReader, compile_head_reader
-from schemas.writer import UnsupportedSchema, Writer, compile_writer
+from schemas.head_reader import (
+    HeadReader,
+    SeveralBlocks,
+    Skipper,
+    array_items,
+    compile_head_reader,
+    compile_skipper,
+)
+from schemas.writer import EncodedItems, UnsupportedSchema, Writer, compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -99,6 +106,49 @@ def _load_dir(package: str) -> list[SchemaVersion]:
     ]
 
 
+class _Keeping:
+    """Decodes a record of one schema version whole but for one array field, kept as its items'
+    bytes (:meth:`Codec.decode_keeping`)."""
+
+    def __init__(self, version: SchemaVersion, field: str) -> None:
+        at = [f["name"] for f in version.parsed["fields"]].index(field)
+        array = next(f["type"] for f in version.parsed["fields"] if f["name"] == field)
+        if not isinstance(array, dict) or array.get("type") != "array":
+            raise UnsupportedSchema(f"{field!r} is not an array")
+        self.field = field
+        self.head = compile_head_reader(version.parsed, field, positioned=True)
+        self.skip_item: Skipper = compile_skipper(array["items"])
+        # Standalone schemas of the array and of the fields after it (as the parsed schema spells
+        # them): one that names a type defined elsewhere in the record is not supported.
+        rest = [f for f in version.parsed["fields"][at + 1 :]]
+        try:
+            self.items = fastavro.parse_schema(dict(array))
+            self.rest = fastavro.parse_schema({"type": "record", "name": "_Rest", "fields": rest})
+            self.decode_items(b"\x00")
+        except fastavro.schema.SchemaParseException as exc:
+            raise UnsupportedSchema(str(exc)) from exc
+
+    def decode_items(self, whole: bytes) -> list[Any]:
+        """The items of an array from its whole encoding."""
+        items = fastavro.schemaless_reader(io.BytesIO(whole), self.items, None)
+        assert isinstance(items, list)
+        return items
+
+    def __call__(self, data: bytes) -> dict[str, Any]:
+        out, pos = self.head(data, HEADER_LEN)
+        count, start, end, pos = array_items(data, pos, self.skip_item)
+        out[self.field] = EncodedItems(count, data[start:end], self.decode_items)
+        buf = io.BytesIO(data)
+        buf.seek(pos)
+        rest = fastavro.schemaless_reader(buf, self.rest, None)
+        assert isinstance(rest, dict)
+        out.update(rest)
+        pos = buf.tell()
+        if pos != len(data):
+            raise ValueError(f"{len(data) - pos} trailing bytes")
+        return out  # type: ignore[no-any-return]
+
+
 @cache
 def current_schemas() -> dict[str, SchemaVersion]:
     """The schema every writer uses now, by short record name (``FileArrived``)."""
@@ -132,6 +182,7 @@ class Codec:
             self._known.setdefault(version.fingerprint, version)
         self._compiled = {name: _compiled(version) for name, version in self._writers.items()}
         self._heads: dict[tuple[int, str], HeadReader | None] = {}
+        self._keeping: dict[tuple[int, str], _Keeping | None] = {}
 
     def encode(self, record_name: str, value: Mapping[str, Any]) -> bytes:
         """Encode ``value`` as the current version of ``record_name`` (e.g. ``"FileArrived"``)."""
@@ -197,13 +248,46 @@ class Codec:
         except (IndexError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise CorruptEventError(f"corrupt {short} body: {type(exc).__name__}: {exc}") from exc
 
+    def decode_keeping(self, data: bytes, field: str) -> tuple[str, dict[str, Any]]:
+        """Decode one event as :meth:`decode` does, but for the array ``field``, kept as its items'
+        bytes (:class:`~schemas.writer.EncodedItems`): written again as they are, decoded only
+        when looked into. An event of another schema version than its record's current one, or
+        whose array is in several blocks, is decoded whole."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            return self.decode(data)  # raises the error a full decode would
+        (fingerprint,) = struct.unpack_from("<Q", data, 2)
+        key = (fingerprint, field)
+        if key not in self._keeping:
+            version = self._current(fingerprint)
+            try:
+                self._keeping[key] = None if version is None else _Keeping(version, field)
+            except (UnsupportedSchema, ValueError):
+                self._keeping[key] = None
+        keeping = self._keeping[key]
+        if keeping is None:
+            return self.decode(data)
+        short = self._known[fingerprint].name.rsplit(".", 1)[1]
+        try:
+            return short, keeping(data)
+        except SeveralBlocks:
+            return self.decode(data)
+        except (IndexError, ValueError, EOFError) as exc:  # UnicodeDecodeError is a ValueError
+            raise CorruptEventError(f"corrupt {short} body: {type(exc).__name__}: {exc}") from exc
+
+    def _current(self, fingerprint: int) -> SchemaVersion | None:
+        """The version of ``fingerprint`` when it is its record's current one (read as written)."""
+        version = self._known.get(fingerprint)
+        current = None if version is None else self._readers.get(version.name.rsplit(".", 1)[1])
+        if version is not None and current is not None and current.fingerprint == fingerprint:
+            return version
+        return None
+
     def _head_reader(self, fingerprint: int, stop_at: str) -> HeadReader | None:
         key = (fingerprint, stop_at)
         if key not in self._heads:
-            version = self._known.get(fingerprint)
-            current = None if version is None else self._readers.get(version.name.rsplit(".", 1)[1])
+            version = self._current(fingerprint)
             reader = None
-            if version is not None and current is not None and current.fingerprint == fingerprint:
+            if version is not None:
                 try:
                     reader = compile_head_reader(version.parsed, stop_at)
                 except UnsupportedSchema:

@@ -6,6 +6,10 @@ fields come in schema order: a reader compiled for the fields before the first o
 need reads those and stops. It reads exactly what fastavro reads for them (the tests compare
 both on generated records). Supported head fields: null, boolean, int, long, string, bytes, enum
 and unions of those; a schema whose head holds anything else gets no head reader.
+
+A skipper (:func:`compile_skipper`) finds where a value ends by reading only its lengths, so that
+an array can be kept as its items' bytes (:func:`array_items`, used by
+:meth:`schemas.codec.Codec.decode_keeping`) without being decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 
 from schemas.writer import UnsupportedSchema
 
-HeadReader = Callable[[bytes, int], dict[str, Any]]
+HeadReader = Callable[[bytes, int], Any]  # the fields read (and, positioned, where it stopped)
+Skipper = Callable[[bytes, int], int]
 _SCALARS = ("null", "boolean", "int", "long", "string", "bytes")
 
 
@@ -33,8 +38,11 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
-def compile_head_reader(schema: Mapping[str, Any], stop_at: str) -> HeadReader:
-    """A function reading ``schema``'s fields before ``stop_at`` from ``data`` at ``pos``.
+def compile_head_reader(
+    schema: Mapping[str, Any], stop_at: str, positioned: bool = False
+) -> HeadReader:
+    """A function reading ``schema``'s fields before ``stop_at`` from ``data`` at ``pos``
+    (``positioned``: returning them and the position of ``stop_at``'s value).
 
     ``schema`` is a parsed record schema; raises UnsupportedSchema when ``stop_at`` is not one of
     its fields or a field before it has a type outside the supported set.
@@ -47,7 +55,7 @@ def compile_head_reader(schema: Mapping[str, Any], stop_at: str) -> HeadReader:
     constants: dict[str, Any] = {"read_long": read_long}
     for field in fields[: names.index(stop_at)]:
         lines += _field(field["name"], field["type"], constants, "    ")
-    lines.append("    return out")
+    lines.append("    return (out, pos)" if positioned else "    return out")
     namespace = dict(constants)
     source = "\n".join(lines) + "\n"
     exec(compile(source, f"<avro head reader {schema.get('name')}>", "exec"), namespace)
@@ -117,3 +125,93 @@ def _value(target: str, kind: str, indent: str) -> list[str]:
         f"{indent}    raise ValueError('negative enum index')",
         f"{indent}{target} = {kind}[index]",
     ]
+
+
+class SeveralBlocks(ValueError):
+    """An array written in more than one block: its items are not one run of bytes."""
+
+
+def compile_skipper(schema: Any) -> Skipper:
+    """A function returning the position after the value of ``schema`` at ``pos`` in ``data``,
+    reading no more of it than its lengths (any type but fixed-size floats is supported)."""
+    named: dict[str, Any] = {}
+    lines = ["def skip(data, pos):"]
+    lines += _skip(schema, named, "    ")
+    lines.append("    return pos")
+    namespace: dict[str, Any] = {"read_long": read_long}
+    exec(compile("\n".join(lines) + "\n", "<avro skipper>", "exec"), namespace)
+    skipper: Skipper = namespace["skip"]
+    return skipper
+
+
+def _skip(schema: Any, named: dict[str, Any], indent: str) -> list[str]:
+    if isinstance(schema, str) and schema in named:
+        schema = named[schema]
+    if isinstance(schema, list):
+        lines = _long("branch", indent)
+        for i, branch in enumerate(schema):
+            lines.append(f"{indent}{'if' if i == 0 else 'elif'} branch == {i}:")
+            lines += _skip(branch, named, indent + "    ") or [f"{indent}    pass"]
+        lines += [f"{indent}else:", f"{indent}    raise ValueError('union branch out of range')"]
+        return lines
+    kind = schema if isinstance(schema, str) else schema.get("type")
+    if isinstance(schema, Mapping) and kind in ("record", "enum", "fixed"):
+        named[str(schema["name"])] = schema
+    if kind == "null":
+        return []
+    if kind == "boolean":
+        return [f"{indent}pos += 1"]
+    if kind in ("int", "long", "enum"):  # past the bytes with the continuation bit, and one more
+        return [f"{indent}while data[pos] & 128:", f"{indent}    pos += 1", f"{indent}pos += 1"]
+    if kind in ("float", "double"):
+        return [f"{indent}pos += {4 if kind == 'float' else 8}"]
+    if kind in ("string", "bytes"):
+        return [
+            *_long("size", indent),
+            f"{indent}if size < 0:",
+            f"{indent}    raise ValueError('negative length')",
+            f"{indent}pos += size",
+        ]
+    if kind == "fixed":
+        return [f"{indent}pos += {int(schema['size'])}"]
+    if kind == "record":
+        return [line for f in schema["fields"] for line in _skip(f["type"], named, indent)]
+    if kind in ("array", "map"):
+        inner = indent + "        "
+        body = _skip(schema["items"] if kind == "array" else "string", named, inner)
+        if kind == "map":
+            body += _skip(schema["values"], named, inner)
+        return [
+            f"{indent}while True:",
+            *_long("count", indent + "    "),
+            f"{indent}    if count == 0:",
+            f"{indent}        break",
+            f"{indent}    if count < 0:",
+            *_long("size", indent + "        "),
+            f"{indent}        pos += size",
+            f"{indent}        continue",
+            f"{indent}    for _ in range(count):",
+            *(body or [f"{inner}pass"]),
+        ]
+    raise UnsupportedSchema(f"no skipper for {schema!r}")
+
+
+def array_items(data: bytes, pos: int, skip_item: Skipper) -> tuple[int, int, int, int]:
+    """The array at ``pos`` as (items, where they start, where they end, the position after it),
+    its items found by ``skip_item``; raises SeveralBlocks when it is not written in one block
+    (as this project's writer and fastavro write every array)."""
+    count, pos = read_long(data, pos)
+    if count == 0:
+        return 0, pos, pos, pos
+    if count < 0:
+        raise SeveralBlocks("a block with its size")
+    start = pos
+    for _ in range(count):
+        pos = skip_item(data, pos)
+    end = pos
+    last, pos = read_long(data, pos)
+    if last != 0:
+        raise SeveralBlocks(f"a second block of {last}")
+    if pos > len(data):
+        raise ValueError("array past the end")
+    return count, start, end, pos

@@ -10,8 +10,8 @@ null and one of those) get no compiled writer: the codec keeps fastavro for them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 _SMALL = [bytes([i]) for i in range(128)]
 # Two varint bytes, both with the continuation bit, for every 14-bit group.
@@ -40,6 +40,72 @@ class Remembered(dict[str, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.avro: bytes | None = None
+
+
+class EncodedItems(Sequence[Any]):
+    """An array read back from a record and kept as its items' bytes, with any items added since:
+    written again as those bytes followed by the added items, decoded only when looked into.
+
+    For a FileState the state keeper reads back from its copy: the file's history is neither
+    decoded nor encoded again for the next state it writes, whatever its length. ``kept``: how
+    many items ``items`` holds; ``decode`` turns the whole array's encoding (count, items, end)
+    into its items, on first look.
+    """
+
+    __slots__ = ("_decode", "_decoded", "added", "items", "kept")
+
+    def __init__(
+        self,
+        kept: int,
+        items: bytes,
+        decode: Callable[[bytes], list[Any]],
+        added: tuple[Any, ...] = (),
+    ) -> None:
+        self.kept = kept
+        self.items = items
+        self.added = added
+        self._decode = decode
+        self._decoded: list[Any] | None = None
+
+    def plus(self, item: Any) -> EncodedItems:
+        """This array with ``item`` added at its end (nothing is decoded)."""
+        return EncodedItems(self.kept, self.items, self._decode, (*self.added, item))
+
+    def written_head(self) -> bytes:
+        """The block's count and the kept items' bytes, as the array's encoding begins."""
+        total = self.kept + len(self.added)
+        return long_bytes(total) + self.items if total else b""
+
+    def _all(self) -> list[Any]:
+        if self._decoded is None:
+            whole = long_bytes(self.kept) + self.items + b"\x00" if self.kept else b"\x00"
+            self._decoded = self._decode(whole)
+        return [*self._decoded, *self.added]
+
+    def __len__(self) -> int:
+        return self.kept + len(self.added)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list | tuple | EncodedItems):
+            return self._all() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a sequence that compares by its items
+
+    def __repr__(self) -> str:
+        return f"EncodedItems({self._all()!r})"
 
 
 class UnsupportedSchema(Exception):
@@ -124,6 +190,7 @@ class _Generator:
             "_memo_get": _MEMO.get,
             "_remember": _remember,
             "Remembered": Remembered,
+            "EncodedItems": EncodedItems,
         }
         self._names = 0
         self._named: dict[str, Any] = {}
@@ -194,9 +261,15 @@ class _Generator:
             self.record(schema, var, indent)
         elif kind == "array":
             item = self._fresh("i")
-            self._block(var, var, indent)
-            self.lines.append(f"{indent}    for {item} in {var}:\n")
+            # An array read back as bytes: those bytes, then the items added since.
+            self.lines.append(f"{indent}if type({var}) is EncodedItems:\n")
+            self.lines.append(f"{indent}    add({var}.written_head())\n")
+            self.lines.append(f"{indent}    for {item} in {var}.added:\n")
             self._item(schema["items"], item, indent + "        ")
+            self.lines.append(f"{indent}else:\n")
+            self._block(var, var, indent + "    ")
+            self.lines.append(f"{indent}        for {item} in {var}:\n")
+            self._item(schema["items"], item, indent + "            ")
             self.lines.append(f"{indent}add(b'\\x00')\n")
         elif kind == "map":
             key, item = self._fresh("k"), self._fresh("v")

@@ -69,7 +69,7 @@ from consumers.state.transitions import (
 )
 from consumers.state.transitions import transferred as transferred
 from schemas.codec import current_schemas
-from schemas.writer import Remembered
+from schemas.writer import EncodedItems, Remembered
 from terra_xfer.errors import PermanentError
 
 State = dict[str, Any]
@@ -264,8 +264,16 @@ def _advance(
     if not (seen and step.varying):
         # Remembered: written with every later state of the file, it is encoded once.
         transition = Remembered(state=step.name, at_ms=at_ms, evidence=step.evidence)
-        history = [*history, transition][-HISTORY_LIMIT:]
+        history = _appended(history, transition)
     return {**base, **step.changes, "history": history, "updated_ms": now_ms}
+
+
+def _appended(history: Any, transition: Remembered) -> Any:
+    """``history`` with ``transition`` at its end, the oldest dropped beyond ``HISTORY_LIMIT``.
+    A history read back as bytes (:class:`EncodedItems`) stays bytes, undecoded, while it can."""
+    if isinstance(history, EncodedItems) and len(history) < HISTORY_LIMIT:
+        return history.plus(transition)
+    return [*history, transition][-HISTORY_LIMIT:]
 
 
 def _fresh(old: State | None, version: str, meta: dict[str, Any], arrived_ms: int) -> State:

@@ -5,8 +5,11 @@ FileState exactly as files.state holds it: the bytes of the record the keeper pr
 when catching up). Nothing is encoded for the copy: a flush writes bytes the keeper already has,
 and a catch-up reads only the head of each record (:data:`~consumers.state.view.HEAD_ENDS_AT`)
 for the columns. A state is decoded only when the keeper reads it back, which it does for a
-file it no longer holds in memory. The codec resolves the record's schema by its fingerprint, so
-a copy written by an earlier release of the schema reads as files.state does.
+file it no longer holds in memory, and then all but its history, which stays the record's bytes
+(:meth:`~schemas.codec.Codec.decode_keeping`): the next state of the file is written with them as
+they are, so however long a history grows, it is neither decoded nor encoded again on the way.
+The codec resolves the record's schema by its fingerprint, so a copy written by an earlier
+release of the schema reads as files.state does (decoded whole).
 
 Offsets are kept as the status index keeps them: :meth:`KeeperStore.apply` writes rows and the
 next offset of each partition in one transaction, skips records below a stored offset, and a
@@ -165,8 +168,10 @@ class KeeperStore(SqliteFile):
         return {str(s): int(n) for s, n in rows}
 
     def _decoded(self, key: str, value: bytes) -> State:
+        """The state of ``key`` from its row: its history kept as the record's bytes (written
+        again as they are with the next state, decoded only if the fold looks into it)."""
         try:
-            record, state = self.codec.decode(value)
+            record, state = self.codec.decode_keeping(value, HEAD_ENDS_AT)
             if record != "FileState":
                 raise CodecError(f"a {record} record, not a FileState")
             return state
