@@ -64,8 +64,8 @@ GLOBUS_SECRET = ("TERRA_XFER_GLOBUS_CLIENT_SECRET", "terra-xfer-globus", "client
 CLOWDER_SECRET = ("TERRA_XFER_CLOWDER_KEY", "terra-xfer-clowder", "key")
 LEMNATEC_SECRET = ("TERRA_XFER_DANFORTH_PASSWORD", "terra-xfer-lemnatec", "password")
 # Bytes on disk per file of a stage's local copy of files.state, measured by bench.scale with a
-# million files (BENCHMARKS.md, "Scale": the state keeper's copy 2,291, the views 654-686, the
-# status index 1,590): what its Kubernetes volume is sized from.
+# million files (BENCHMARKS.md, "Scale": the state keeper's copy 2,289-2,293, the views 649-692,
+# the status index 1,512-1,526), rounded up: what its Kubernetes volume is sized from.
 KEEPER_COPY_BYTES = 2300
 VIEW_BYTES = 700
 STATUS_INDEX_BYTES = 1600
