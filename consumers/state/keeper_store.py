@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,14 +50,16 @@ log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a dead writer's open transaction is aborted after transaction.timeout.ms
 
 LAYOUT = 6  # PRAGMA user_version of this layout; the status index's layout is 1
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE kept (
     key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, value BLOB NOT NULL
 );
-CREATE INDEX kept_state ON kept(state);
-CREATE INDEX kept_settled ON kept(updated_ms) WHERE {SETTLED_ROW};
 CREATE TABLE kept_offsets (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 """
+_INDEXES = {
+    "kept_state": "CREATE INDEX IF NOT EXISTS kept_state ON kept(state)",
+    "kept_settled": f"CREATE INDEX IF NOT EXISTS kept_settled ON kept(updated_ms) WHERE {SETTLED_ROW}",
+}
 _OLD_TABLES = ("files", "meta", "kept", "kept_offsets")
 _UPSERT = (
     "INSERT INTO kept (key, state, updated_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT(key)"
@@ -104,6 +107,8 @@ class KeeperStore(SqliteFile):
                 (layout,) = self._db.execute("PRAGMA user_version").fetchone()
                 if layout != LAYOUT:
                     self._create()
+                with self._transaction():
+                    self._make_indexes()
         except BaseException:
             self._db.close()
             raise
@@ -116,6 +121,15 @@ class KeeperStore(SqliteFile):
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {LAYOUT}")
+
+    _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM kept) OR EXISTS (SELECT 1 FROM kept_offsets)"
+
+    def _secondary_indexes(self) -> list[str]:
+        return list(_INDEXES)
+
+    def _make_indexes(self) -> None:
+        for create in _INDEXES.values():
+            self._db.execute(create)
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to read, per partition."""
@@ -198,6 +212,9 @@ class KeeperCopy(TopicFollower):
         super().__init__(config, retention, progress, alive)
         self.store = KeeperStore(path)
         self._admin: AdminClient | None = None
+
+    def _loading(self) -> AbstractContextManager[None]:
+        return self.store.loading()
 
     def settle(self, partitions: Collection[int], timeout_s: float = SETTLE_S) -> None:
         """Return once no transaction is open on ``partitions`` of files.state.

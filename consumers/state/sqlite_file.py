@@ -88,6 +88,40 @@ class SqliteFile:
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
 
+    # For :meth:`loading`: true when the file holds anything (rows or offsets).
+    _HOLDS_ANYTHING = "SELECT 0"
+
+    def _secondary_indexes(self) -> list[str]:
+        """The names of the file's secondary indexes (the key's own index is the table's)."""
+        return []
+
+    def _make_indexes(self) -> None:
+        """Create the secondary indexes the file should have (and drop any it should not)."""
+
+    @contextmanager
+    def loading(self) -> Iterator[None]:
+        """Around a catch-up: when the file is new (no row, no offset), it is filled from the
+        start of files.state without its secondary indexes, which are built once at the end
+        (sorted, instead of updated row by row at every write), as a bulk load is done.
+
+        Meanwhile queries read the tables whole; a file that holds anything is left as it is.
+        The indexes are made again whatever ends the load, and on every open (a process killed
+        during the load leaves none behind), so only the load itself ever goes without them.
+        """
+        with guarded(self.path):
+            held = self._db.execute(self._HOLDS_ANYTHING).fetchone()[0]
+        if held:
+            yield
+            return
+        with guarded(self.path), self._transaction():
+            for name in self._secondary_indexes():
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")
+        try:
+            yield
+        finally:
+            with guarded(self.path), self._transaction():
+                self._make_indexes()
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")

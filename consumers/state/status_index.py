@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,39 +158,17 @@ class StatusIndex(SqliteFile):
             self._db.close()
             raise
 
+    _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
+
+    def _secondary_indexes(self) -> list[str]:
+        return [*_INDEXES, *(_FULL_ONLY if self.keep_records else ())]
+
     def _make_indexes(self) -> None:
         """Create the secondary indexes this kind of index has (and drop those it has not)."""
         for create in _INDEXES.values():
             self._db.execute(create)
         for name, create in _FULL_ONLY.items():
             self._db.execute(create if self.keep_records else f"DROP INDEX IF EXISTS {name}")
-
-    @contextmanager
-    def loading(self) -> Iterator[None]:
-        """Around a catch-up: when the index is new (no row, no offset), it is filled from the
-        start of files.state without its secondary indexes, which are built once at the end
-        (sorted, instead of updated row by row at every write), as a bulk load is done.
-
-        Meanwhile queries read the table whole; an index that holds anything is left as it is.
-        The indexes are made again whatever ends the load, and on every open (a process killed
-        during the load leaves none behind), so only the load itself ever goes without them.
-        """
-        with guarded(self.path):
-            held = self._db.execute(
-                "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
-            ).fetchone()[0]
-        if held:
-            yield
-            return
-        dropped = [*_INDEXES, *(_FULL_ONLY if self.keep_records else ())]
-        with guarded(self.path), self._transaction():
-            for name in dropped:
-                self._db.execute(f"DROP INDEX IF EXISTS {name}")
-        try:
-            yield
-        finally:
-            with guarded(self.path), self._transaction():
-                self._make_indexes()
 
     def offsets(self) -> dict[int, int]:
         """The next files.state offset to consume, per partition (as a Kafka commit states it)."""

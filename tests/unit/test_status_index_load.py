@@ -1,5 +1,6 @@
-"""A copy filled from the start of files.state is bulk loaded: its secondary indexes are built once
-at the end, never left missing after the load, whatever ends it. No broker (see state_feed)."""
+"""A copy filled from the start of files.state (a view, the status index, the state keeper's) is
+bulk loaded: its secondary indexes are built once at the end, never left missing after the load,
+whatever ends it. No broker (see state_feed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from consumers.state.keeper_store import KeeperCopy, KeeperStore
 from consumers.state.status_index import StatusIndex
 from consumers.state.view import StateFollower
+from terra_xfer.config import Config
+from tests.state_feed import Feed
 from tests.unit.test_state_view_modes import follower, put, state
 
 
@@ -93,3 +97,35 @@ def test_a_file_left_without_indexes_by_a_killed_load_gets_them_on_open(tmp_path
     db.close()
     with StatusIndex(path):
         assert index_names(path) == made
+
+
+def test_the_keepers_new_copy_is_loaded_the_same_way(tmp_path: Path) -> None:
+    copy = KeeperCopy(Config(), tmp_path / "keeper.sqlite")
+    feed = Feed()
+    copy._new_consumer = lambda: feed  # type: ignore[method-assign]
+    copy._partitions = [0]
+    made = index_names(copy.store.path)
+    assert made == {"kept_state", "kept_settled"}
+    seen: list[set[str]] = []
+    apply = copy.store.apply
+
+    def watched(records):  # type: ignore[no-untyped-def]
+        seen.append(index_names(copy.store.path))
+        return apply(records)
+
+    copy.store.apply = watched  # type: ignore[method-assign]
+    for offset in range(3):
+        put(feed, offset, state(f"f{offset}", "ARRIVED"))
+    assert copy.catch_up() == 3
+    assert seen == [set()]
+    assert index_names(copy.store.path) == made
+    copy.close()
+
+    db = sqlite3.connect(tmp_path / "keeper.sqlite")  # a load killed before its end
+    for name in made:
+        db.execute(f"DROP INDEX {name}")
+    db.commit()
+    db.close()
+    with KeeperStore(tmp_path / "keeper.sqlite") as store:
+        assert index_names(store.path) == made
+        assert store.counts_by_state() == {"ARRIVED": 3}
