@@ -120,7 +120,7 @@ class _Keeping:
         self.skip_item: Skipper = compile_skipper(array["items"])
         # Standalone schemas of the array and of the fields after it (as the parsed schema spells
         # them): one that names a type defined elsewhere in the record is not supported.
-        rest = [f for f in version.parsed["fields"][at + 1 :]]
+        rest = list(version.parsed["fields"][at + 1 :])
         try:
             self.items = fastavro.parse_schema(dict(array))
             self.rest = fastavro.parse_schema({"type": "record", "name": "_Rest", "fields": rest})

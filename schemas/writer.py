@@ -68,8 +68,11 @@ class EncodedItems(Sequence[Any]):
         self._decoded: list[Any] | None = None
 
     def plus(self, item: Any) -> EncodedItems:
-        """This array with ``item`` added at its end (nothing is decoded)."""
-        return EncodedItems(self.kept, self.items, self._decode, (*self.added, item))
+        """This array with ``item`` added at its end (nothing is decoded; what was decoded of
+        the kept items is shared, not decoded again)."""
+        longer = EncodedItems(self.kept, self.items, self._decode, (*self.added, item))
+        longer._decoded = self._decoded
+        return longer
 
     def written_head(self) -> bytes:
         """The block's count and the kept items' bytes, as the array's encoding begins."""

@@ -11,7 +11,6 @@ import pytest
 
 from consumers.state.keeper_store import KeeperCopy, KeeperStore
 from consumers.state.status_index import StatusIndex
-from consumers.state.view import StateFollower
 from terra_xfer.config import Config
 from tests.state_feed import Feed
 from tests.unit.test_state_view_modes import follower, put, state
@@ -29,16 +28,16 @@ def index_names(path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
-def indexes_while_applying(view: StateFollower) -> list[set[str]]:
-    """Record the indexes the view's file has at each write a catch-up makes."""
+def indexes_while_applying(store: StatusIndex | KeeperStore) -> list[set[str]]:
+    """Record the indexes the store's file has at each write a catch-up makes."""
     seen: list[set[str]] = []
-    apply = view.index.apply
+    apply = store.apply
 
     def watched(records):  # type: ignore[no-untyped-def]
-        seen.append(index_names(view.index.path))
+        seen.append(index_names(store.path))
         return apply(records)
 
-    view.index.apply = watched  # type: ignore[method-assign]
+    store.apply = watched  # type: ignore[method-assign]
     return seen
 
 
@@ -49,7 +48,7 @@ def test_a_new_copy_is_loaded_without_its_indexes_and_has_them_all_after(
     view, feed = follower(tmp_path, **kind)
     made = index_names(view.index.path)
     assert {"files_state", "files_settled"} <= made
-    seen = indexes_while_applying(view)
+    seen = indexes_while_applying(view.index)
     for offset in range(3):
         put(feed, offset, state(f"f{offset}", "ARRIVED"))
     assert view.catch_up() == 3
@@ -64,7 +63,7 @@ def test_a_copy_that_holds_rows_keeps_its_indexes_while_it_catches_up(tmp_path: 
     put(feed, 0, state("a", "ARRIVED"))
     view.catch_up()
     made = index_names(view.index.path)
-    seen = indexes_while_applying(view)
+    seen = indexes_while_applying(view.index)
     put(feed, 1, state("a", "BATCHED"))
     view.catch_up()
     assert seen == [made]
@@ -106,14 +105,7 @@ def test_the_keepers_new_copy_is_loaded_the_same_way(tmp_path: Path) -> None:
     copy._partitions = [0]
     made = index_names(copy.store.path)
     assert made == {"kept_state", "kept_settled"}
-    seen: list[set[str]] = []
-    apply = copy.store.apply
-
-    def watched(records):  # type: ignore[no-untyped-def]
-        seen.append(index_names(copy.store.path))
-        return apply(records)
-
-    copy.store.apply = watched  # type: ignore[method-assign]
+    seen = indexes_while_applying(copy.store)
     for offset in range(3):
         put(feed, offset, state(f"f{offset}", "ARRIVED"))
     assert copy.catch_up() == 3
