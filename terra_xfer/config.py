@@ -221,6 +221,10 @@ class StatusConfig:
     # Settled files (DONE, MISSING) leave the stages' local copies this long after their last
     # change; files.state and the status index keep them. 0: never.
     retain_settled_days: float = 30.0
+    # Peers a copy that starts empty asks for a snapshot of theirs before reading files.state
+    # whole: base URLs of their metrics servers, or dns+http://HOST:PORT for every address of
+    # HOST (terra_xfer.seeding). Empty: a new copy is rebuilt from the topic.
+    seed_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

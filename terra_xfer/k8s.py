@@ -72,6 +72,7 @@ STATE_DIR = "/var/lib/terra-xfer"
 RUN_AS = 10001
 # The headless Service of every stage's metrics (monitoring.yaml): the StatefulSets' own.
 METRICS_SERVICE = "terra-xfer-metrics"
+SEED_FROM = f"dns+http://{METRICS_SERVICE}:{METRICS_PORT}"
 # Above the stages' 10 s shutdown budget: finish the batch, flush, commit, close.
 GRACE_S = 30
 # The site the state volumes are sized for: a busy gantry night (up to ~5 TB a day). A site with
@@ -198,6 +199,11 @@ def _container(stage: StageSpec) -> dict[str, Any]:
             "valueFrom": {"secretKeyRef": {"name": user_name(stage), "key": USER_PASSWORD_KEY}},
         },
     ]
+    if keeps_copy(stage):
+        # A replica whose claim is new (a scale event, a lost volume) seeds its copy from a ready
+        # peer's (terra_xfer.seeding): every ready pod behind the metrics Service is asked, and
+        # those of other stages answer 404.
+        env.append({"name": "TERRA_XFER_STATUS_SEED_FROM", "value": SEED_FROM})
     env += [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
         for var, secret, key in _needs(stage).secrets

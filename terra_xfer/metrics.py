@@ -214,6 +214,13 @@ STAGE_RESTARTS = PromCounter(
     ["stage", "cause"],
     registry=REGISTRY,
 )
+COPY_SEEDS = PromCounter(
+    "terra_xfer_copy_seeds_total",
+    "Local copies of files.state that started empty, by copy and by outcome: seeded (from a "
+    "peer's snapshot, [status] seed_from) or none (no peer gave one: rebuilt from the topic).",
+    ["store", "outcome"],
+    registry=REGISTRY,
+)
 LOCAL_ROWS_PRUNED = PromCounter(
     "terra_xfer_local_rows_pruned_total",
     "Settled files let go by a stage's local copy of files.state after [status] "

@@ -1,5 +1,8 @@
 """The HTTP side of the metrics: /metrics, /healthz and /readyz, served from a daemon thread.
 
+``/copy/NAME?topic=T`` hands a peer a snapshot of a local copy of files.state to seed its own
+from (:mod:`terra_xfer.seeding`); 404 when this process holds none by that name.
+
 ``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 once every stage of the
 process has finished a step and none has gone ``stale_after_s`` without one, else 503 with the
 reason. Started by the CLI (``run_stage``, ``terra-xfer up``), never at import time.
@@ -14,12 +17,14 @@ import contextlib
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from terra_xfer import seeding
 from terra_xfer.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -93,8 +98,30 @@ def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPReques
             elif path == "/readyz":
                 ok, why = health.ready()
                 self._send(200 if ok else 503, why.encode() + b"\n")
+            elif path.startswith(seeding.COPY_ROUTE):
+                self._send_copy(path)
             else:
                 self._send(404, b"not found\n")
+
+        def _send_copy(self, path: str) -> None:
+            """A snapshot of a local copy of files.state, for a peer to seed its own from."""
+            name = urllib.parse.unquote(path[len(seeding.COPY_ROUTE) :])
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            topic = query.get("topic", [""])[0]
+
+            def head(code: int, length: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/vnd.sqlite3")
+                self.send_header("Content-Length", str(length))
+                self.send_header(seeding.COPY_HEADER, name)
+                self.end_headers()
+
+            try:
+                seeding.send(name, topic, head, self.wfile)
+            except seeding.Refusal as exc:
+                self._send(exc.status, str(exc).encode() + b"\n")
+            except OSError as exc:  # the peer went away mid-copy, or the disk is full
+                log.warning("copy %s: the snapshot was not handed out: %s", name, exc)
 
         def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
             self.send_response(code)

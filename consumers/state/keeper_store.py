@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -123,6 +122,7 @@ class KeeperStore(SqliteFile):
             self._db.execute(f"PRAGMA user_version = {LAYOUT}")
 
     _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM kept) OR EXISTS (SELECT 1 FROM kept_offsets)"
+    _LAYOUT = LAYOUT
 
     def _secondary_indexes(self) -> list[str]:
         return list(_INDEXES)
@@ -213,8 +213,8 @@ class KeeperCopy(TopicFollower):
         self.store = KeeperStore(path)
         self._admin: AdminClient | None = None
 
-    def _loading(self) -> AbstractContextManager[None]:
-        return self.store.loading()
+    def _file(self) -> SqliteFile:
+        return self.store
 
     def settle(self, partitions: Collection[int], timeout_s: float = SETTLE_S) -> None:
         """Return once no transaction is open on ``partitions`` of files.state.

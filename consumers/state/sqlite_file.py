@@ -98,6 +98,43 @@ class SqliteFile:
     def _make_indexes(self) -> None:
         """Create the secondary indexes the file should have (and drop any it should not)."""
 
+    # PRAGMA user_version of the file's layout: a snapshot of another layout is not installed.
+    _LAYOUT = 0
+
+    def holds_anything(self) -> bool:
+        with guarded(self.path):
+            return bool(self._db.execute(self._HOLDS_ANYTHING).fetchone()[0])
+
+    def check_snapshot(self, snapshot: Path) -> None:
+        """Raise ValueError (or sqlite3.Error) unless ``snapshot`` is an intact database of this
+        file's layout that holds something: what :meth:`install` may take."""
+        db = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+        try:
+            (layout,) = db.execute("PRAGMA user_version").fetchone()
+            if layout != self._LAYOUT:
+                raise ValueError(f"layout {layout}, where this copy has {self._LAYOUT}")
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise ValueError(f"damaged: {'; '.join(problems[:3])}")
+            if not db.execute(self._HOLDS_ANYTHING).fetchone()[0]:
+                raise ValueError("it holds nothing")
+        finally:
+            db.close()
+
+    def install(self, snapshot: Path) -> None:
+        """Make this file, which must hold nothing, a copy of ``snapshot`` (checked with
+        :meth:`check_snapshot`), page by page through SQLite's backup, then make its indexes."""
+        if self.holds_anything():
+            raise StatusIndexError(f"{self.path} holds rows already: a snapshot would replace them")
+        source = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+        try:
+            with guarded(self.path):
+                source.backup(self._db)
+        finally:
+            source.close()
+        with guarded(self.path), self._transaction():
+            self._make_indexes()
+
     @contextmanager
     def loading(self) -> Iterator[None]:
         """Around a catch-up: when the file is new (no row, no offset), it is filled from the
@@ -108,9 +145,7 @@ class SqliteFile:
         The indexes are made again whatever ends the load, and on every open (a process killed
         during the load leaves none behind), so only the load itself ever goes without them.
         """
-        with guarded(self.path):
-            held = self._db.execute(self._HOLDS_ANYTHING).fetchone()[0]
-        if held:
+        if self.holds_anything():
             yield
             return
         with guarded(self.path), self._transaction():

@@ -159,6 +159,7 @@ class StatusIndex(SqliteFile):
             raise
 
     _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
+    _LAYOUT = SCHEMA_VERSION
 
     def _secondary_indexes(self) -> list[str]:
         return [*_INDEXES, *(_FULL_ONLY if self.keep_records else ())]

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from consumers.state.fold import needs_requeue, transferred
 from consumers.state.retention import Retention
+from consumers.state.sqlite_file import SqliteFile
 from consumers.state.status_index import Recorded, StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
-from terra_xfer import metrics
+from terra_xfer import metrics, seeding
 from terra_xfer.config import Config
 from terra_xfer.errors import TransientError
 from terra_xfer.kafka import make_consumer
@@ -64,6 +64,12 @@ class TopicFollower:
         self.codec = Codec()
         self._consumer: Any = None
         self._partitions: list[int] = []
+        self._seeded = False  # a peer's copy is asked for at most once, before the first catch-up
+        self._offered = False  # and this copy offered to peers once it has caught up
+
+    def _file(self) -> SqliteFile:
+        """The SQLite file this copy is kept in."""
+        raise NotImplementedError
 
     def _stored_offsets(self) -> dict[int, int]:
         raise NotImplementedError
@@ -72,9 +78,52 @@ class TopicFollower:
         """Write ``messages`` (at most one per key) and their offsets; return how many applied."""
         raise NotImplementedError
 
-    def _loading(self) -> AbstractContextManager[None]:
-        """Around a catch-up's reads: how the copy takes a load (see StatusIndex.loading)."""
-        return nullcontext()
+    def _offer(self) -> None:
+        """Let peers seed their copies from this one (``GET /copy/NAME`` on the metrics port):
+        from its first catch-up on, so that a copy still being seeded or rebuilt is never given."""
+        copy = self._file()
+        seeding.offer(self.store_name, seeding.Offered(copy.path, self.topic, copy.holds_anything))
+
+    def _seed(self) -> None:
+        """When the copy holds nothing, install a peer's snapshot of its copy ([status]
+        seed_from), so that the catch-up reads only what the topic gained since."""
+        copy = self._file()
+        if not self.config.status.seed_from or copy.holds_anything():
+            return
+        started = time.monotonic()
+        target = copy.path.with_name(copy.path.name + ".seed")
+
+        def tell(why: str) -> None:
+            log.info("%s", why)
+            self.progress(why)
+            self.alive()
+
+        try:
+            peer = seeding.fetch(
+                self.store_name,
+                self.topic,
+                self.config.status.seed_from,
+                target,
+                tell,
+                copy.check_snapshot,
+            )
+            if peer is None:
+                metrics.COPY_SEEDS.labels(self.store_name, "none").inc()
+                log.info(
+                    "%s: no peer gave a copy; rebuilding it from %s", self.store_name, self.topic
+                )
+                return
+            copy.install(target)
+        finally:
+            target.unlink(missing_ok=True)
+        metrics.COPY_SEEDS.labels(self.store_name, "seeded").inc()
+        log.info(
+            "%s: seeded from %s in %.1f s; reading what %s gained since",
+            self.store_name,
+            peer,
+            time.monotonic() - started,
+            self.topic,
+        )
 
     def _prune_before(self, cutoff_ms: int) -> int:
         """Remove the rows of files settled before ``cutoff_ms``; how many."""
@@ -153,9 +202,12 @@ class TopicFollower:
         A long read (a copy rebuilt from the whole topic) goes on as long as records come:
         ``timeout_s`` bounds a read that makes no progress. Its progress is logged and told to
         ``progress`` (the stage's readiness) every ``PROGRESS_EVERY_S``."""
+        if not self._seeded:
+            self._seeded = True
+            self._seed()
         self._assign(again=True)
         started = time.monotonic()
-        with self._loading():
+        with self._file().loading():
             applied, read, told = self._read_to_end(set(self._partitions), timeout_s, started)
         if told:
             log.info(
@@ -166,6 +218,9 @@ class TopicFollower:
                 time.monotonic() - started,
             )
             self.progress(None)
+        if not self._offered:
+            self._offered = True
+            self._offer()
         self.prune()
         return applied
 
@@ -223,6 +278,7 @@ class TopicFollower:
         return behind
 
     def close(self) -> None:
+        seeding.withdraw(self.store_name, self._file().path)
         if self._consumer is not None:
             self._consumer.close()
 
@@ -258,11 +314,11 @@ class StateFollower(TopicFollower):
         # Columns alone come from a FileState's fields before its history: only those are read.
         self._head_only = not self.index.keep_records
 
+    def _file(self) -> SqliteFile:
+        return self.index
+
     def _stored_offsets(self) -> dict[int, int]:
         return self.index.offsets()
-
-    def _loading(self) -> AbstractContextManager[None]:
-        return self.index.loading()
 
     def _apply(self, messages: list[Message]) -> int:
         records = []
