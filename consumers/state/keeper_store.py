@@ -121,7 +121,7 @@ class KeeperStore(SqliteFile):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {LAYOUT}")
 
-    _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM kept) OR EXISTS (SELECT 1 FROM kept_offsets)"
+    HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM kept) OR EXISTS (SELECT 1 FROM kept_offsets)"
     _LAYOUT = LAYOUT
 
     def _secondary_indexes(self) -> list[str]:

@@ -89,7 +89,7 @@ class SqliteFile:
             )
 
     # For :meth:`loading`: true when the file holds anything (rows or offsets).
-    _HOLDS_ANYTHING = "SELECT 0"
+    HOLDS_ANYTHING = "SELECT 0"
 
     def _secondary_indexes(self) -> list[str]:
         """The names of the file's secondary indexes (the key's own index is the table's)."""
@@ -103,7 +103,7 @@ class SqliteFile:
 
     def holds_anything(self) -> bool:
         with guarded(self.path):
-            return bool(self._db.execute(self._HOLDS_ANYTHING).fetchone()[0])
+            return bool(self._db.execute(self.HOLDS_ANYTHING).fetchone()[0])
 
     def check_snapshot(self, snapshot: Path) -> None:
         """Raise ValueError (or sqlite3.Error) unless ``snapshot`` is an intact database of this
@@ -116,7 +116,7 @@ class SqliteFile:
             problems = [row[0] for row in db.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise ValueError(f"damaged: {'; '.join(problems[:3])}")
-            if not db.execute(self._HOLDS_ANYTHING).fetchone()[0]:
+            if not db.execute(self.HOLDS_ANYTHING).fetchone()[0]:
                 raise ValueError("it holds nothing")
         finally:
             db.close()

@@ -158,7 +158,7 @@ class StatusIndex(SqliteFile):
             self._db.close()
             raise
 
-    _HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
+    HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
     _LAYOUT = SCHEMA_VERSION
 
     def _secondary_indexes(self) -> list[str]:

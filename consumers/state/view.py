@@ -82,7 +82,7 @@ class TopicFollower:
         """Let peers seed their copies from this one (``GET /copy/NAME`` on the metrics port):
         from its first catch-up on, so that a copy still being seeded or rebuilt is never given."""
         copy = self._file()
-        seeding.offer(self.store_name, seeding.Offered(copy.path, self.topic, copy.holds_anything))
+        seeding.offer(self.store_name, seeding.Offered(copy.path, self.topic, copy.HOLDS_ANYTHING))
 
     def _seed(self) -> None:
         """When the copy holds nothing, install a peer's snapshot of its copy ([status]

@@ -125,6 +125,7 @@ class ScaleOut:
             "kills": dict(self.scaler.hit),
             "scale_events": dict(self.scaler.fired),
             "pods_started": sum(self.pods.numbers.values()),
+            "copies_seeded": dict(self.pods.seeded()),
             "unexpected_exits": dict(self.pods.unexpected_exits),
             "slow_stops": list(self.pods.slow_stops),
         }

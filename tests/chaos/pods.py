@@ -11,6 +11,7 @@ update), SIGKILL (node gone, container restart), SIGSTOP/SIGCONT (a pod frozen f
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from terra_xfer.broker import free_port
 from terra_xfer.stages.spec import StageSpec
 
+SEEDED = ": seeded from "  # how a stage logs a copy seeded from a peer's (consumers.state.view)
 GRACE_S = 30.0  # a SIGTERMed pod still running this long is killed, as the kubelet does
 
 
@@ -33,6 +36,7 @@ class Pod:
     stage: str
     name: str
     proc: subprocess.Popen[bytes]
+    port: int  # of its metrics server
     frozen_until: float | None = None  # SIGSTOPped until then
     leave_at: float | None = None  # replaced by a rolling update: SIGTERMed then
     terminated_at: float | None = None  # SIGTERMed then, not yet gone
@@ -76,11 +80,18 @@ class Pods:
             name = f"{stage}-{self.numbers[stage]}"
         home = self.work / "pods" / name
         home.mkdir(parents=True, exist_ok=True)
+        # Each pod serves its metrics (and its copy of files.state) on a port of its own, and a
+        # pod whose copy is new seeds it from those of its stage's pods serving now, as a
+        # StatefulSet's replica asks the ready pods behind the metrics Service.
+        port = free_port()
+        peers = [f"http://127.0.0.1:{p.port}" for p in self.of(stage) if p.name != name]
         env = {
             **self.env,
             "TERRA_XFER_INSTANCE_ID": name,
             "TERRA_XFER_STATUS_INDEX_PATH": str(home / "status.sqlite"),
             "TERRA_XFER_STATUS_KEEPER_PATH": str(home / "keeper.sqlite"),
+            "TERRA_XFER_METRICS_PORT": str(port),
+            "TERRA_XFER_STATUS_SEED_FROM": ",".join(peers),
         }
         argv = [
             sys.executable, "-m", "terra_xfer", "--config", str(self.config), "--log-json",
@@ -90,7 +101,7 @@ class Pods:
             proc = subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        pod = Pod(stage, name, proc)
+        pod = Pod(stage, name, proc, port)
         self.pods.append(pod)
         return pod
 
@@ -140,6 +151,16 @@ class Pods:
     def settled(self) -> bool:
         """No pod frozen, replaced or on its way out."""
         return all(p.serving and p.frozen_until is None for p in self.pods)
+
+    def seeded(self) -> Counter[str]:
+        """Copies of files.state the pods seeded from a peer's, by copy, as their logs say."""
+        found: Counter[str] = Counter()
+        for log in (self.work / "logs").glob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if SEEDED in line:
+                    message = str(json.loads(line).get("msg", ""))
+                    found[message.split(SEEDED, 1)[0]] += 1
+        return found
 
     def stop_all(self, timeout_s: float = 20.0) -> dict[str, int | None]:
         """Resume every frozen pod, SIGTERM all and wait; one still running after ``timeout_s``

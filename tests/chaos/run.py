@@ -87,6 +87,7 @@ class Report:
     broker_restarts: int = 0
     scale_events: dict[str, int] = field(default_factory=dict)  # by kind (scale-out)
     pods_started: int = 0  # scale-out: distinct pods (instance ids) over the night
+    copies_seeded: dict[str, int] = field(default_factory=dict)  # from a peer's, by copy
     faults: dict[str, int] = field(default_factory=dict)
     unexpected_exits: dict[str, int] = field(default_factory=dict)
     restarted_by_up: int = 0

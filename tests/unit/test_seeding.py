@@ -129,12 +129,22 @@ def test_a_copy_that_holds_anything_asks_no_peer(
 
 
 def test_the_first_peer_that_gives_a_good_copy_is_used(
-    tmp_path: Path, peer: KeeperCopy, server: MetricsServer
+    tmp_path: Path, peer: KeeperCopy, server: MetricsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A port nothing listens on, a peer that holds no such copy (404), then one that does.
+    # A port nothing listens on, a frozen peer (its port takes the connection, nothing answers),
+    # a peer that holds no such copy (404), then one that does.
+    monkeypatch.setattr(seeding, "SILENCE_S", 0.5)
     without = _liar(b"no copy named 'state-keeper' here\n", 0, status=404)
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen()
     try:
-        seed_from = (_unused_url(), f"http://127.0.0.1:{without.server_address[1]}", _url(server))
+        seed_from = (
+            _unused_url(),
+            f"http://127.0.0.1:{frozen.getsockname()[1]}",
+            f"http://127.0.0.1:{without.server_address[1]}",
+            _url(server),
+        )
         fresh = KeeperCopy(_config(*seed_from), tmp_path / "new" / "keeper.sqlite")
         try:
             fresh._seed()
@@ -142,6 +152,7 @@ def test_the_first_peer_that_gives_a_good_copy_is_used(
         finally:
             fresh.close()
     finally:
+        frozen.close()
         without.shutdown()
         without.server_close()
 
