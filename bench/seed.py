@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path(".cache") / "bench")
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     results = run(args.files, args.base)
     text = json.dumps(results, indent=2)
     print(text)

@@ -117,7 +117,7 @@ def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPReques
                 self.end_headers()
 
             try:
-                seeding.send(name, topic, head, self.wfile)
+                seeding.send(name, topic, head, self.connection)
             except seeding.Refusal as exc:
                 self._send(exc.status, str(exc).encode() + b"\n")
             except OSError as exc:  # the peer went away mid-copy, or the disk is full

@@ -21,7 +21,6 @@ snapshot that fails its checks, is passed over; with none, the copy is rebuilt f
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import sqlite3
 import threading
@@ -279,16 +278,16 @@ def _stream(
     return got
 
 
-def send(name: str, topic: str, write_head: Callable[[int, int], None], out: Writable) -> None:
+def send(name: str, topic: str, write_head: Callable[[int, int], None], out: socket.socket) -> None:
     """Answer a request for copy ``name`` of ``topic``: ``write_head(status, length)`` sends the
-    status line and headers, then the snapshot follows on ``out``, and is removed. Raises
-    :class:`Refusal` before anything is sent when there is none to give yet (see
-    :meth:`_Offers.take`)."""
+    status line and headers, then the snapshot follows on the connection ``out`` (by
+    ``sendfile``: the kernel copies it), and is removed. Raises :class:`Refusal` before anything
+    is sent when there is none to give yet (see :meth:`_Offers.take`)."""
     made = OFFERS.take(name, topic)
     try:
         with made.path.open("rb") as data:
             write_head(200, made.size)
-            shutil.copyfileobj(data, out, CHUNK)
+            out.sendfile(data)
         log.info("%s: a snapshot of %s bytes handed out", name, f"{made.size:,}")
     finally:
         made.path.unlink(missing_ok=True)

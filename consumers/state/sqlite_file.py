@@ -61,14 +61,7 @@ class SqliteFile:
         self.path = Path(path)
         self._timeout = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect()
-        try:
-            with guarded(self.path):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = self._opened()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -87,6 +80,21 @@ class SqliteFile:
             return sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
+
+    def _opened(self) -> sqlite3.Connection:
+        """The file's connection, in WAL mode."""
+        db = self._connect()
+        try:
+            with guarded(self.path):
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self) -> None:
+        """What each connection needs beyond the file's own layout (SQL functions, say)."""
 
     # For :meth:`loading`: true when the file holds anything (rows or offsets).
     HOLDS_ANYTHING = "SELECT 0"
@@ -122,16 +130,18 @@ class SqliteFile:
             db.close()
 
     def install(self, snapshot: Path) -> None:
-        """Make this file, which must hold nothing, a copy of ``snapshot`` (checked with
-        :meth:`check_snapshot`), page by page through SQLite's backup, then make its indexes."""
+        """Make ``snapshot`` (checked with :meth:`check_snapshot`, on the same file system) this
+        file, which must hold nothing: it takes the file's place, and is opened as the file was.
+        Moved, not copied: a copy into the open file would write it twice (its log, then the
+        file), 14 s against nothing for a million files."""
         if self.holds_anything():
             raise StatusIndexError(f"{self.path} holds rows already: a snapshot would replace them")
-        source = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
-        try:
-            with guarded(self.path):
-                source.backup(self._db)
-        finally:
-            source.close()
+        self._db.close()
+        for leftover in ("-wal", "-shm"):  # the empty file's; a crash here leaves it empty
+            self.path.with_name(self.path.name + leftover).unlink(missing_ok=True)
+        snapshot.replace(self.path)
+        self._db = self._opened()
+        self._prepare()
         with guarded(self.path), self._transaction():
             self._make_indexes()
 

@@ -153,13 +153,16 @@ class StatusIndex(SqliteFile):
                 _add_warning_column(self._db)
                 _count_states(self._db, keep_records)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            prepare(self._db)
+            self._prepare()
         except BaseException:
             self._db.close()
             raise
 
     HOLDS_ANYTHING = "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM meta)"
     _LAYOUT = SCHEMA_VERSION
+
+    def _prepare(self) -> None:
+        prepare(self._db)
 
     def _secondary_indexes(self) -> list[str]:
         return [*_INDEXES, *(_FULL_ONLY if self.keep_records else ())]

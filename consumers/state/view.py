@@ -92,9 +92,11 @@ class TopicFollower:
             return
         started = time.monotonic()
         target = copy.path.with_name(copy.path.name + ".seed")
+        told: list[str] = []
 
         def tell(why: str) -> None:
             log.info("%s", why)
+            told.append(why)
             self.progress(why)
             self.alive()
 
@@ -116,6 +118,8 @@ class TopicFollower:
             copy.install(target)
         finally:
             target.unlink(missing_ok=True)
+            if told:
+                self.progress(None)  # readiness no longer waits on the seeding
         metrics.COPY_SEEDS.labels(self.store_name, "seeded").inc()
         log.info(
             "%s: seeded from %s in %.1f s; reading what %s gained since",

@@ -95,8 +95,9 @@ def _seeds(outcome: str) -> float:
 
 
 def test_an_empty_copy_is_seeded_from_a_peer_with_its_rows_offsets_and_indexes(
-    tmp_path: Path, peer: KeeperCopy, server: MetricsServer
+    tmp_path: Path, peer: KeeperCopy, server: MetricsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(seeding, "TELL_EVERY_S", 0.0)  # every wait and chunk is told
     told: list[str | None] = []
     fresh = KeeperCopy(
         _config(_url(server)), tmp_path / "new" / "keeper.sqlite", progress=told.append
@@ -109,6 +110,9 @@ def test_an_empty_copy_is_seeded_from_a_peer_with_its_rows_offsets_and_indexes(
         assert fresh.store.get("ua-mac/f7") == peer.store.get("ua-mac/f7")
     finally:
         fresh.close()
+    # Readiness heard how far it was, and no longer waits once the copy is in.
+    assert any(why is not None and why.startswith("seeding its copy") for why in told)
+    assert told[-1] is None
     assert _indexes(fresh.store.path) == {"kept_state", "kept_settled"}
     assert _seeds("seeded") == seeded_before + 1
     # Neither side leaves its snapshot behind.
