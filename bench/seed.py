@@ -125,8 +125,8 @@ def run(files: int, base: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1_000_000)
-    parser.add_argument("--base", type=Path, default=Path(".cache") / "bench")
-    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--base", type=Path, default=Path("var") / "bench")
+    parser.add_argument("--results", type=Path, default=Path("bench") / "seed.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     results = run(args.files, args.base)
