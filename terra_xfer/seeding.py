@@ -20,6 +20,7 @@ snapshot that fails its checks, is passed over; with none, the copy is rebuilt f
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import sqlite3
@@ -30,7 +31,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple
 
 log = logging.getLogger(__name__)
 COPY_ROUTE = "/copy/"
@@ -43,10 +44,6 @@ MAKING_S = 1800.0  # how long a peer that says it is making its snapshot is wait
 ASK_AGAIN_S = 1.0
 SNAPSHOT_FRESH_S = 600.0  # a snapshot not claimed in this long is made again when asked
 TELL_EVERY_S = 5.0
-
-
-class Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
 
 
 class Offered(NamedTuple):
@@ -227,7 +224,7 @@ def fetch(
             with exc:
                 why = exc.read(200).decode("utf-8", "replace").strip()
             log.info("%s: %s gave no copy: HTTP %d %s", name, peer, exc.code, why)
-        except (OSError, ValueError, sqlite3.Error) as exc:
+        except (OSError, ValueError, http.client.HTTPException, sqlite3.Error) as exc:
             log.warning("%s: the copy from %s is not used: %s", name, peer, exc)
         else:
             return peer
@@ -264,7 +261,7 @@ def _fetch_one(url: str, name: str, peer: str, target: Path, tell: Callable[[str
 
 
 def _stream(
-    source: BinaryIO, out: Writable, tell: Callable[[str], None], what: str, size: int
+    source: BinaryIO, out: BinaryIO, tell: Callable[[str], None], what: str, size: int
 ) -> int:
     """Copy ``source`` to ``out``; every TELL_EVERY_S, tell how far (``what``: N MB of M)."""
     got = 0

@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from consumers.state.fold import needs_requeue, transferred
 from consumers.state.retention import Retention
+from consumers.state.seed_copy import seed_copy
 from consumers.state.sqlite_file import SqliteFile
 from consumers.state.status_index import Recorded, StateRecord, StatusIndex, StatusIndexError
 from schemas.codec import Codec, CodecError
@@ -43,6 +44,10 @@ class TopicFollower:
     With a ``retention`` (see :mod:`consumers.state.retention`), a record of a file settled before
     the window is applied as a tombstone (its row goes, or is never written), and the rows of
     files that settle while the copy is kept go at :meth:`prune`.
+
+    A copy that holds nothing at its first catch-up is first seeded from a peer's, when
+    ``[status] seed_from`` names any, and a copy that has caught up is offered to peers
+    (:mod:`terra_xfer.seeding`).
     """
 
     store_name = "files.state"  # how metrics and logs name this copy
@@ -87,46 +92,13 @@ class TopicFollower:
     def _seed(self) -> None:
         """When the copy holds nothing, install a peer's snapshot of its copy ([status]
         seed_from), so that the catch-up reads only what the topic gained since."""
-        copy = self._file()
-        if not self.config.status.seed_from or copy.holds_anything():
-            return
-        started = time.monotonic()
-        target = copy.path.with_name(copy.path.name + ".seed")
-        told: list[str] = []
-
-        def tell(why: str) -> None:
-            log.info("%s", why)
-            told.append(why)
-            self.progress(why)
-            self.alive()
-
-        try:
-            peer = seeding.fetch(
-                self.store_name,
-                self.topic,
-                self.config.status.seed_from,
-                target,
-                tell,
-                copy.check_snapshot,
-            )
-            if peer is None:
-                metrics.COPY_SEEDS.labels(self.store_name, "none").inc()
-                log.info(
-                    "%s: no peer gave a copy; rebuilding it from %s", self.store_name, self.topic
-                )
-                return
-            copy.install(target)
-        finally:
-            target.unlink(missing_ok=True)
-            if told:
-                self.progress(None)  # readiness no longer waits on the seeding
-        metrics.COPY_SEEDS.labels(self.store_name, "seeded").inc()
-        log.info(
-            "%s: seeded from %s in %.1f s; reading what %s gained since",
+        seed_copy(
+            self._file(),
             self.store_name,
-            peer,
-            time.monotonic() - started,
             self.topic,
+            self.config.status.seed_from,
+            self.progress,
+            self.alive,
         )
 
     def _prune_before(self, cutoff_ms: int) -> int:
