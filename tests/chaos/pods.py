@@ -25,9 +25,8 @@ from pathlib import Path
 from terra_xfer.broker import free_port
 from terra_xfer.stages.spec import StageSpec
 
-SEEDED = (
-    ": seeded from "  # how a stage logs a copy seeded from a peer's (consumers.state.seed_copy)
-)
+# How a stage logs a copy seeded from a peer's (consumers.state.seed_copy).
+SEEDED = ": seeded from "
 GRACE_S = 30.0  # a SIGTERMed pod still running this long is killed, as the kubelet does
 
 
