@@ -87,7 +87,11 @@ class _Offers:
         self._failed: dict[str, str] = {}
 
     def offer(self, name: str, copy: Offered) -> None:
+        """Offer ``copy`` as ``name``; a snapshot file an earlier process left beside it (killed
+        while it made or sent one) is removed: none of this process's is there yet."""
         with self._lock:
+            if name not in self._offered:
+                snapshot_of(copy.path).unlink(missing_ok=True)
             self._offered[name] = copy
 
     def withdraw(self, name: str, path: Path) -> None:
@@ -130,7 +134,7 @@ class _Offers:
         raise Refusal(202, why)
 
     def _make(self, name: str, copy: Offered) -> None:
-        target = copy.path.with_name(copy.path.name + ".snapshot")
+        target = snapshot_of(copy.path)
         try:
             snapshot(copy.path, target)
         except (OSError, sqlite3.Error) as exc:
@@ -143,6 +147,17 @@ class _Offers:
         with self._lock:
             self._making.pop(name, None)
             self._made[name] = Made(target, target.stat().st_size, time.monotonic())
+
+
+def snapshot_of(path: Path) -> Path:
+    """Where the snapshot of the copy at ``path`` is made, beside it."""
+    return path.with_name(path.name + ".snapshot")
+
+
+def seed_of(path: Path) -> Path:
+    """Where a peer's snapshot for the copy at ``path`` is fetched to, beside it (the same file
+    system, so that it can take the copy's place)."""
+    return path.with_name(path.name + ".seed")
 
 
 def _holds_anything(copy: Offered) -> bool:

@@ -26,10 +26,11 @@ def seed_copy(
     copy ``name`` of ``topic`` a peer gives that checks out; whether it did. ``progress`` (the
     stage's readiness) hears how far it is while it waits and while the snapshot comes, and
     ``alive`` (the stall guard) that it goes on."""
+    target = seeding.seed_of(copy.path)
+    target.unlink(missing_ok=True)  # one an earlier process left when it was killed
     if not seed_from or copy.holds_anything():
         return False
     started = time.monotonic()
-    target = copy.path.with_name(copy.path.name + ".seed")
     told: list[str] = []
 
     def tell(why: str) -> None:

@@ -340,3 +340,17 @@ def _unused_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_snapshots_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:
+    copy = KeeperCopy(Config(), tmp_path / "keeper.sqlite")
+    try:
+        copy.store.apply([_record(1)])
+        left = [seeding.snapshot_of(copy.store.path), seeding.seed_of(copy.store.path)]
+        for path in left:
+            path.write_bytes(b"a half-written snapshot")
+        copy._seed()  # as the first catch-up does, then offers the copy
+        copy._offer()
+        assert [p.exists() for p in left] == [False, False]
+    finally:
+        copy.close()
