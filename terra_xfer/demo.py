@@ -220,7 +220,7 @@ def where_next(config: Config, config_path: Path, *, broker_kept: bool) -> str:
     if not broker_kept:
         lines.append(f"  {run} broker start        # the demo stopped it; its topics are kept")
     lines += [
-        f"  {run} status --json | head",
+        f"  {run} status --all --json | head",
         f"  {run} report",
         f"  {run} events tail deadletter --from-beginning --idle-exit 2",
         f"  ls -R {config.transfer.destination_root} | head",

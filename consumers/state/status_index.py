@@ -263,15 +263,19 @@ class StatusIndex(SqliteFile):
         sensor: str | None = None,
         *,
         updated_before_ms: int | None = None,
+        unsettled: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Files matching every given filter, by key, streamed one row at a time.
+        """Files matching every given filter, by key, streamed one row at a time;
+        ``unsettled``: only files not settled (neither DONE nor MISSING), read through the state
+        index, so as many rows as are in flight or waiting whatever the history.
 
         Each item has key, site, path (relative to the cache root), sensor, date, state, version,
         size, updated_ms, updated_at (ISO-8601 UTC), reason and warning.
         """
         filters = {"state = ?": state, "sensor = ?": sensor, "updated_ms < ?": updated_before_ms}
         chosen = {clause: value for clause, value in filters.items() if value is not None}
-        where = f" WHERE {' AND '.join(chosen)}" if chosen else ""
+        clauses = [*chosen, *([UNSETTLED_ROW] if unsettled else [])]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {_LISTED} FROM files{where} ORDER BY key"
         return self._stream(sql, tuple(chosen.values()))
 

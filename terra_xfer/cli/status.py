@@ -57,11 +57,26 @@ def _when(ms: int) -> str:
     help="Only files in this state.",
 )
 @click.option("--sensor", help="Only files of this sensor (e.g. stereoTop).")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Every file, settled ones (DONE, MISSING) too; without it or --state, only the others.",
+)
 @click.pass_obj
 def status(
-    state: State, path: str | None, as_json: bool, state_filter: str | None, sensor: str | None
+    state: State,
+    path: str | None,
+    as_json: bool,
+    state_filter: str | None,
+    sensor: str | None,
+    every: bool,
 ) -> None:
-    """Show one file's whole history (PATH), or list files with their state.
+    """Show one file's whole history (PATH), or the files per state and those not settled yet.
+
+    Without PATH it prints how many files are in each state, then lists the files in flight or
+    waiting (neither DONE nor MISSING): as many as the site has under way, however many it
+    shipped before. --state lists the files in one state (DONE included), --all every file.
 
     A file catalogued with a warning (a *_metadata.json that could not be read, registered as
     a file) reaches DONE like any other; its warning is shown beside it.
@@ -70,7 +85,7 @@ def status(
     Examples:
       terra-xfer status LemnaTec/MovingSensor/stereoTop/2017-08-24/.../x_left.bin
       terra-xfer status --json --state QUARANTINED | jq '.[].reason'
-      terra-xfer status --json | jq '.[] | select(.warning) | .path'
+      terra-xfer status --all --json | jq '.[] | select(.warning) | .path'
     """
     follower = _follower(state.with_broker())
     try:
@@ -82,8 +97,11 @@ def status(
                 f"no file of sensor {sensor!r}; sensors with files: {', '.join(known) or 'none'}",
                 param_hint="'--sensor'",
             )
+        unsettled = not every and state_filter is None
         rows = follower.index.query(
-            state=state_filter.upper() if state_filter else None, sensor=sensor
+            state=state_filter.upper() if state_filter else None,
+            sensor=sensor,
+            unsettled=unsettled,
         )
         if as_json:
             _json_array(rows)
@@ -92,10 +110,14 @@ def status(
         summary = "  ".join(f"{k}={v}" for k, v in counts.items())
         of = f"  (sensor {sensor})" if sensor is not None else ""
         click.echo(f"{summary}{of}" if summary else "no files yet")
+        listed = 0
         for row in rows:
             reason = f"  ({row['reason']})" if row.get("reason") else ""
             warning = f"  [warning: {row['warning']}]" if row.get("warning") else ""
             click.echo(f"{row['state']:<12} {row['updated_at']}  {row['path']}{reason}{warning}")
+            listed += 1
+        if unsettled and counts and not listed:
+            click.echo("every file is settled (DONE or MISSING); --all lists them")
     finally:
         follower.close()
 

@@ -2,7 +2,7 @@
 
 The topics are read whole; files.state record by record (every record, not only the last of each
 key) and checked in one pass as it is read, so memory holds one record per key however long the
-night. ``terra-xfer status --json`` and ``report --json`` run as the operator would run them, with
+night. ``terra-xfer status --all --json`` and ``report --json`` run as the operator would run them, with
 the run's configuration and environment, on a status index of their own built from the topic.
 """
 
@@ -142,6 +142,6 @@ def evidence(
         transferred=_events(config, FILES_TRANSFERRED, "FileTransferred"),
         ingested=_events(config, FILES_INGESTED, "FileIngested"),
         dead_sources=[(v["source"], v["reason"]) for v in letters],
-        status=cli_json(config_path, env, work, "status"),
+        status=cli_json(config_path, env, work, "status", "--all"),
         report=cli_json(config_path, env, work, "report")["files"],
     )

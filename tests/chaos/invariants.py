@@ -59,7 +59,7 @@ class Found:
     transferred: Sequence[Mapping[str, Any]]  # FileTransferred events
     ingested: Sequence[Mapping[str, Any]]  # FileIngested events
     dead_sources: Sequence[tuple[str, str]]  # (source, reason) of every dead letter
-    status: Sequence[Mapping[str, Any]]  # `terra-xfer status --json`
+    status: Sequence[Mapping[str, Any]]  # `terra-xfer status --all --json`
     report: Sequence[Mapping[str, Any]]  # the "files" lines of `terra-xfer report --json`
 
 
@@ -272,7 +272,7 @@ def lost_arrival_meta(
 def status_mismatch(
     latest: Mapping[str, StateRecord], status: Sequence[Mapping[str, Any]]
 ) -> list[str]:
-    """``status --json`` must list every key once, in the state and version of its last record."""
+    """``status --all --json`` must list every key once, in the state and version of its last record."""
     listed = {row["key"]: (row["state"], row["version"]) for row in status}
     want = {key: (r[2]["state"], r[2]["version"]) for key, r in latest.items()}
     counted = Counter(row["key"] for row in status)

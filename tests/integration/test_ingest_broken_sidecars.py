@@ -177,10 +177,10 @@ def test_broken_sidecars_reach_done_with_a_warning_and_a_note_on_their_dataset(
             f"metadata {name} could not be read ({reason}); registered as a file of its dataset"
         )
 
-    # status --json shows the warnings; status PATH too; report --json counts exactly these.
+    # status --all --json shows the warnings; status PATH too; report --json counts exactly these.
     env = env_for(config)
     runner = CliRunner()
-    listed = runner.invoke(cli, ["status", "--json"], env=env, catch_exceptions=False)
+    listed = runner.invoke(cli, ["status", "--all", "--json"], env=env, catch_exceptions=False)
     assert listed.exit_code == 0, listed.output
     rows = {r["key"]: r for r in json.loads(listed.output)}
     assert set(rows) == keys

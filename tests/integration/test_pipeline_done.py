@@ -205,13 +205,23 @@ def test_status_and_report_from_the_compacted_topic(config: Config) -> None:
         pipeline.close()
     env = env_for(config)
     runner = CliRunner()
-    listed = runner.invoke(cli, ["status", "--json"], env=env, catch_exceptions=False)
+    # Every file settled: none is listed but on asking for them all (or for DONE).
+    unsettled = runner.invoke(cli, ["status", "--json"], env=env, catch_exceptions=False)
+    assert unsettled.exit_code == 0 and json.loads(unsettled.output) == [], unsettled.output
+    plain = runner.invoke(cli, ["status"], env=env, catch_exceptions=False).output.splitlines()
+    assert plain == [
+        f"DONE={len(shipped)}",
+        "every file is settled (DONE or MISSING); --all lists them",
+    ]
+    listed = runner.invoke(cli, ["status", "--all", "--json"], env=env, catch_exceptions=False)
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.output)
     assert sorted(r["path"] for r in rows) == shipped
     assert {r["state"] for r in rows} == {"DONE"}
     assert all(r["version"] and r["updated_at"].endswith("Z") for r in rows)
-    sensor = runner.invoke(cli, ["status", "--json", "--sensor", "stereoTop"], env=env)
+    done = runner.invoke(cli, ["status", "--json", "--state", "done"], env=env)
+    assert json.loads(done.output) == rows
+    sensor = runner.invoke(cli, ["status", "--all", "--json", "--sensor", "stereoTop"], env=env)
     stereo = json.loads(sensor.output)
     assert {r["sensor"] for r in stereo} == {"stereoTop"}
     summary = runner.invoke(cli, ["status", "--sensor", "stereoTop"], env=env).output
@@ -231,7 +241,7 @@ def test_status_and_report_from_the_compacted_topic(config: Config) -> None:
     assert steps[:4] == ["ARRIVED", "BATCHED", "BATCHED", "TRANSFERRED"]
     assert sorted(steps[4:]) == ["DELETED", "INGESTED"]
     config.status.index_path.unlink()  # a lost index is rebuilt from the topic
-    again = runner.invoke(cli, ["status", "--json"], env=env)
+    again = runner.invoke(cli, ["status", "--all", "--json"], env=env)
     assert json.loads(again.output) == rows
     report = runner.invoke(cli, ["report", "--json"], env=env)
     doc = json.loads(report.output)

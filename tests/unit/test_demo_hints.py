@@ -23,9 +23,9 @@ def test_with_the_broker_stopped_the_hints_start_it_first_and_stop_it_last() -> 
     runs = [c for c in hints if c[0] != "ls"]
     assert all(Path(c[0]).resolve() == program.resolve() for c in runs)
     assert all(c[1:3] == ["--config", str(config_path)] for c in runs)
-    verbs = [c[3:5] for c in runs]
-    assert verbs[0] == ["broker", "start"] and verbs[-1] == ["broker", "stop"]
-    assert ["status", "--json"] in verbs
+    verbs = [c[3:6] for c in runs]
+    assert verbs[0][:2] == ["broker", "start"] and verbs[-1][:2] == ["broker", "stop"]
+    assert ["status", "--all", "--json"] in verbs
 
 
 def test_with_the_broker_kept_the_hints_only_look() -> None:

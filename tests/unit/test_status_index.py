@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from consumers.state import sqlite_file
 from consumers.state.fold import batched, fold
 from consumers.state.status_index import (
     StateRecord,
@@ -446,3 +447,21 @@ def test_a_view_keeps_no_counts_and_counts_its_rows_when_asked(tmp_path: Path) -
         tables = {n for (n,) in view._db.execute("SELECT name FROM sqlite_master")}
         assert "state_counts" not in tables and "files_in" not in tables
         assert view.counts_by_state() == counted(view) == {"ARRIVED": 2}
+
+
+def test_the_unsettled_files_are_listed_through_the_state_index(index: StatusIndex) -> None:
+    states = ["DONE", "MISSING", "ARRIVED", "TRANSFERRED", "FAILED", "QUARANTINED", "DONE"]
+    index.apply(put(0, i, file_state(f"f{i}", s)) for i, s in enumerate(states))
+    listed = [(r["path"].rsplit("/", 1)[1], r["state"]) for r in index.query(unsettled=True)]
+    assert listed == [
+        ("f2", "ARRIVED"),
+        ("f3", "TRANSFERRED"),
+        ("f4", "FAILED"),
+        ("f5", "QUARANTINED"),
+    ]
+    assert [r["state"] for r in index.query(state="DONE", unsettled=False)] == ["DONE", "DONE"]
+    assert len(list(index.query())) == len(states)
+    # Read through the state index: as many rows as are not settled, whatever the history.
+    sql = "SELECT key FROM files WHERE " + sqlite_file.UNSETTLED_ROW + " ORDER BY key"
+    plan = " ".join(str(row) for row in index._db.execute("EXPLAIN QUERY PLAN " + sql))
+    assert "files_state" in plan, plan
