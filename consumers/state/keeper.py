@@ -149,6 +149,9 @@ class StateKeeper:
         self.copy = KeeperCopy(
             config, config.status.keeper_path, Retention.of(config), progress, alive
         )
+        # A new replica's copy, from a peer's, before it joins the group: the partitions it is
+        # given then wait only for what files.state gained since the snapshot.
+        self.copy.seed()
         self.loop = TransactionalLoop(
             config,
             spec,

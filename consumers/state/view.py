@@ -89,10 +89,15 @@ class TopicFollower:
         copy = self._file()
         seeding.offer(self.store_name, seeding.Offered(copy.path, self.topic, copy.HOLDS_ANYTHING))
 
-    def _seed(self) -> None:
+    def seed(self) -> bool:
         """When the copy holds nothing, install a peer's snapshot of its copy ([status]
-        seed_from), so that the catch-up reads only what the topic gained since."""
-        seed_copy(
+        seed_from), so that the catch-up reads only what the topic gained since; whether it did.
+        Asked once: by a stage before it joins its group (so that its partitions do not wait on
+        it), else by the first catch-up."""
+        if self._seeded:
+            return False
+        self._seeded = True
+        return seed_copy(
             self._file(),
             self.store_name,
             self.topic,
@@ -178,9 +183,7 @@ class TopicFollower:
         A long read (a copy rebuilt from the whole topic) goes on as long as records come:
         ``timeout_s`` bounds a read that makes no progress. Its progress is logged and told to
         ``progress`` (the stage's readiness) every ``PROGRESS_EVERY_S``."""
-        if not self._seeded:
-            self._seeded = True
-            self._seed()
+        self.seed()
         self._assign(again=True)
         started = time.monotonic()
         with self._file().loading():

@@ -104,7 +104,8 @@ def test_an_empty_copy_is_seeded_from_a_peer_with_its_rows_offsets_and_indexes(
     )
     seeded_before = _seeds("seeded")
     try:
-        fresh._seed()
+        assert fresh.seed()
+        assert not fresh.seed()  # asked once: a stage's start, or else its first catch-up
         assert fresh.store.offsets() == peer.store.offsets() == {0: 10, 1: 10, 2: 10}
         assert _rows(fresh.store.path, "kept") == _rows(peer.store.path, "kept")
         assert fresh.store.get("ua-mac/f7") == peer.store.get("ua-mac/f7")
@@ -125,7 +126,7 @@ def test_a_copy_that_holds_anything_asks_no_peer(
     own = KeeperCopy(_config(_url(server)), tmp_path / "own" / "keeper.sqlite")
     try:
         own.store.apply([_record(100)])
-        own._seed()
+        own.seed()
         assert own.store.offsets() == {100 % PARTITIONS: 100 // PARTITIONS + 1}
         assert own.store.get("ua-mac/f7") is None
     finally:
@@ -151,7 +152,7 @@ def test_the_first_peer_that_gives_a_good_copy_is_used(
         )
         fresh = KeeperCopy(_config(*seed_from), tmp_path / "new" / "keeper.sqlite")
         try:
-            fresh._seed()
+            fresh.seed()
             assert fresh.store.offsets() == peer.store.offsets()
         finally:
             fresh.close()
@@ -186,7 +187,7 @@ def test_an_empty_peer_gives_nothing_and_the_copy_stays_empty(
     fresh = KeeperCopy(_config(_url(server)), tmp_path / "new" / "keeper.sqlite")
     none_before = _seeds("none")
     try:
-        fresh._seed()
+        fresh.seed()
         assert not fresh.store.holds_anything()
     finally:
         fresh.close()
@@ -250,7 +251,7 @@ def test_a_bad_snapshot_is_never_installed(tmp_path: Path, peer: KeeperCopy, dam
         tmp_path / "new" / "keeper.sqlite",
     )
     try:
-        fresh._seed()
+        fresh.seed()
         assert not fresh.store.holds_anything()
         assert fresh.store.offsets() == {}
     finally:
@@ -279,7 +280,7 @@ def test_a_view_is_seeded_with_its_counts(tmp_path: Path, server: MetricsServer)
         peer.index.apply(
             (p, o, k, CODEC.decode_head(e.raw, "history")[1]) for p, o, k, e in records
         )
-        fresh._seed()
+        fresh.seed()
         assert fresh.index.offsets() == peer.index.offsets()
         assert (
             fresh.index.counts_by_state()
@@ -349,7 +350,7 @@ def test_snapshots_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:
         left = [seeding.snapshot_of(copy.store.path), seeding.seed_of(copy.store.path)]
         for path in left:
             path.write_bytes(b"a half-written snapshot")
-        copy._seed()  # as the first catch-up does, then offers the copy
+        copy.seed()  # as a stage does before it joins its group, then offers the copy
         copy._offer()
         assert [p.exists() for p in left] == [False, False]
     finally:
