@@ -96,8 +96,11 @@ class SqliteFile:
     def _prepare(self) -> None:
         """What each connection needs beyond the file's own layout (SQL functions, say)."""
 
-    # For :meth:`loading`: true when the file holds anything (rows or offsets).
+    # True when the file holds anything (rows or offsets): a new file is bulk loaded
+    # (:meth:`loading`) or seeded (:meth:`install`); a peer's empty copy is not handed out.
     HOLDS_ANYTHING = "SELECT 0"
+    # PRAGMA user_version of the file's layout: a snapshot of another layout is not installed.
+    _LAYOUT = 0
 
     def _secondary_indexes(self) -> list[str]:
         """The names of the file's secondary indexes (the key's own index is the table's)."""
@@ -105,9 +108,6 @@ class SqliteFile:
 
     def _make_indexes(self) -> None:
         """Create the secondary indexes the file should have (and drop any it should not)."""
-
-    # PRAGMA user_version of the file's layout: a snapshot of another layout is not installed.
-    _LAYOUT = 0
 
     def holds_anything(self) -> bool:
         with guarded(self.path):
@@ -132,8 +132,8 @@ class SqliteFile:
     def install(self, snapshot: Path) -> None:
         """Make ``snapshot`` (checked with :meth:`check_snapshot`, on the same file system) this
         file, which must hold nothing: it takes the file's place, and is opened as the file was.
-        Moved, not copied: a copy into the open file would write it twice (its log, then the
-        file), 14 s against nothing for a million files."""
+        Moved, not copied: SQLite's backup into the open file writes it twice (its log, then the
+        file), 14 s for a million files of the state keeper's, against a rename."""
         if self.holds_anything():
             raise StatusIndexError(f"{self.path} holds rows already: a snapshot would replace them")
         self._db.close()

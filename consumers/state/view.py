@@ -45,9 +45,9 @@ class TopicFollower:
     the window is applied as a tombstone (its row goes, or is never written), and the rows of
     files that settle while the copy is kept go at :meth:`prune`.
 
-    A copy that holds nothing at its first catch-up is first seeded from a peer's, when
-    ``[status] seed_from`` names any, and a copy that has caught up is offered to peers
-    (:mod:`terra_xfer.seeding`).
+    A copy that holds nothing is seeded from a peer's when ``[status] seed_from`` names any
+    (:meth:`seed`: as its stage starts, else at its first catch-up), and a copy that has caught
+    up is offered to peers (:mod:`terra_xfer.seeding`).
     """
 
     store_name = "files.state"  # how metrics and logs name this copy
@@ -69,7 +69,7 @@ class TopicFollower:
         self.codec = Codec()
         self._consumer: Any = None
         self._partitions: list[int] = []
-        self._seeded = False  # a peer's copy is asked for at most once, before the first catch-up
+        self._seeded = False  # a peer's copy is asked for at most once (see seed)
         self._offered = False  # and this copy offered to peers once it has caught up
 
     def _file(self) -> SqliteFile:
