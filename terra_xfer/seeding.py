@@ -146,7 +146,11 @@ class _Offers:
             return
         with self._lock:
             self._making.pop(name, None)
-            self._made[name] = Made(target, target.stat().st_size, time.monotonic())
+            still = self._offered.get(name) == copy
+            if still:
+                self._made[name] = Made(target, target.stat().st_size, time.monotonic())
+        if not still:  # withdrawn meanwhile (its stage closed): nobody will hand it out
+            target.unlink(missing_ok=True)
 
 
 def snapshot_of(path: Path) -> Path:
