@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 import urllib.parse
@@ -136,6 +137,19 @@ def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPReques
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Through the log, not printed to stderr (the process's log stays one format): a client
+        that hung up mid-answer (a probe's timeout, a peer given up) is routine."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("metrics http: %s went away: %s", client_address, exc)
+        else:
+            log.exception("metrics http: answering %s failed", client_address)
+
+
 class MetricsServer:
     """The running HTTP server; ``close`` stops it and releases the port."""
 
@@ -158,8 +172,7 @@ def serve(
 ) -> MetricsServer:
     """Serve /metrics (``registry``), /healthz and /readyz on ``port`` (0: any free port) in a
     daemon thread."""
-    httpd = ThreadingHTTPServer((host, port), _handler(health, registry))
-    httpd.daemon_threads = True
+    httpd = _Server((host, port), _handler(health, registry))
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     log.info("metrics on http://%s:%d/metrics", host, httpd.server_address[1])

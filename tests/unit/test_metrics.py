@@ -371,3 +371,30 @@ def test_metrics_listen_on_this_machine_only_unless_configured(tmp_path: Path) -
         assert server.httpd.server_address[0] == "127.0.0.1"
     finally:
         server.close()
+
+
+def test_a_failed_answer_is_logged_not_printed(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The process's log stays one format (JSON in production): the server's errors go through
+    logging, and a client that hung up is only a debug line."""
+    health = Health()
+    server = serve(0, health)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="terra_xfer.metrics_http"):
+            for fault in (RuntimeError("a bug in the answer"), ConnectionResetError("gone")):
+
+                def ready(fault: Exception = fault) -> tuple[bool, str]:
+                    raise fault
+
+                monkeypatch.setattr(health, "ready", ready)
+                with pytest.raises((urllib.error.URLError, ConnectionError)):
+                    urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
+    finally:
+        server.close()
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert any(level == "ERROR" and "failed" in m for level, m in logged), logged
+    assert any(level == "DEBUG" and "went away" in m for level, m in logged), logged
+    assert "Exception occurred" not in capfd.readouterr().err
