@@ -12,7 +12,9 @@ aborted step leaves no trace. The copy is never ahead of the topic: after a cras
 on every assignment, and after every failed step, the keeper flushes, forgets what it holds in
 memory, waits until no transaction (of a previous owner, or its own whose outcome it was not told)
 is open on the partitions it now holds, and catches the copy up from files.state, so it always
-folds from what the topic holds.
+folds from what the topic holds. A starting keeper also catches its copy up (or seeds it from a
+peer's, :mod:`terra_xfer.seeding`) before it joins its group, so that a long read holds no
+partition: the one after its assignment reads only what came meanwhile.
 """
 
 from __future__ import annotations
@@ -149,9 +151,6 @@ class StateKeeper:
         self.copy = KeeperCopy(
             config, config.status.keeper_path, Retention.of(config), progress, alive
         )
-        # A new replica's copy, from a peer's, before it joins the group: the partitions it is
-        # given then wait only for what files.state gained since the snapshot.
-        self.copy.seed()
         self.loop = TransactionalLoop(
             config,
             spec,
@@ -165,6 +164,7 @@ class StateKeeper:
         self.kept = KeptStates(self.copy.store)
         self.partitions = 0  # of every input topic and files.state (checked equal)
         self._stale = True  # the copy must catch up before the next fold
+        self._joined = False  # the first step catches the copy up before joining the group
         self._written: list[KeptRecord] = []
         self._produced = 0
         self.states_written = 0
@@ -214,6 +214,13 @@ class StateKeeper:
 
     def step(self) -> int:
         self._check_partitions()
+        if not self._joined:
+            # Before it joins its group, so that no partition waits on it: the copy is seeded
+            # from a peer's when it is new, or caught up from what it stored. The catch-up after
+            # the assignment then reads only the last seconds; until then the other replicas
+            # keep folding every partition.
+            self.copy.catch_up()
+            self._joined = True
         self._written, self._produced = [], 0
         handled = self.loop.step()
         if not handled and self._stale and self.loop.consumer.assignment():

@@ -76,8 +76,10 @@ def keeper(tmp_path: Path) -> Iterator[StateKeeper]:
     )
     k = StateKeeper(config, registry.spec("state-keeper"))
     # As if started: its topics checked (one partition, where every Msg says it was read, so
-    # the keeper owns every key) and its copy caught up at its first assignment.
+    # the keeper owns every key) and its copy caught up before it joined and at its first
+    # assignment.
     k.partitions = 1
+    k._joined = True
     k._stale = False
     yield k
     k.close()
@@ -299,21 +301,36 @@ def test_an_event_that_cannot_be_folded_is_a_dead_letter(keeper: StateKeeper) ->
     assert "malformed version" in CODEC.decode(outputs[0].value or b"")[1]["reason"]
 
 
-def test_a_keeper_given_partitions_catches_up_while_idle_not_at_its_first_event(
+def test_a_keeper_catches_up_before_it_joins_and_again_while_idle_once_given_partitions(
     keeper: StateKeeper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caught_up: list[bool] = []
-    monkeypatch.setattr(keeper.copy, "catch_up", lambda: caught_up.append(True))
+    calls: list[str] = []
+
+    def poll() -> int:
+        calls.append("poll")  # the loop's first poll joins the group
+        return 0  # nothing to consume yet
+
+    def catch_up() -> None:
+        caught_up.append(True)
+        calls.append("catch-up")
+
+    monkeypatch.setattr(keeper.copy, "catch_up", catch_up)
     monkeypatch.setattr(keeper.copy, "settle", lambda partitions: None)
-    monkeypatch.setattr(keeper.loop, "step", lambda: 0)  # nothing to consume yet
+    monkeypatch.setattr(keeper.loop, "step", poll)
     assigned: list[TopicPartition] = []
     monkeypatch.setattr(keeper.loop.kafka, "consumer", SimpleNamespace(assignment=lambda: assigned))
     keeper._on_assign(None, [])  # type: ignore[arg-type]
+    keeper._joined = False  # as it starts
 
     keeper.step()
-    assert caught_up == []  # not in the group yet: nothing to catch up for
+    # Before it joins the group (its first poll is in the loop's step): the copy's warm-up,
+    # while the other replicas still fold every partition.
+    assert calls == ["catch-up", "poll"]
+    keeper.step()
+    assert caught_up == [True]  # not in the group yet: nothing more to catch up for
 
     assigned.append(TopicPartition("t", 0))
     keeper.step()
     keeper.step()
-    assert caught_up == [True]  # once, then not again until the next assignment
+    assert caught_up == [True, True]  # once, then not again until the next assignment
