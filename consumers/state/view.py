@@ -45,9 +45,9 @@ class TopicFollower:
     the window is applied as a tombstone (its row goes, or is never written), and the rows of
     files that settle while the copy is kept go at :meth:`prune`.
 
-    A copy that holds nothing is seeded from a peer's when ``[status] seed_from`` names any
-    (:meth:`seed`: as its stage starts, else at its first catch-up), and a copy that has caught
-    up is offered to peers (:mod:`terra_xfer.seeding`).
+    A copy that holds nothing is seeded from a peer's at its first catch-up when ``[status]
+    seed_from`` names any (:meth:`seed`), and a copy that has caught up is offered to peers
+    (:mod:`terra_xfer.seeding`).
     """
 
     store_name = "files.state"  # how metrics and logs name this copy
@@ -92,8 +92,8 @@ class TopicFollower:
     def seed(self) -> bool:
         """When the copy holds nothing, install a peer's snapshot of its copy ([status]
         seed_from), so that the catch-up reads only what the topic gained since; whether it did.
-        Asked once: by a stage before it joins its group (so that its partitions do not wait on
-        it), else by the first catch-up."""
+        Asked once, by the first catch-up (which the batcher and the state keeper make before
+        they join their groups, so that no partition waits on it)."""
         if self._seeded:
             return False
         self._seeded = True

@@ -78,13 +78,11 @@ def _view(w: Wiring, file_name: str, **kind: bool) -> StateFollower:
     """A local follower of files.state, of the kind a stage needs, beside the status index."""
     path = w.config.status.index_path.with_name(file_name)
     retention = Retention.of(w.config)
-    view = w.hold(
+    return w.hold(
         StateFollower(
             w.config, path, retention=retention, progress=w.waiting, alive=w.alive, **kind
         )
     )
-    view.seed()  # a new replica's, from a peer's, before its stage joins its group
-    return view
 
 
 def _indexer(w: Wiring) -> Stage:

@@ -105,7 +105,7 @@ def test_an_empty_copy_is_seeded_from_a_peer_with_its_rows_offsets_and_indexes(
     seeded_before = _seeds("seeded")
     try:
         assert fresh.seed()
-        assert not fresh.seed()  # asked once: a stage's start, or else its first catch-up
+        assert not fresh.seed()  # asked once: by the first catch-up
         assert fresh.store.offsets() == peer.store.offsets() == {0: 10, 1: 10, 2: 10}
         assert _rows(fresh.store.path, "kept") == _rows(peer.store.path, "kept")
         assert fresh.store.get("ua-mac/f7") == peer.store.get("ua-mac/f7")
@@ -350,7 +350,7 @@ def test_snapshots_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:
         left = [seeding.snapshot_of(copy.store.path), seeding.seed_of(copy.store.path)]
         for path in left:
             path.write_bytes(b"a half-written snapshot")
-        copy.seed()  # as a stage does before it joins its group, then offers the copy
+        copy.seed()  # as the first catch-up does, then offers the copy
         copy._offer()
         assert [p.exists() for p in left] == [False, False]
     finally:
