@@ -18,7 +18,7 @@ from terra_xfer.config import load
 from terra_xfer.stages.spec import StageSpec
 from tests.chaos.janitor import Janitor
 from tests.chaos.pods import Pods
-from tests.chaos.scale import Scaler
+from tests.chaos.scale import KEEPER, Scaler
 from tests.chaos.stages import Stages, Supervised
 
 MODES = ("stages", "up", "scale-out")
@@ -105,7 +105,10 @@ class ScaleOut:
         self.pods, self.scaler = pods, scaler
 
     def start(self) -> None:
+        """The night's pods, once the keepers are ready (a night starts on a deployment that
+        runs): the keeper the first event adds finds peers to seed its copy from."""
         self.scaler.start()
+        self.pods.wait_ready(self.pods.of(KEEPER))
 
     def tick(self, now: float) -> None:
         self.pods.tick(now)

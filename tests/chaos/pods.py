@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from terra_xfer.stages.spec import StageSpec
 
 # How a stage logs a copy seeded from a peer's (consumers.state.seed_copy).
 SEEDED = ": seeded from "
+READY_S = 120.0  # how long a night's first pods may take to be ready
 GRACE_S = 30.0  # a SIGTERMed pod still running this long is killed, as the kubelet does
 
 
@@ -153,6 +156,18 @@ class Pods:
         """No pod frozen, replaced or on its way out."""
         return all(p.serving and p.frozen_until is None for p in self.pods)
 
+    def wait_ready(self, pods: Sequence[Pod], timeout_s: float = READY_S) -> None:
+        """Until each of ``pods`` answers /readyz with 200 (its first step is done; a copy of
+        files.state has caught up and is offered to peers)."""
+        deadline = time.monotonic() + timeout_s
+        waiting = list(pods)
+        while waiting:
+            waiting = [p for p in waiting if not _ready(p)]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(p.name for p in waiting)
+                raise TimeoutError(f"not ready within {timeout_s:.0f} s: {names}")
+            time.sleep(0.2)  # polling the pods' /readyz, bounded by the deadline
+
     def seeded(self) -> Counter[str]:
         """Copies of files.state the pods seeded from a peer's, by copy, as their logs say."""
         found: Counter[str] = Counter()
@@ -182,3 +197,11 @@ class Pods:
                 pod.proc.wait()
                 codes[pod.name] = None
         return codes
+
+
+def _ready(pod: Pod) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False

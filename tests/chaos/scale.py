@@ -2,7 +2,9 @@
 
 Each event is one of :data:`KINDS`, drawn from a seeded, shuffled deck (so a short night still meets
 every kind) among those possible at that moment, and keeps every replicated stage at 1 to 3 serving
-replicas. In the first half of the events the state keeper keeps at least 2.
+replicas. In the first half of the events the state keeper keeps at least 2. The first event
+adds a state keeper once the night's keepers are ready: a replica on a new claim, which seeds its
+copy of files.state from theirs.
 """
 
 from __future__ import annotations
@@ -38,18 +40,23 @@ class Scaler:
         self._deck: list[str] = []
 
     def start(self) -> None:
-        """Start the night's pods: 2 or 3 state keepers, 1 or 2 of every other replicated stage,
-        one of each producer."""
+        """Start the night's pods: 2 state keepers (the first event adds a third), 1 or 2 of
+        every other replicated stage, one of each producer."""
         for stage in self.pods.replicated:
-            low, high = (2, 3) if stage == KEEPER else (1, 2)
-            for _ in range(self.rng.randint(low, high)):
+            for _ in range(2 if stage == KEEPER else self.rng.randint(1, 2)):
                 self.pods.start(stage)
         for stage in self.pods.single:
             self.pods.start(stage)
 
     def fire(self, now: float) -> str:
-        """One event: the first possible kind of the deck, else any possible kind (the deck keeps
-        its own for later); returns what was done, for the log."""
+        """One event: the first adds a state keeper (when it may), the others are the first
+        possible kind of the deck, else any possible kind (the deck keeps its own for later);
+        returns what was done, for the log."""
+        if not self.fired and self._targets("add", KEEPER):  # a new claim, seeded from a peer's
+            self.fired["add"] += 1
+            self.hit[KEEPER] += 1
+            self._deck = [k for k in self.rng.sample(KINDS, len(KINDS)) if k != "add"]
+            return f"add: started {self.pods.start(KEEPER).name}"
         if not self._deck:
             self._deck = self.rng.sample(KINDS, len(KINDS))
         for kind in [*self._deck, *self.rng.sample(KINDS, len(KINDS))]:

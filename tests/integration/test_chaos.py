@@ -45,4 +45,7 @@ def test_short_scale_out_run_keeps_every_promise(tmp_path: Path) -> None:
     assert sum(report.scale_events.values()) == SHORT_SCALE.kills
     assert set(report.scale_events) == set(KINDS)  # the short night still meets every kind
     assert report.kills.get("state-keeper", 0) > 0 and report.pods_started > 5
+    # The keeper the first event added seeded its copy from a ready peer's, and every invariant
+    # above held with the states it folded onto it.
+    assert report.copies_seeded.get("state-keeper", 0) >= 1
     assert sum(report.faults.values()) > 0 and report.bad_lines == 5
