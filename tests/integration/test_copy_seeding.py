@@ -33,7 +33,7 @@ def _seeding(config: Config, url: str) -> Config:
     return dataclasses.replace(config, status=dataclasses.replace(config.status, seed_from=(url,)))
 
 
-@pytest.mark.parametrize("kind", ["state-keeper", "sweeper-view"])
+@pytest.mark.parametrize("kind", ["state-keeper", "sweeper-view", "batcher-view"])
 def test_a_new_copy_is_seeded_from_a_peer_and_reads_only_what_came_since(
     pipeline_config: Config, tmp_path: Path, kind: str
 ) -> None:
@@ -47,7 +47,9 @@ def test_a_new_copy_is_seeded_from_a_peer_and_reads_only_what_came_since(
     def copy(cfg: Config, home: str) -> TopicFollower:
         if kind == "state-keeper":
             return KeeperCopy(cfg, tmp_path / home / "keeper.sqlite")
-        return StateFollower(cfg, tmp_path / home / "sweeper-view.sqlite", records=False)
+        if kind == "batcher-view":  # rows only for the files at the destination
+            return StateFollower(cfg, tmp_path / home / f"{kind}.sqlite", transferred_only=True)
+        return StateFollower(cfg, tmp_path / home / f"{kind}.sqlite", records=False)
 
     before = [f"ua-mac/before/{i}" for i in range(600)]
     # A file changes state twice: the copies hold its last.
