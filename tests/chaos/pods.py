@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.workspace import wait_ready
 from terra_xfer.broker import free_port
 from terra_xfer.stages.spec import StageSpec
 
@@ -160,13 +159,9 @@ class Pods:
         """Until each of ``pods`` answers /readyz with 200 (its first step is done; a copy of
         files.state has caught up and is offered to peers)."""
         deadline = time.monotonic() + timeout_s
-        waiting = list(pods)
-        while waiting:
-            waiting = [p for p in waiting if not _ready(p)]
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(p.name for p in waiting)
-                raise TimeoutError(f"not ready within {timeout_s:.0f} s: {names}")
-            time.sleep(0.2)  # polling the pods' /readyz, bounded by the deadline
+        for pod in pods:
+            left = max(0.0, deadline - time.monotonic())
+            wait_ready(pod.port, left, alive=lambda pod=pod: pod.proc.poll() is None)
 
     def seeded(self) -> Counter[str]:
         """Copies of files.state the pods seeded from a peer's, by copy, as their logs say."""
@@ -197,11 +192,3 @@ class Pods:
                 pod.proc.wait()
                 codes[pod.name] = None
         return codes
-
-
-def _ready(pod: Pod) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/readyz", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False

@@ -24,9 +24,11 @@ from consumers.state.sqlite_file import StatusIndexError
 from consumers.state.view import StateFollower
 from schemas.codec import Codec
 from terra_xfer import metrics, seeding
+from terra_xfer.broker import free_port
 from terra_xfer.config import Config
 from terra_xfer.metrics_http import Health, MetricsServer, serve
 from tests.samples import VERSION, sample
+from tests.unit.test_status_index_load import index_names
 
 CODEC = Codec()
 PARTITIONS = 3
@@ -42,15 +44,6 @@ def _rows(path: Path, table: str) -> list[tuple[object, ...]]:
     db = sqlite3.connect(path)
     try:
         return sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-    finally:
-        db.close()
-
-
-def _indexes(path: Path) -> set[str]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-        return {name for (name,) in rows}
     finally:
         db.close()
 
@@ -114,7 +107,7 @@ def test_an_empty_copy_is_seeded_from_a_peer_with_its_rows_offsets_and_indexes(
     # Readiness heard how far it was, and no longer waits once the copy is in.
     assert any(why is not None and why.startswith("seeding its copy") for why in told)
     assert told[-1] is None
-    assert _indexes(fresh.store.path) == {"kept_state", "kept_settled"}
+    assert index_names(fresh.store.path) == {"kept_state", "kept_settled"}
     assert _seeds("seeded") == seeded_before + 1
     # Neither side leaves its snapshot behind.
     assert not list(tmp_path.rglob("*.seed")) and not list(tmp_path.rglob("*.snapshot"))
@@ -145,7 +138,7 @@ def test_the_first_peer_that_gives_a_good_copy_is_used(
     frozen.listen()
     try:
         seed_from = (
-            _unused_url(),
+            f"http://127.0.0.1:{free_port()}",  # nothing listens there
             f"http://127.0.0.1:{frozen.getsockname()[1]}",
             f"http://127.0.0.1:{without.server_address[1]}",
             _url(server),
@@ -334,13 +327,6 @@ def test_dns_entries_name_every_address_of_the_host() -> None:
     assert "http://127.0.0.1:9100" in found
     assert found.count("http://peer:9100") == 1
     assert seeding.peers(["dns+http://no-such-host.invalid:9100"]) == []
-
-
-def _unused_url() -> str:
-    """The URL of a local port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_snapshots_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from consumers.state import sqlite_file
 from consumers.state.fold import batched, fold
 from consumers.state.status_index import (
     StateRecord,
@@ -462,6 +461,16 @@ def test_the_unsettled_files_are_listed_through_the_state_index(index: StatusInd
     assert [r["state"] for r in index.query(state="DONE", unsettled=False)] == ["DONE", "DONE"]
     assert len(list(index.query())) == len(states)
     # Read through the state index: as many rows as are not settled, whatever the history.
-    sql = "SELECT key FROM files WHERE " + sqlite_file.UNSETTLED_ROW + " ORDER BY key"
+    ran: list[str] = []
+    connect = index._connect
+
+    def traced() -> sqlite3.Connection:
+        db = connect()
+        db.set_trace_callback(ran.append)
+        return db
+
+    index._connect = traced  # type: ignore[method-assign]
+    list(index.query(unsettled=True))
+    (sql,) = [s for s in ran if s.startswith("SELECT")]
     plan = " ".join(str(row) for row in index._db.execute("EXPLAIN QUERY PLAN " + sql))
     assert "files_state" in plan, plan

@@ -11,6 +11,7 @@ import pytest
 
 from consumers.state.keeper_store import KeeperCopy, KeeperStore
 from consumers.state.status_index import StatusIndex
+from consumers.state.view import TopicFollower
 from terra_xfer.config import Config
 from tests.state_feed import Feed
 from tests.unit.test_state_view_modes import follower, put, state
@@ -41,19 +42,28 @@ def indexes_while_applying(store: StatusIndex | KeeperStore) -> list[set[str]]:
     return seen
 
 
+def loaded_from_the_start(
+    copy: TopicFollower, feed: Feed, store: StatusIndex | KeeperStore
+) -> set[str]:
+    """Three states caught up into the new ``copy``: no secondary index while they are written,
+    the same ones as before afterwards; those indexes."""
+    made = index_names(store.path)
+    seen = indexes_while_applying(store)
+    for offset in range(3):
+        put(feed, offset, state(f"f{offset}", "ARRIVED"))
+    assert copy.catch_up() == 3
+    assert seen == [set()]
+    assert index_names(store.path) == made
+    return made
+
+
 @pytest.mark.parametrize("kind", [{}, {"records": False}])
 def test_a_new_copy_is_loaded_without_its_indexes_and_has_them_all_after(
     tmp_path: Path, kind: dict[str, bool]
 ) -> None:
     view, feed = follower(tmp_path, **kind)
-    made = index_names(view.index.path)
+    made = loaded_from_the_start(view, feed, view.index)
     assert {"files_state", "files_settled"} <= made
-    seen = indexes_while_applying(view.index)
-    for offset in range(3):
-        put(feed, offset, state(f"f{offset}", "ARRIVED"))
-    assert view.catch_up() == 3
-    assert seen == [set()]
-    assert index_names(view.index.path) == made
     assert view.index.counts_by_state() == {"ARRIVED": 3}
     view.close()
 
@@ -103,14 +113,8 @@ def test_the_keepers_new_copy_is_loaded_the_same_way(tmp_path: Path) -> None:
     feed = Feed()
     copy._new_consumer = lambda: feed  # type: ignore[method-assign]
     copy._partitions = [0]
-    made = index_names(copy.store.path)
+    made = loaded_from_the_start(copy, feed, copy.store)
     assert made == {"kept_state", "kept_settled"}
-    seen = indexes_while_applying(copy.store)
-    for offset in range(3):
-        put(feed, offset, state(f"f{offset}", "ARRIVED"))
-    assert copy.catch_up() == 3
-    assert seen == [set()]
-    assert index_names(copy.store.path) == made
     copy.close()
 
     db = sqlite3.connect(tmp_path / "keeper.sqlite")  # a load killed before its end
